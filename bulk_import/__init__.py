@@ -1,0 +1,5 @@
+"""The ``bulk_import`` function: Event Grid BlobCreated → :mod:`shared.importer`."""
+
+from bulk_import.function import bp
+
+__all__ = ["bp"]

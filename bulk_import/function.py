@@ -1,0 +1,48 @@
+"""Trigger glue for ``bulk_import``: decode the event, run the import, log the outcome."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import blob_events
+
+log = logging.getLogger("bulk_import")
+
+bp = func.Blueprint()
+
+
+@bp.function_name("bulk_import")
+@bp.event_grid_trigger(arg_name="event")
+def bulk_import(event: func.EventGridEvent) -> None:
+    """Import the CSV a BlobCreated event announces; other event types are ignored.
+
+    Transient failures raise so Event Grid delivers the event again; permanent ones are
+    recorded in ``IngestRuns`` and return normally.
+    """
+    kind = blob_events.event_type(event)
+    try:
+        created = blob_events.blob_created(event)
+    except blob_events.MalformedEvent as exc:
+        log.warning("event %s (%s) ignored: %s", event.id, kind, exc)
+        return
+    if created is None:
+        log.info("event %s of type %s ignored: only BlobCreated is imported", event.id, kind)
+        return
+
+    # Imported here, not at module load: the host indexes functions on a cold start and
+    # should not pay for SQLAlchemy and the Storage SDK before the first event.
+    from shared import database, importer, storage
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    outcome = importer.import_blob_event(
+        created, settings, database.get_engine(), storage.get_uploads(settings)
+    )
+    log.info(
+        "event %s: run %s %s%s: %s read, %s stored, %s rejected",
+        created.event_id, outcome.run_id, outcome.status,
+        " (replayed delivery)" if outcome.replay else "",
+        outcome.rows_read, outcome.rows_stored, outcome.rows_rejected,
+    )

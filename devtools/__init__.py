@@ -1,0 +1,1 @@
+"""Local tooling: Azurite, demo data, event delivery. Not deployed with the function app."""

@@ -1,0 +1,84 @@
+"""Start and stop Azurite's blob service (from the project's node_modules) on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "devstoreaccount1"
+# Azurite's published, well-known development key; not a secret.
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def connection_string(port: int, host: str = "127.0.0.1") -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{port}/{ACCOUNT};"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def executable() -> str:
+    local = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-blob"
+    if local.exists():
+        return str(local)
+    found = shutil.which("azurite-blob")
+    if found:
+        return found
+    raise RuntimeError("azurite-blob not found: run `npm ci` at the project root")
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Azurite exited with code {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"Azurite did not listen on port {port} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running(port: int | None = None, location: Path | None = None) -> Iterator[str]:
+    """Run Azurite's blob service; yields its connection string and stops it on exit."""
+    port = port or free_port()
+    with contextlib.ExitStack() as stack:
+        if location is None:
+            location = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="azurite-")))
+        proc = subprocess.Popen(
+            [
+                executable(),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--blobHost", "127.0.0.1",
+                "--blobPort", str(port),
+                "--location", str(location),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_listening(port, proc, timeout=30)
+            yield connection_string(port)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

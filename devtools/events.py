@@ -1,0 +1,72 @@
+"""BlobCreated events exactly as Event Grid delivers them, in both schemas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+
+
+def blob_created_data(url: str, etag: str | None, length: int) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "api": "PutBlob",
+        "clientRequestId": str(uuid.uuid4()),
+        "requestId": str(uuid.uuid4()),
+        "contentType": "text/csv",
+        "contentLength": length,
+        "blobType": "BlockBlob",
+        "url": url,
+        "sequencer": "00000000000000000000000000000000000000000000001",
+        "storageDiagnostics": {"batchId": str(uuid.uuid4())},
+    }
+    if etag is not None:
+        data["eTag"] = etag
+    return data
+
+
+def event_grid_schema(
+    url: str, etag: str | None, length: int = 0, event_type: str = "Microsoft.Storage.BlobCreated",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """An event in the Event Grid schema, as posted to a function's webhook."""
+    container_and_blob = url.split("/", 4)[-1]
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+        "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+        "subject": f"/blobServices/default/containers/{container_and_blob}",
+        "eventType": event_type,
+        "eventTime": dt.datetime.now(dt.UTC).isoformat(),
+        "data": blob_created_data(url, etag, length),
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+
+
+def cloud_event_schema(
+    url: str, etag: str | None, length: int = 0, event_type: str = "Microsoft.Storage.BlobCreated",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """The same event in the CloudEvents 1.0 schema."""
+    container_and_blob = url.split("/", 4)[-1]
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+        "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+        "type": event_type,
+        "subject": f"/blobServices/default/containers/{container_and_blob}",
+        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "data": blob_created_data(url, etag, length),
+    }
+
+
+def as_delivered(body: dict[str, Any]) -> Any:
+    """The object the Functions host hands the function for ``body``: the trigger's converter."""
+    datum = meta.Datum(type="json", value=json.dumps(body))
+    return EventGridEventInConverter.decode(datum, trigger_metadata={})

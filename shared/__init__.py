@@ -1,0 +1,1 @@
+"""Code shared by the ingest functions: settings, storage, schema, readers, validators, writers."""

@@ -1,0 +1,160 @@
+"""The bulk import pipeline: blob version → CSV records → validated rows → batches in the database.
+
+Permanent problems (a file that is not this schema, a blob that is gone) end the run as
+failed and return; transient ones (database or storage unreachable, throttling, a
+concurrent delivery) propagate so Event Grid delivers the event again, and the next
+delivery resumes after the last committed batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from shared import ingest_runs
+from shared.blob_events import BlobCreated
+from shared.csv_rows import CsvRecords, FileRejected, Record
+from shared.ingest_runs import Run
+from shared.patient_writer import Batch, write_batch
+from shared.row_validation import ALL_COLUMNS, Invalid, RowValidator
+from shared.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
+from shared.settings import Settings
+from shared.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What one delivery did. ``run_id`` is None when the event was refused outright."""
+
+    status: str
+    run_id: int | None = None
+    rows_read: int = 0
+    rows_stored: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+    replay: bool = False
+
+    @classmethod
+    def of(cls, run: Run, replay: bool = False) -> ImportOutcome:
+        return cls(
+            status=run.status,
+            run_id=run.id,
+            rows_read=run.rows_read,
+            rows_stored=run.rows_stored,
+            rows_rejected=run.rows_rejected,
+            error=run.error,
+            replay=replay,
+        )
+
+
+REFUSED = "refused"
+
+
+def import_blob_event(
+    event: BlobCreated, settings: Settings, engine: Engine, uploads: UploadsContainer
+) -> ImportOutcome:
+    try:
+        ref = uploads.resolve(event.url)
+    except UntrustedBlobUrl as exc:
+        # Not fetched, not raised: a forged event must not make us fetch anything.
+        log.warning("event %s refused: %s", event.event_id, exc)
+        return ImportOutcome(status=REFUSED, error=str(exc))
+    try:
+        etag = event.etag or uploads.current_etag(ref)
+    except BlobGone as exc:
+        log.warning("event %s: blob %s: %s; nothing to import", event.event_id, ref.name, exc)
+        return ImportOutcome(status=REFUSED, error=exc.reason)
+
+    run = ingest_runs.begin(engine, ref.url, etag, event.event_id)
+    if run.finished:
+        log.info(
+            "run %s: blob %s version %s was already imported (%s); nothing to do",
+            run.id, ref.name, etag, run.status,
+        )
+        return ImportOutcome.of(run, replay=True)
+    if run.checkpoint_line:
+        log.info("run %s: resuming blob %s after line %s", run.id, ref.name, run.checkpoint_line)
+    else:
+        log.info("run %s: importing blob %s version %s", run.id, ref.name, etag)
+
+    try:
+        chunks = uploads.chunks(ref, etag)
+        records = CsvRecords(chunks, ALL_COLUMNS)
+        validator = RowValidator(records.header)
+    except BlobGone as exc:
+        ingest_runs.finish(engine, run, RUN_SUPERSEDED if exc.superseded else RUN_FAILED, exc.reason)
+        log.warning("run %s: %s", run.id, exc.reason)
+        return ImportOutcome.of(run)
+    except FileRejected as exc:
+        ingest_runs.finish(engine, run, RUN_FAILED, f"file rejected: {exc.reason}")
+        log.warning("run %s: file rejected: %s", run.id, exc.reason)
+        return ImportOutcome.of(run)
+
+    store_records(records, validator, run, engine, settings, source_uri=ref.url)
+    ingest_runs.finish(engine, run, RUN_SUCCEEDED)
+    log.info(
+        "run %s: done: %s rows read, %s stored, %s rejected",
+        run.id, run.rows_read, run.rows_stored, run.rows_rejected,
+    )
+    if run.rows_read == 0:
+        log.warning("run %s: the file has a header but no rows", run.id)
+    return ImportOutcome.of(run)
+
+
+def store_records(
+    records: Iterable[Record],
+    validator: RowValidator,
+    run: Run,
+    engine: Engine,
+    settings: Settings,
+    source_uri: str,
+) -> None:
+    """Validate ``records`` and write them in batches, skipping what ``run`` already committed."""
+    progress = _Progress(run, settings.progress_interval_seconds)
+    batch = Batch(last_line=run.checkpoint_line)
+    for record in records:
+        if record.line <= run.checkpoint_line:
+            continue  # committed by an earlier delivery of this blob version
+        eid = validator.eid_text(record.fields)
+        if record.problem is not None:
+            batch.rejects.append((record.line, eid, record.problem))
+        else:
+            try:
+                batch.rows.append((record.line, validator.validate(record.fields)))
+            except Invalid as exc:
+                batch.rejects.append((record.line, eid, str(exc)))
+        batch.last_line = record.end_line
+        if len(batch) >= settings.import_batch_size:
+            write_batch(engine, run, batch, settings.tags, source_uri)
+            progress.tick()
+            batch = Batch(last_line=run.checkpoint_line)
+    if len(batch):
+        write_batch(engine, run, batch, settings.tags, source_uri)
+
+
+class _Progress:
+    """Logs counts and throughput of a long import every ``interval`` seconds."""
+
+    def __init__(self, run: Run, interval: float) -> None:
+        self._run = run
+        self._interval = interval
+        self._start = self._last = time.monotonic()
+        self._start_rows = run.rows_read
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        run = self._run
+        rate = (run.rows_read - self._start_rows) / max(now - self._start, 1e-9)
+        log.info(
+            "run %s: %s rows read, %s stored, %s rejected (%.0f rows/s)",
+            run.id, run.rows_read, run.rows_stored, run.rows_rejected, rate,
+        )

@@ -1,0 +1,110 @@
+"""The database tables, as SQLAlchemy Core metadata.
+
+``PatientData`` keeps the blueprint's ``patientdb`` columns, names and types so its
+length-of-stay experiments and reports keep working; the ePHI tags and provenance are added
+columns. Migrations (``migrations/``) create these tables; the functions never run DDL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
+
+# Naive UTC timestamps; DATETIME2 on SQL Server (its DATETIME rounds to 1/300 s).
+UTC_TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
+
+metadata = sa.MetaData()
+
+FLAG_COLUMNS: tuple[str, ...] = (
+    "dialysisrenalendstage",
+    "asthma",
+    "irondef",
+    "pneum",
+    "substancedependence",
+    "psychologicaldisordermajor",
+    "depress",
+    "psychother",
+    "fibrosisandother",
+    "malnutrition",
+    "hemo",
+)
+
+# Float measurements, then whole-number ones, in the blueprint's column order.
+FLOAT_MEASUREMENTS: tuple[str, ...] = (
+    "hematocrit",
+    "neutrophils",
+    "sodium",
+    "glucose",
+    "bloodureanitro",
+    "creatinine",
+    "bmi",
+)
+
+patient_data = sa.Table(
+    "PatientData",
+    metadata,
+    sa.Column("FirstName", sa.Unicode(50), nullable=True),
+    sa.Column("MiddleName", sa.Unicode(50), nullable=True),
+    sa.Column("LastName", sa.Unicode(50), nullable=True),
+    sa.Column("eid", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("vdate", sa.DATE, nullable=False),
+    sa.Column("rcount", sa.Unicode(5), nullable=True),
+    sa.Column("gender", sa.Unicode(1), nullable=False),
+    *(sa.Column(name, sa.Integer, nullable=True) for name in FLAG_COLUMNS),
+    *(sa.Column(name, sa.Float, nullable=True) for name in FLOAT_MEASUREMENTS),
+    sa.Column("pulse", sa.Integer, nullable=True),
+    sa.Column("respiration", sa.Float, nullable=True),
+    sa.Column("secondarydiagnosisnonicd9", sa.Integer, nullable=True),
+    sa.Column("discharged", sa.DATE, nullable=True),
+    sa.Column("facid", sa.Unicode(1), nullable=False),
+    sa.Column("lengthofstay", sa.Integer, nullable=True),
+    sa.Column("predlengthofstay", sa.Integer, nullable=True),
+    # ePHI tags (the blueprint put them on its Azure resources; here every row carries them).
+    sa.Column("dataProfile", sa.Unicode(64), nullable=False),
+    sa.Column("owner", sa.Unicode(256), nullable=False),
+    sa.Column("environment", sa.Unicode(64), nullable=False),
+    sa.Column("department", sa.Unicode(128), nullable=False),
+    # Provenance: where the row came from and when (UTC).
+    sa.Column("sourceUri", sa.Unicode(2048), nullable=False),
+    sa.Column("ingestRunId", sa.Integer, sa.ForeignKey("IngestRuns.id"), nullable=True),
+    sa.Column("createdAt", UTC_TIMESTAMP, nullable=False),
+    sa.Column("updatedAt", UTC_TIMESTAMP, nullable=False),
+)
+
+ingest_runs = sa.Table(
+    "IngestRuns",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(start=1), primary_key=True),
+    # sha256 of blob URL + ETag: one run per blob version. A hash, because SQL Server cannot
+    # index a 2048-character URL.
+    sa.Column("sourceKey", sa.String(64), nullable=False, unique=True),
+    sa.Column("blobUrl", sa.Unicode(2048), nullable=False),
+    sa.Column("etag", sa.Unicode(128), nullable=False),
+    sa.Column("eventId", sa.Unicode(128), nullable=True),
+    sa.Column("status", sa.Unicode(16), nullable=False),
+    sa.Column("rowsRead", sa.Integer, nullable=False),
+    sa.Column("rowsStored", sa.Integer, nullable=False),
+    sa.Column("rowsRejected", sa.Integer, nullable=False),
+    # Last physical line whose record is committed: a redelivery resumes after it.
+    sa.Column("checkpointLine", sa.Integer, nullable=False),
+    sa.Column("startedAt", UTC_TIMESTAMP, nullable=False),
+    sa.Column("heartbeatAt", UTC_TIMESTAMP, nullable=False),
+    sa.Column("finishedAt", UTC_TIMESTAMP, nullable=True),
+    sa.Column("error", sa.Unicode(2000), nullable=True),
+)
+
+ingest_rejects = sa.Table(
+    "IngestRejects",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(start=1), primary_key=True),
+    sa.Column("runId", sa.Integer, sa.ForeignKey("IngestRuns.id"), nullable=False, index=True),
+    sa.Column("lineNumber", sa.Integer, nullable=False),
+    sa.Column("eid", sa.Unicode(20), nullable=True),
+    sa.Column("reason", sa.Unicode(1000), nullable=False),
+    sa.Column("createdAt", UTC_TIMESTAMP, nullable=False),
+)
+
+RUN_RUNNING = "running"
+RUN_SUCCEEDED = "succeeded"
+RUN_FAILED = "failed"
+RUN_SUPERSEDED = "superseded"

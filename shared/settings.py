@@ -1,0 +1,155 @@
+"""Every app setting the ingest functions read, read and validated in one place, once per process.
+
+A bad value raises :class:`SettingsError` naming the setting, so the site administrator knows
+which application setting to fix. Secrets (the SQL connection string) are not held here in
+plain sight of ``repr``: see :mod:`shared.secrets`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.tags import EphiTags
+
+
+class SettingsError(Exception):
+    """An app setting is missing or malformed; the message names the setting, never its value."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"app setting {setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    uploads_container: str
+    storage_connection: str | None = field(repr=False)
+    storage_account_url: str | None
+    sql_connection_string: str | None = field(repr=False)
+    tags: EphiTags
+    import_batch_size: int
+    progress_interval_seconds: float
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, "must be a whole number") from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, "must be a number") from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, f"must be between {lo:g} and {hi:g}")
+    return value
+
+
+def _container_name(env: Mapping[str, str]) -> str:
+    name = _text(env, "PATIENT_UPLOADS_CONTAINER", "patient-uploads")
+    assert name is not None
+    # Azure's container naming rule: 3-63 lowercase letters, digits and single hyphens.
+    ok = (
+        3 <= len(name) <= 63
+        and all(c.islower() or c.isdigit() or c == "-" for c in name)
+        and name[0] != "-"
+        and name[-1] != "-"
+        and "--" not in name
+    )
+    if not ok:
+        raise SettingsError(
+            "PATIENT_UPLOADS_CONTAINER",
+            "must be a valid container name (3-63 lowercase letters, digits, single hyphens)",
+        )
+    return name
+
+
+def _account_url(env: Mapping[str, str]) -> str | None:
+    url = _text(env, "PATIENT_STORAGE_ACCOUNT_URL")
+    if url is None:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise SettingsError(
+            "PATIENT_STORAGE_ACCOUNT_URL",
+            "must be the blob endpoint, e.g. https://<account>.blob.core.windows.net",
+        )
+    return url.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    storage_connection = _text(env, "PATIENT_STORAGE_CONNECTION")
+    storage_account_url = _account_url(env)
+    if storage_connection is None and storage_account_url is None:
+        raise SettingsError(
+            "PATIENT_STORAGE_ACCOUNT_URL",
+            "set it to the storage account's blob endpoint (managed identity), "
+            "or set PATIENT_STORAGE_CONNECTION to a connection string (local runs)",
+        )
+    return Settings(
+        uploads_container=_container_name(env),
+        storage_connection=storage_connection,
+        storage_account_url=storage_account_url,
+        sql_connection_string=_text(env, "SQL_CONNECTION_STRING"),
+        tags=EphiTags(
+            data_profile=_text(env, "EPHI_DATA_PROFILE", "ePHI") or "",
+            owner=_required_owner(env),
+            environment=_text(env, "EPHI_ENVIRONMENT", "Pilot") or "",
+            department=_text(env, "EPHI_DEPARTMENT", "Global Ecosystem") or "",
+        ),
+        import_batch_size=_int(env, "IMPORT_BATCH_SIZE", 5000, 1, 100_000),
+        progress_interval_seconds=_float(env, "IMPORT_PROGRESS_SECONDS", 10.0, 0.0, 3600.0),
+    )
+
+
+def _required_owner(env: Mapping[str, str]) -> str:
+    owner = _text(env, "EPHI_OWNER")
+    if owner is None:
+        raise SettingsError(
+            "EPHI_OWNER", "set it to the site administrator's UPN (owner tag of every ePHI row)"
+        )
+    if len(owner) > 256:
+        raise SettingsError("EPHI_OWNER", "must be at most 256 characters")
+    return owner
+
+
+_lock = threading.Lock()
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read on first use (not at import: cold start stays cheap)."""
+    global _cached
+    if _cached is None:
+        with _lock:
+            if _cached is None:
+                _cached = load_settings()
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget the cached settings; the next :func:`get_settings` reads the environment again."""
+    global _cached
+    with _lock:
+        _cached = None

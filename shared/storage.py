@@ -1,0 +1,158 @@
+"""The uploads container: which blob URLs are ours, and streaming a blob version's bytes.
+
+An event's URL is only trusted to name a blob: it must point at the configured account's
+uploads container, and the bytes are then fetched through our own client for that account,
+so a forged event cannot make the function fetch an arbitrary URL.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.identity import get_credential
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+
+# Ranged GETs of this size keep memory bounded by one chunk, whatever the blob's size.
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class UntrustedBlobUrl(Exception):
+    """The URL does not name a blob in the configured uploads container."""
+
+
+class BlobGone(Exception):
+    """The blob version no longer exists (deleted, or overwritten by a newer version)."""
+
+    def __init__(self, reason: str, superseded: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.superseded = superseded
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    url: str
+    container: str
+    name: str
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(parts: urllib.parse.SplitResult) -> tuple[str, str, int | None]:
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def resolve_blob_url(url: str, service_url: str, container: str) -> BlobRef:
+    """The blob ``url`` names, if it lies in ``container`` of the account at ``service_url``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        trusted = urllib.parse.urlsplit(service_url)
+        same_origin = _origin(parts) == _origin(trusted)
+    except ValueError:
+        raise UntrustedBlobUrl("the event's url is not a valid URL") from None
+    if parts.username or parts.password or not same_origin:
+        raise UntrustedBlobUrl("the event's url is not on the configured storage account")
+    if parts.query or parts.fragment:
+        raise UntrustedBlobUrl("the event's url carries a query or fragment")
+    prefix = trusted.path.rstrip("/") + "/" + container + "/"
+    if not parts.path.startswith(prefix):
+        raise UntrustedBlobUrl("the event's url is not in the uploads container")
+    name = urllib.parse.unquote(parts.path[len(prefix) :])
+    segments = name.split("/")
+    if not name or any(s in ("", ".", "..") for s in segments):
+        raise UntrustedBlobUrl("the event's url has no valid blob name")
+    return BlobRef(url=parts._replace(query="", fragment="").geturl(), container=container, name=name)
+
+
+class UploadsContainer:
+    """Read access to the configured account's uploads container."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._service: BlobServiceClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def service(self) -> BlobServiceClient:
+        if self._service is None:
+            with self._lock:
+                if self._service is None:
+                    self._service = self._build()
+        return self._service
+
+    def _build(self) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient
+
+        sizes = {"max_single_get_size": CHUNK_BYTES, "max_chunk_get_size": CHUNK_BYTES}
+        if self._settings.storage_connection:
+            return BlobServiceClient.from_connection_string(
+                self._settings.storage_connection, **sizes
+            )
+        assert self._settings.storage_account_url is not None
+        # No account keys in production: the managed identity reads the blob.
+        return BlobServiceClient(
+            self._settings.storage_account_url, credential=get_credential(), **sizes
+        )
+
+    def resolve(self, url: str) -> BlobRef:
+        return resolve_blob_url(url, self.service.url, self._settings.uploads_container)
+
+    def current_etag(self, ref: BlobRef) -> str:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        client = self.service.get_blob_client(ref.container, ref.name)
+        try:
+            return str(client.get_blob_properties().etag)
+        except ResourceNotFoundError:
+            raise BlobGone("the blob no longer exists", superseded=False) from None
+
+    def chunks(self, ref: BlobRef, etag: str) -> Iterator[bytes]:
+        """The bytes of exactly the version ``etag``, in chunks of at most :data:`CHUNK_BYTES`.
+
+        Transient failures (unreachable, throttled) propagate as the SDK raises them.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        client = self.service.get_blob_client(ref.container, ref.name)
+        try:
+            downloader = client.download_blob(
+                etag=etag, match_condition=MatchConditions.IfNotModified, max_concurrency=1
+            )
+        except ResourceNotFoundError:
+            raise BlobGone("the blob no longer exists", superseded=False) from None
+        except ResourceModifiedError:
+            raise BlobGone(
+                "the blob was overwritten before this version was read; "
+                "the newer version is imported by its own event",
+                superseded=True,
+            ) from None
+        return downloader.chunks()
+
+
+_uploads_lock = threading.Lock()
+_uploads: UploadsContainer | None = None
+
+
+def get_uploads(settings: Settings) -> UploadsContainer:
+    """The process's uploads-container client, built on first use and reused."""
+    global _uploads
+    with _uploads_lock:
+        if _uploads is None or _uploads._settings is not settings:
+            _uploads = UploadsContainer(settings)
+        return _uploads
+
+
+def reset_uploads() -> None:
+    global _uploads
+    with _uploads_lock:
+        _uploads = None

@@ -1,0 +1,180 @@
+"""Fixtures: one Azurite for the session, one migrated database per kind, the app as the host runs it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from devtools import azurite, events
+from shared import database, identity, settings, storage
+from shared.schema import ingest_rejects, ingest_runs, patient_data
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+UPLOADS = "patient-uploads"
+OWNER = "siteadmin@contoso-health.example"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
+
+
+def shared_file(*parts: str) -> Path:
+    """A file from ../shared/data, or a clean skip where ../shared is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"../shared/data/{'/'.join(parts)} is not here")
+    return path
+
+
+def migrate(connection_string: str) -> None:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["connection_string"] = connection_string
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+# --- storage -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def azurite_connection() -> Iterator[str]:
+    with azurite.running() as conn_str:
+        from azure.storage.blob import BlobServiceClient
+
+        BlobServiceClient.from_connection_string(conn_str).create_container(UPLOADS)
+        yield conn_str
+
+
+@dataclass
+class Uploads:
+    """The uploads container in Azurite, as a test uploads to it."""
+
+    connection_string: str
+
+    @property
+    def service(self) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def put(self, data: bytes, name: str | None = None, container: str = UPLOADS) -> tuple[str, str]:
+        """Upload ``data``; returns the blob's URL and ETag, as a BlobCreated event carries."""
+        name = name or f"stays-{uuid.uuid4().hex[:8]}.csv"
+        client = self.service.get_blob_client(container, name)
+        result = client.upload_blob(data, overwrite=True)
+        return client.url, result["etag"]
+
+
+@pytest.fixture
+def uploads(azurite_connection: str) -> Uploads:
+    return Uploads(azurite_connection)
+
+
+# --- databases -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'patients.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.__class__.__name__}")
+    name = f"ingest_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    try:
+        yield url
+    finally:
+        database.reset_engine()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated, emptied database of each kind; tests using it run once per kind."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in (ingest_rejects, patient_data, ingest_runs):
+            conn.execute(table.delete())
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[sa.Engine]:
+    """An engine on the test's database, for reading what the functions stored."""
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+# --- the app, configured as in Azure ---------------------------------------------------
+
+
+def reset_process_state() -> None:
+    """Forget per-process caches, as a fresh function instance would start without them."""
+    settings.reset_settings()
+    database.reset_engine()
+    identity.reset_credential()
+    storage.reset_uploads()
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, db_url: str, azurite_connection: str) -> Iterator[dict[str, str]]:
+    env = {
+        "PATIENT_STORAGE_CONNECTION": azurite_connection,
+        "PATIENT_UPLOADS_CONTAINER": UPLOADS,
+        "SQL_CONNECTION_STRING": db_url,
+        "EPHI_OWNER": OWNER,
+        "IMPORT_BATCH_SIZE": "500",
+    }
+    for name in [n for n in os.environ if n.startswith(("EPHI_", "PATIENT_", "IMPORT_", "SQL_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_process_state()
+    yield env
+    reset_process_state()
+
+
+@functools.cache
+def indexed_functions() -> dict[str, Any]:
+    """The app's functions by name, indexed once as the host indexes them at start-up."""
+    import function_app
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+def function(name: str) -> Any:
+    """The user function the host would invoke for ``name``."""
+    return indexed_functions()[name].get_user_function()
+
+
+def deliver(body: dict[str, Any]) -> None:
+    """Deliver one Event Grid event to ``bulk_import`` as the Functions host does."""
+    function("bulk_import")(events.as_delivered(body))
