@@ -67,6 +67,8 @@ class _Lines:
                     break
                 if skipping:
                     skipping = False
+                elif end + 1 - start > MAX_LINE_BYTES:
+                    yield None
                 else:
                     yield data[start : end + 1]
                 start = end + 1
@@ -77,7 +79,7 @@ class _Lines:
                     skipping = True
                 pending = b""
         if pending and not skipping:
-            yield pending
+            yield pending if len(pending) <= MAX_LINE_BYTES else None
 
     def __iter__(self) -> Iterator[str]:
         for raw in self._raw_lines():

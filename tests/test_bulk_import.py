@@ -20,7 +20,7 @@ def runs(db: sa.Engine) -> list[sa.Row]:
 
 def rejects(db: sa.Engine) -> list[sa.Row]:
     with db.connect() as conn:
-        return list(conn.execute(sa.select(ingest_rejects).order_by(ingest_rejects.c.lineNumber)))
+        return list(conn.execute(sa.select(ingest_rejects).order_by(ingest_rejects.c.runId, ingest_rejects.c.lineNumber)))
 
 
 def stored(db: sa.Engine) -> dict[int, sa.Row]:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh machine, and only what is missing:
+# unixODBC (for pyodbc), a venv in .venv with requirements-dev.txt, Azurite from npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  python=$(command -v python3.11 || command -v python3)
+fi
+
+if ! { ldconfig -p 2>/dev/null || true; } | grep -q 'libodbc\.so\.2'; then
+  echo "bootstrap: installing unixODBC (pyodbc needs libodbc.so.2)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null
+  elif command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null
+  else
+    echo "bootstrap: warning: install unixODBC (apt-get install unixodbc) to reach Azure SQL" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $python"
+  "$python" -m venv .venv
+fi
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > .venv/.requirements.sha256
+fi
+
+if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing Azurite from npm"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
