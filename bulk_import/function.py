@@ -42,7 +42,11 @@ def bulk_import(event: func.EventGridEvent) -> None:
     )
     log.info(
         "event %s: run %s %s%s: %s read, %s stored, %s rejected",
-        created.event_id, outcome.run_id, outcome.status,
+        created.event_id,
+        outcome.run_id,
+        outcome.status,
         " (replayed delivery)" if outcome.replay else "",
-        outcome.rows_read, outcome.rows_stored, outcome.rows_rejected,
+        outcome.rows_read,
+        outcome.rows_stored,
+        outcome.rows_rejected,
     )

@@ -36,7 +36,9 @@ def migrate(url: str) -> None:
 def deliver(body: dict) -> None:
     import function_app
 
-    [bulk_import] = [f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"]
+    [bulk_import] = [
+        f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"
+    ]
     user_function = bulk_import.get_user_function()
     user_function(events.as_delivered(body))
     # A second delivery of the very same event, as Event Grid may do.
@@ -60,15 +62,23 @@ def report(url: str) -> None:
         ).all()
         sample = conn.execute(
             sa.select(
-                patient_data.c.eid, patient_data.c.vdate, patient_data.c.facid,
-                patient_data.c.lengthofstay, patient_data.c.dataProfile,
-                patient_data.c.environment, patient_data.c.department,
-            ).order_by(patient_data.c.eid).limit(3)
+                patient_data.c.eid,
+                patient_data.c.vdate,
+                patient_data.c.facid,
+                patient_data.c.lengthofstay,
+                patient_data.c.dataProfile,
+                patient_data.c.environment,
+                patient_data.c.department,
+            )
+            .order_by(patient_data.c.eid)
+            .limit(3)
         ).all()
         stored = conn.execute(sa.select(sa.func.count()).select_from(patient_data)).scalar()
     engine.dispose()
     print(f"\nrun {run.id}: {run.status}  (delivered twice; one run, nothing stored twice)")
-    print(f"  rows read {run.rowsRead:,} = stored {run.rowsStored:,} + rejected {run.rowsRejected:,}")
+    print(
+        f"  rows read {run.rowsRead:,} = stored {run.rowsStored:,} + rejected {run.rowsRejected:,}"
+    )
     print(f"  PatientData now holds {stored:,} rows")
     if run.error:
         print(f"  error: {run.error}")
@@ -76,7 +86,10 @@ def report(url: str) -> None:
         print("  first rejects (IngestRejects):")
         for line, reason in first:
             print(f"    line {line}: {reason}")
-        print("  rejects by first column named: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+        print(
+            "  rejects by first column named: "
+            + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+        )
     if sample:
         print("  first stored rows (ids and tags only):")
         for row in sample:
@@ -84,10 +97,14 @@ def report(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run bulk_import locally against Azurite and SQLite.")
+    parser = argparse.ArgumentParser(
+        description="Run bulk_import locally against Azurite and SQLite."
+    )
     parser.add_argument("--csv", type=Path, help="file to import (default: generated stays)")
     parser.add_argument("--rows", type=int, default=1000, help="generated rows (default 1000)")
-    parser.add_argument("--bad-rows", type=float, default=0.02, help="fraction of invalid generated rows")
+    parser.add_argument(
+        "--bad-rows", type=float, default=0.02, help="fraction of invalid generated rows"
+    )
     args = parser.parse_args(argv)
 
     LOCAL.mkdir(exist_ok=True)

@@ -29,7 +29,10 @@ def blob_created_data(url: str, etag: str | None, length: int) -> dict[str, Any]
 
 
 def event_grid_schema(
-    url: str, etag: str | None, length: int = 0, event_type: str = "Microsoft.Storage.BlobCreated",
+    url: str,
+    etag: str | None,
+    length: int = 0,
+    event_type: str = "Microsoft.Storage.BlobCreated",
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """An event in the Event Grid schema, as posted to a function's webhook."""
@@ -48,7 +51,10 @@ def event_grid_schema(
 
 
 def cloud_event_schema(
-    url: str, etag: str | None, length: int = 0, event_type: str = "Microsoft.Storage.BlobCreated",
+    url: str,
+    etag: str | None,
+    length: int = 0,
+    event_type: str = "Microsoft.Storage.BlobCreated",
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """The same event in the CloudEvents 1.0 schema."""

@@ -83,7 +83,9 @@ def rows(count: int, seed: int, shape: str, start_eid: int, bad_rows: float) -> 
             **{k: str(v) for k, v in flags.items()},
         }
         for name, mean, sd, lo, hi, decimals in MEASUREMENTS:
-            values[name] = f"{_bounded_gauss(rng, mean, sd, lo, hi):.{decimals}f}".rstrip("0").rstrip(".")
+            values[name] = f"{_bounded_gauss(rng, mean, sd, lo, hi):.{decimals}f}".rstrip(
+                "0"
+            ).rstrip(".")
         values["pulse"] = str(int(_bounded_gauss(rng, 73, 12, 30, 130)))
         values["respiration"] = f"{_bounded_gauss(rng, 6.5, 0.57, 0.2, 10.0):.1f}"
         values["secondarydiagnosisnonicd9"] = str(min(10, int(rng.expovariate(1 / 2.1))))
@@ -111,8 +113,14 @@ def _break_one_rule(rng: random.Random, values: dict[str, str]) -> None:
     }[broken]
 
 
-def write_csv(out: TextIO, count: int, seed: int = 7, shape: str = "names",
-              start_eid: int = 200_000, bad_rows: float = 0.0) -> None:
+def write_csv(
+    out: TextIO,
+    count: int,
+    seed: int = 7,
+    shape: str = "names",
+    start_eid: int = 200_000,
+    bad_rows: float = 0.0,
+) -> None:
     import csv
 
     writer = csv.writer(out, lineterminator="\r\n")

@@ -57,9 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--etag", help="ETag of that blob version (default: the current one)")
     parser.add_argument("--host", default="http://localhost:7071", help="Functions host")
     parser.add_argument("--function", default="bulk_import")
-    parser.add_argument("--container", default=os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads"))
+    parser.add_argument(
+        "--container", default=os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
+    )
     parser.add_argument("--code", help="the host's eventgrid_extension system key (Azure only)")
-    parser.add_argument("--cloud-events", action="store_true", help="use the CloudEvents 1.0 schema")
+    parser.add_argument(
+        "--cloud-events", action="store_true", help="use the CloudEvents 1.0 schema"
+    )
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args(argv)
 

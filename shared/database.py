@@ -20,15 +20,14 @@ def engine_url(connection_string: str) -> URL:
     """The SQLAlchemy URL for a connection string; ODBC strings go through ``mssql+pyodbc``."""
     if "://" in connection_string.split(";", 1)[0]:
         return make_url(connection_string)
-    return make_url(
-        "mssql+pyodbc:///?odbc_connect=" + urllib.parse.quote_plus(connection_string)
-    )
+    return make_url("mssql+pyodbc:///?odbc_connect=" + urllib.parse.quote_plus(connection_string))
 
 
 def create_engine(connection_string: str) -> Engine:
     url = engine_url(connection_string)
     backend = url.get_backend_name()
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
+    # hide_parameters: row values are ePHI; keep them out of SQL logs and exception messages.
+    kwargs: dict[str, object] = {"pool_pre_ping": True, "hide_parameters": True}
     if backend == "mssql":
         # pyodbc's array binding: one round trip per batch instead of one per row.
         kwargs["fast_executemany"] = True

@@ -75,7 +75,10 @@ def import_blob_event(
     if run.finished:
         log.info(
             "run %s: blob %s version %s was already imported (%s); nothing to do",
-            run.id, ref.name, etag, run.status,
+            run.id,
+            ref.name,
+            etag,
+            run.status,
         )
         return ImportOutcome.of(run, replay=True)
     if run.checkpoint_line:
@@ -88,7 +91,9 @@ def import_blob_event(
         records = CsvRecords(chunks, ALL_COLUMNS)
         validator = RowValidator(records.header)
     except BlobGone as exc:
-        ingest_runs.finish(engine, run, RUN_SUPERSEDED if exc.superseded else RUN_FAILED, exc.reason)
+        ingest_runs.finish(
+            engine, run, RUN_SUPERSEDED if exc.superseded else RUN_FAILED, exc.reason
+        )
         log.warning("run %s: %s", run.id, exc.reason)
         return ImportOutcome.of(run)
     except FileRejected as exc:
@@ -100,7 +105,10 @@ def import_blob_event(
     ingest_runs.finish(engine, run, RUN_SUCCEEDED)
     log.info(
         "run %s: done: %s rows read, %s stored, %s rejected",
-        run.id, run.rows_read, run.rows_stored, run.rows_rejected,
+        run.id,
+        run.rows_read,
+        run.rows_stored,
+        run.rows_rejected,
     )
     if run.rows_read == 0:
         log.warning("run %s: the file has a header but no rows", run.id)
@@ -156,5 +164,9 @@ class _Progress:
         rate = (run.rows_read - self._start_rows) / max(now - self._start, 1e-9)
         log.info(
             "run %s: %s rows read, %s stored, %s rejected (%.0f rows/s)",
-            run.id, run.rows_read, run.rows_stored, run.rows_rejected, rate,
+            run.id,
+            run.rows_read,
+            run.rows_stored,
+            run.rows_rejected,
+            rate,
         )

@@ -96,8 +96,13 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
                 rows.append({**row, **extra})
                 continue
             rejects.append(
-                {"runId": run.id, "lineNumber": line, "eid": str(eid), "reason": reason,
-                 "createdAt": now}
+                {
+                    "runId": run.id,
+                    "lineNumber": line,
+                    "eid": str(eid),
+                    "reason": reason,
+                    "createdAt": now,
+                }
             )
         moved = conn.execute(
             ingest_runs.update()

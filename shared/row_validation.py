@@ -242,7 +242,7 @@ class RowValidator:
         """The typed row for ``fields``; raises :class:`Invalid` with every broken rule."""
         row: dict[str, object] = dict(self._all_absent)
         problems: list[str] = []
-        for column, convert, raw in zip(self._columns, self._converters, fields):
+        for column, convert, raw in zip(self._columns, self._converters, fields, strict=True):
             text = raw.strip()
             if not text:
                 if column in REQUIRED_VALUES:

@@ -32,6 +32,7 @@ class Settings:
     tags: EphiTags
     import_batch_size: int
     progress_interval_seconds: float
+    storage_retries: int
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -120,6 +121,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         import_batch_size=_int(env, "IMPORT_BATCH_SIZE", 5000, 1, 100_000),
         progress_interval_seconds=_float(env, "IMPORT_PROGRESS_SECONDS", 10.0, 0.0, 3600.0),
+        storage_retries=_int(env, "STORAGE_RETRY_TOTAL", 3, 0, 10),
     )
 
 

@@ -70,7 +70,9 @@ def resolve_blob_url(url: str, service_url: str, container: str) -> BlobRef:
     segments = name.split("/")
     if not name or any(s in ("", ".", "..") for s in segments):
         raise UntrustedBlobUrl("the event's url has no valid blob name")
-    return BlobRef(url=parts._replace(query="", fragment="").geturl(), container=container, name=name)
+    return BlobRef(
+        url=parts._replace(query="", fragment="").geturl(), container=container, name=name
+    )
 
 
 class UploadsContainer:
@@ -90,17 +92,25 @@ class UploadsContainer:
         return self._service
 
     def _build(self) -> BlobServiceClient:
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-        sizes = {"max_single_get_size": CHUNK_BYTES, "max_chunk_get_size": CHUNK_BYTES}
+        options = {
+            "max_single_get_size": CHUNK_BYTES,
+            "max_chunk_get_size": CHUNK_BYTES,
+            # A few quick retries; past them the invocation fails and Event Grid redelivers
+            # with its own back-off, instead of the SDK's default 15 s steps.
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=self._settings.storage_retries
+            ),
+        }
         if self._settings.storage_connection:
             return BlobServiceClient.from_connection_string(
-                self._settings.storage_connection, **sizes
+                self._settings.storage_connection, **options
             )
         assert self._settings.storage_account_url is not None
         # No account keys in production: the managed identity reads the blob.
         return BlobServiceClient(
-            self._settings.storage_account_url, credential=get_credential(), **sizes
+            self._settings.storage_account_url, credential=get_credential(), **options
         )
 
     def resolve(self, url: str) -> BlobRef:

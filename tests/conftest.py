@@ -1,4 +1,4 @@
-"""Fixtures: one Azurite for the session, one migrated database per kind, the app as the host runs it."""
+"""Fixtures: one Azurite per session, a migrated database per kind, the app as the host runs it."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ class Uploads:
 
         return BlobServiceClient.from_connection_string(self.connection_string)
 
-    def put(self, data: bytes, name: str | None = None, container: str = UPLOADS) -> tuple[str, str]:
+    def put(
+        self, data: bytes, name: str | None = None, container: str = UPLOADS
+    ) -> tuple[str, str]:
         """Upload ``data``; returns the blob's URL and ETag, as a BlobCreated event carries."""
         name = name or f"stays-{uuid.uuid4().hex[:8]}.csv"
         client = self.service.get_blob_client(container, name)
@@ -145,7 +147,9 @@ def reset_process_state() -> None:
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, db_url: str, azurite_connection: str) -> Iterator[dict[str, str]]:
+def app_env(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, azurite_connection: str
+) -> Iterator[dict[str, str]]:
     env = {
         "PATIENT_STORAGE_CONNECTION": azurite_connection,
         "PATIENT_UPLOADS_CONTAINER": UPLOADS,

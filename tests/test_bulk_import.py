@@ -20,7 +20,13 @@ def runs(db: sa.Engine) -> list[sa.Row]:
 
 def rejects(db: sa.Engine) -> list[sa.Row]:
     with db.connect() as conn:
-        return list(conn.execute(sa.select(ingest_rejects).order_by(ingest_rejects.c.runId, ingest_rejects.c.lineNumber)))
+        return list(
+            conn.execute(
+                sa.select(ingest_rejects).order_by(
+                    ingest_rejects.c.runId, ingest_rejects.c.lineNumber
+                )
+            )
+        )
 
 
 def stored(db: sa.Engine) -> dict[int, sa.Row]:
@@ -36,7 +42,9 @@ def table_snapshot(db: sa.Engine) -> tuple[list, list, list]:
         )
 
 
-def test_blueprint_file_is_stored_whole_with_tags_and_redelivery_changes_nothing(app_env, uploads, db):
+def test_blueprint_file_is_stored_whole_with_tags_and_redelivery_changes_nothing(
+    app_env, uploads, db
+):
     data = shared_file("blueprint", "LengthOfStayname.csv").read_bytes()
     url, etag = uploads.put(data, "LengthOfStayname.csv")
     body = events.event_grid_schema(url, etag, len(data))
@@ -44,11 +52,20 @@ def test_blueprint_file_is_stored_whole_with_tags_and_redelivery_changes_nothing
     deliver(body)
 
     [run] = runs(db)
-    assert (run.status, run.rowsRead, run.rowsStored, run.rowsRejected) == ("succeeded", 10_000, 10_000, 0)
+    assert (run.status, run.rowsRead, run.rowsStored, run.rowsRejected) == (
+        "succeeded",
+        10_000,
+        10_000,
+        0,
+    )
     rows = stored(db)
     assert len(rows) == 10_000
     first = rows[101000]
-    assert (first.FirstName, first.MiddleName, first.LastName) == ("FirstA", "Amiddle", "LASTCEVUDKM")
+    assert (first.FirstName, first.MiddleName, first.LastName) == (
+        "FirstA",
+        "Amiddle",
+        "LASTCEVUDKM",
+    )
     assert first.vdate == dt.date(2012, 9, 21) and first.discharged == dt.date(2012, 9, 25)
     assert (first.rcount, first.gender, first.facid, first.lengthofstay) == ("0", "F", "B", 4)
     assert first.hematocrit == pytest.approx(9.6) and first.pulse == 91

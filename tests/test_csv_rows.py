@@ -8,9 +8,22 @@ from shared.csv_rows import MAX_LINE_BYTES, CsvRecords, FileRejected
 from shared.row_validation import ALL_COLUMNS, RowValidator
 
 HEADER = "eid,vdate,rcount,gender,facid," + ",".join(
-    c for c in ALL_COLUMNS if c not in {"FirstName", "MiddleName", "LastName", "eid", "vdate",
-                                         "rcount", "gender", "facid", "discharged", "lengthofstay",
-                                         "predlengthofstay"}
+    c
+    for c in ALL_COLUMNS
+    if c
+    not in {
+        "FirstName",
+        "MiddleName",
+        "LastName",
+        "eid",
+        "vdate",
+        "rcount",
+        "gender",
+        "facid",
+        "discharged",
+        "lengthofstay",
+        "predlengthofstay",
+    }
 )
 
 

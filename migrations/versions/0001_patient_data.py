@@ -1,4 +1,4 @@
-"""PatientData (the blueprint's patientdb columns, with ePHI tags and provenance), IngestRuns, IngestRejects.
+"""PatientData (blueprint patientdb columns + ePHI tags, provenance), IngestRuns, IngestRejects.
 
 Revision ID: 0001
 Revises:
@@ -8,8 +8,8 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mssql
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 # Naive UTC timestamps; DATETIME2 on SQL Server (its DATETIME rounds to 1/300 s).
 UTC_TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")

@@ -1,0 +1,241 @@
+"""At-least-once delivery: replays, deliveries that died halfway, transient failures, races."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+
+from devtools import events, los_generator
+from shared import database, ingest_runs
+from shared.csv_rows import CsvRecords
+from shared.patient_writer import Batch, ConcurrentDelivery, write_batch
+from shared.row_validation import ALL_COLUMNS, RowValidator
+from shared.schema import ingest_rejects, patient_data
+from shared.schema import ingest_runs as runs_table
+from shared.tags import EphiTags
+from tests.conftest import PROJECT_ROOT, deliver, reset_process_state
+from tests.test_bulk_import import runs
+
+# 2,000 rows with invalid rows and in-file duplicates: a non-trivial clean result to match.
+ROWS = 2000
+
+
+def messy_file() -> bytes:
+    data = los_generator.csv_bytes(ROWS, seed=21, bad_rows=0.04)
+    lines = data.split(b"\r\n")
+    return b"\r\n".join([*lines[:-1], lines[5], lines[1500], b""])  # two duplicated rows
+
+
+def outcome(db: sa.Engine) -> tuple:
+    """What a run left in the database, without ids and timestamps that differ between runs."""
+    keep = [c for c in patient_data.c if c.name not in {"ingestRunId", "createdAt", "updatedAt"}]
+    with db.connect() as conn:
+        stored_rows = sorted(map(tuple, conn.execute(sa.select(*keep))))
+        rejected = sorted(
+            map(
+                tuple,
+                conn.execute(
+                    sa.select(
+                        ingest_rejects.c.lineNumber, ingest_rejects.c.eid, ingest_rejects.c.reason
+                    )
+                ),
+            )
+        )
+        counts = conn.execute(
+            sa.select(
+                runs_table.c.status,
+                runs_table.c.rowsRead,
+                runs_table.c.rowsStored,
+                runs_table.c.rowsRejected,
+            )
+        ).all()
+    return stored_rows, rejected, [tuple(c) for c in counts]
+
+
+def wipe(db: sa.Engine) -> None:
+    with db.begin() as conn:
+        for table in (ingest_rejects, patient_data, runs_table):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def clean_outcome(app_env, uploads, db) -> tuple:
+    """The outcome of one uninterrupted delivery of :func:`messy_file`; the database is wiped."""
+    data = messy_file()
+    url, etag = uploads.put(data, "stays.csv")
+    deliver(events.event_grid_schema(url, etag))
+    result = outcome(db)
+    assert result[2] == [("succeeded", ROWS + 2, result[2][0][2], result[2][0][3])]
+    assert result[2][0][2] + result[2][0][3] == ROWS + 2
+    wipe(db)
+    return result
+
+
+@contextmanager
+def database_fails_on_insert(number: int) -> Iterator[None]:
+    """The ``number``-th PatientData insert fails as if the database went away."""
+    seen = {"inserts": 0}
+
+    def fail(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO") and "PatientData" in statement:
+            seen["inserts"] += 1
+            if seen["inserts"] == number:
+                raise sa.exc.OperationalError(statement, None, ConnectionResetError("reset"))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", fail)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", fail)
+
+
+def test_a_delivery_that_failed_at_batch_k_resumes_to_exactly_the_clean_result(
+    clean_outcome, uploads, db
+):
+    data = messy_file()
+    url, etag = uploads.put(data, "stays.csv")
+    body = events.event_grid_schema(url, etag)
+    with database_fails_on_insert(3), pytest.raises(sa.exc.OperationalError):
+        deliver(body)  # raised: Event Grid will deliver again
+    [run] = runs(db)
+    assert run.status == "running" and run.checkpointLine > 0 and run.rowsRead < ROWS
+    deliver(body)
+    stored_rows, rejected, counts = outcome(db)
+    assert (stored_rows, rejected) == clean_outcome[:2]
+    assert counts == clean_outcome[2]
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import sqlalchemy as sa
+    from devtools import events
+    from tests.conftest import deliver
+
+    inserts = 0
+
+    def die_in_third_batch(conn, cursor, statement, parameters, context, executemany):
+        global inserts
+        if statement.lstrip().upper().startswith("INSERT INTO") and "PatientData" in statement:
+            inserts += 1
+            if inserts == 3:  # mid-transaction: the run's checkpoint already moved, uncommitted
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", die_in_third_batch)
+    deliver(events.event_grid_schema(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def test_a_delivery_killed_halfway_resumes_to_exactly_the_clean_result(
+    clean_outcome, app_env, uploads, db
+):
+    data = messy_file()
+    url, etag = uploads.put(data, "stays.csv")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, url, etag],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **app_env},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    [run] = runs(db)
+    assert run.status == "running" and run.rowsRead == 2 * 500  # two batches committed
+    reset_process_state()
+    deliver(events.event_grid_schema(url, etag))
+    assert outcome(db) == clean_outcome
+
+
+def test_storage_unreachable_raises_so_event_grid_retries(app_env, uploads, db, monkeypatch):
+    data = los_generator.csv_bytes(50)
+    url, etag = uploads.put(data)
+    real_port = url.split(":")[2].split("/")[0]
+    dead_port = str(database_free_port())
+    monkeypatch.setenv(
+        "PATIENT_STORAGE_CONNECTION",
+        app_env["PATIENT_STORAGE_CONNECTION"].replace(real_port, dead_port),
+    )
+    monkeypatch.setenv("STORAGE_RETRY_TOTAL", "0")
+    reset_process_state()
+    from azure.core.exceptions import ServiceRequestError
+
+    with pytest.raises(ServiceRequestError):
+        deliver(events.event_grid_schema(url.replace(real_port, dead_port), etag))
+    # Storage is back: the redelivery imports the file.
+    monkeypatch.setenv("PATIENT_STORAGE_CONNECTION", app_env["PATIENT_STORAGE_CONNECTION"])
+    reset_process_state()
+    deliver(events.event_grid_schema(url, etag))
+    assert [(r.status, r.rowsStored) for r in runs(db) if r.blobUrl == url] == [("succeeded", 50)]
+
+
+def database_free_port() -> int:
+    from devtools.azurite import free_port
+
+    return free_port()
+
+
+def test_database_unreachable_raises_so_event_grid_retries(app_env, uploads, monkeypatch):
+    url, etag = uploads.put(los_generator.csv_bytes(5))
+    monkeypatch.setenv(
+        "SQL_CONNECTION_STRING",
+        f"postgresql+psycopg://nobody@127.0.0.1:{database_free_port()}/none",
+    )
+    reset_process_state()
+    with pytest.raises(sa.exc.OperationalError):
+        deliver(events.event_grid_schema(url, etag))
+
+
+def test_missing_database_setting_raises_naming_the_setting(app_env, uploads, monkeypatch):
+    url, etag = uploads.put(los_generator.csv_bytes(5))
+    monkeypatch.delenv("SQL_CONNECTION_STRING")
+    reset_process_state()
+    with pytest.raises(Exception, match="SQL_CONNECTION_STRING"):
+        deliver(events.event_grid_schema(url, etag))
+
+
+def a_valid_row(eid: int) -> dict[str, object]:
+    records = CsvRecords([los_generator.csv_bytes(1, start_eid=eid)], ALL_COLUMNS)
+    [record] = records
+    return RowValidator(records.header).validate(record.fields)
+
+
+def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
+    engine = database.get_engine()
+    run = ingest_runs.begin(engine, "http://x/patient-uploads/a.csv", "0x1", "event-1")
+    other_delivery = dataclasses.replace(run)  # read the run at the same checkpoint
+    tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
+    write_batch(engine, run, Batch(rows=[(2, a_valid_row(1))], last_line=2), tags, "src")
+    with pytest.raises(ConcurrentDelivery):
+        write_batch(
+            engine, other_delivery, Batch(rows=[(2, a_valid_row(2))], last_line=2), tags, "src"
+        )
+    with db.connect() as conn:
+        assert conn.execute(sa.select(patient_data.c.eid)).scalars().all() == [1]
+        assert conn.execute(sa.select(runs_table.c.rowsRead)).scalar() == 1
+
+
+def test_the_functions_run_no_ddl(app_env, uploads, db):
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.lstrip().split(None, 1)[0].upper())
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        url, etag = uploads.put(los_generator.csv_bytes(600, bad_rows=0.05))
+        deliver(events.event_grid_schema(url, etag))
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    assert statements
+    assert set(statements) <= {"SELECT", "INSERT", "UPDATE"}, json.dumps(sorted(set(statements)))

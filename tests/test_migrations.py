@@ -1,0 +1,87 @@
+"""Migrations build exactly the schema the code expects, and a DBA can read them as T-SQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from shared.schema import metadata
+from tests.conftest import PROJECT_ROOT
+
+BLUEPRINT_COLUMNS = [
+    "FirstName",
+    "MiddleName",
+    "LastName",
+    "eid",
+    "vdate",
+    "rcount",
+    "gender",
+    "dialysisrenalendstage",
+    "asthma",
+    "irondef",
+    "pneum",
+    "substancedependence",
+    "psychologicaldisordermajor",
+    "depress",
+    "psychother",
+    "fibrosisandother",
+    "malnutrition",
+    "hemo",
+    "hematocrit",
+    "neutrophils",
+    "sodium",
+    "glucose",
+    "bloodureanitro",
+    "creatinine",
+    "bmi",
+    "pulse",
+    "respiration",
+    "secondarydiagnosisnonicd9",
+    "discharged",
+    "facid",
+    "lengthofstay",
+    "predlengthofstay",
+]
+
+
+def test_migrated_database_matches_the_code_schema(db):
+    with db.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_patient_data_keeps_the_blueprint_columns_in_order(db):
+    columns = [c["name"] for c in sa.inspect(db).get_columns("PatientData")]
+    assert columns[: len(BLUEPRINT_COLUMNS)] == BLUEPRINT_COLUMNS
+    assert columns[len(BLUEPRINT_COLUMNS) :] == [
+        "dataProfile",
+        "owner",
+        "environment",
+        "department",
+        "sourceUri",
+        "ingestRunId",
+        "createdAt",
+        "updatedAt",
+    ]
+
+
+def test_offline_mode_emits_reviewable_t_sql_without_a_database():
+    env = {"PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    sql = proc.stdout
+    assert "CREATE TABLE [PatientData]" in sql
+    assert "vdate DATE NOT NULL" in sql and "[createdAt] DATETIME2 NOT NULL" in sql
+    assert "[FirstName] NVARCHAR(50) NULL" in sql and "eid INTEGER NOT NULL" in sql
+    assert "\nGO\n" in sql
