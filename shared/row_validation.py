@@ -10,10 +10,11 @@ blanks are trimmed, ``m``/``f`` and facility letters are upper-cased, and that i
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from shared.csv_rows import FileRejected
 from shared.schema import FLAG_COLUMNS
@@ -78,29 +79,46 @@ ALL_COLUMNS: tuple[str, ...] = (
 OPTIONAL_COLUMNS = frozenset({*NAME_COLUMNS, "discharged", "lengthofstay", "predlengthofstay"})
 REQUIRED_COLUMNS = tuple(c for c in ALL_COLUMNS if c not in OPTIONAL_COLUMNS)
 
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _US_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})")
 DATE_FORMATS = "M/D/YYYY, MM/DD/YY or YYYY-MM-DD"
+_FLAG_VALUES = {"0": 0, "1": 1}
+_EID = ALL_COLUMNS.index("eid")
+_VDATE = ALL_COLUMNS.index("vdate")
+_DISCHARGED = ALL_COLUMNS.index("discharged")
+_LENGTH_OF_STAY = ALL_COLUMNS.index("lengthofstay")
 
 
 class Invalid(Exception):
     """A field breaks a rule; the message is the reason stored for the row."""
 
 
-def parse_int(text: str, column: str) -> int:
-    if not _INTEGER.fullmatch(text):
-        raise Invalid(f"{column} is not a whole number")
-    return int(text.split(".", 1)[0])
+# Converters raise Invalid with their own reason, or ValueError/KeyError for "malformed",
+# which the validator turns into the column's malformed-value reason. They are on the hot
+# path (every field of every row), hence plain builtins where a builtin will do.
 
 
-def parse_float(text: str, column: str) -> float:
-    if not _DECIMAL.fullmatch(text):
-        raise Invalid(f"{column} is not a number")
-    return float(text)
+def parse_float(text: str) -> float:
+    # float() alone also takes "nan", "inf", "1_000" and non-ASCII digits.
+    value = float(text)
+    if value != value or value in (math.inf, -math.inf) or "_" in text or not text.isascii():
+        raise ValueError(text)
+    return value
 
 
-@lru_cache(maxsize=8192)
+def parse_int(text: str) -> int:
+    if "_" in text or not text.isascii():
+        raise ValueError(text)
+    try:
+        return int(text)
+    except ValueError:
+        # "91.0", as spreadsheets write whole numbers, is 91; "91.5" is not a whole number.
+        value = parse_float(text)
+        if not value.is_integer():
+            raise
+        return int(value)
+
+
 def _date_or_none(text: str) -> dt.date | None:
     match = _US_DATE.fullmatch(text)
     try:
@@ -110,7 +128,7 @@ def _date_or_none(text: str) -> dt.date | None:
                 # Two-digit years: the latest century that does not put the date in the future.
                 year += 2000 if 2000 + year <= dt.date.today().year else 1900
             return dt.date(year, month, day)
-        if len(text) >= 10 and text[4] == "-":
+        if len(text) >= 10 and text[4] == "-" and text.isascii():
             if len(text) == 10:
                 return dt.date.fromisoformat(text)
             return dt.datetime.fromisoformat(text).date()
@@ -119,35 +137,38 @@ def _date_or_none(text: str) -> dt.date | None:
     return None
 
 
-def parse_date(text: str, column: str) -> dt.date:
-    value = _date_or_none(text)
-    if value is None:
-        raise Invalid(f"{column} is not a date ({DATE_FORMATS})")
-    if value < OLDEST_DATE:
-        raise Invalid(f"{column} is before {OLDEST_DATE.year}")
-    if value > dt.date.today() + dt.timedelta(days=1):
-        raise Invalid(f"{column} is in the future")
-    return value
+class _Dates:
+    """Parses and bounds-checks dates, remembering each distinct text (files repeat dates)."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.newest = dt.date.today() + dt.timedelta(days=1)
+        self.seen: dict[str, dt.date] = {}
+
+    def __call__(self, text: str) -> dt.date:
+        value = self.seen.get(text)
+        if value is not None:
+            return value
+        value = _date_or_none(text)
+        if value is None:
+            raise Invalid(f"{self.column} is not a date ({DATE_FORMATS})")
+        if value < OLDEST_DATE:
+            raise Invalid(f"{self.column} is before {OLDEST_DATE.year}")
+        if value > self.newest:
+            raise Invalid(f"{self.column} is in the future")
+        if len(self.seen) < 100_000:
+            self.seen[text] = value
+        return value
 
 
-def _flag(column: str) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        if text == "0":
-            return 0
-        if text == "1":
-            return 1
-        raise Invalid(f"{column} must be 0 or 1")
+def _ranged(column: str, rng: Range, parse: Callable[[str], float]) -> Callable[[str], float]:
+    low, high = rng.low, rng.high
+    reason = f"{column} is outside the plausible range {low:g}-{high:g} {rng.unit}"
 
-    return convert
-
-
-def _ranged(column: str, rng: Range, parse: Callable[[str, str], float]) -> Callable[[str], float]:
     def convert(text: str) -> float:
-        value = parse(text, column)
-        if not rng.low <= value <= rng.high:
-            raise Invalid(
-                f"{column} is outside the plausible range {rng.low:g}-{rng.high:g} {rng.unit}"
-            )
+        value = parse(text)
+        if not low <= value <= high:
+            raise Invalid(reason)
         return value
 
     return convert
@@ -157,7 +178,7 @@ def _name(column: str) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if len(text) > MAX_NAME:
             raise Invalid(f"{column} is {len(text):,} characters long; at most {MAX_NAME}")
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        if _CONTROL.search(text):
             raise Invalid(f"{column} holds control characters")
         return text
 
@@ -165,59 +186,57 @@ def _name(column: str) -> Callable[[str], str]:
 
 
 def _eid(text: str) -> int:
-    value = parse_int(text, "eid")
+    value = parse_int(text)
     if not 1 <= value <= MAX_EID:
         raise Invalid(f"eid must be between 1 and {MAX_EID}")
     return value
 
 
-def _gender(text: str) -> str:
-    upper = text.upper()
-    if upper not in ("M", "F"):
-        raise Invalid("gender must be M or F")
-    return upper
-
-
-def _facid(text: str) -> str:
-    if len(text) != 1 or not text.isascii() or not text.isalnum():
-        raise Invalid("facid must be a single letter or digit (a facility id)")
-    return text.upper()
-
-
-def _rcount(text: str) -> str:
-    if text not in RCOUNT_VALUES:
-        raise Invalid("rcount must be 0, 1, 2, 3, 4 or 5+")
-    return text
+_GENDERS = {"M": "M", "F": "F", "m": "M", "f": "F"}
+_FACILITIES = {c: c.upper() for c in string.ascii_letters + string.digits}
+_RCOUNTS = {v: v for v in RCOUNT_VALUES}
 
 
 def _length_of_stay(column: str) -> Callable[[str], int]:
+    reason = f"{column} must be between 0 and {MAX_LENGTH_OF_STAY} days"
+
     def convert(text: str) -> int:
-        value = parse_int(text, column)
+        value = parse_int(text)
         if not 0 <= value <= MAX_LENGTH_OF_STAY:
-            raise Invalid(f"{column} must be between 0 and {MAX_LENGTH_OF_STAY} days")
+            raise Invalid(reason)
         return value
 
     return convert
 
 
-def _converter(column: str) -> Callable[[str], object]:
+def _rule(column: str) -> tuple[Callable[[str], object], str]:
+    """The converter of ``column`` and its reason for a malformed value."""
     if column in NAME_COLUMNS:
-        return _name(column)
+        return _name(column), f"{column} is not valid text"
     if column in FLAG_COLUMNS:
-        return _flag(column)
+        return _FLAG_VALUES.__getitem__, f"{column} must be 0 or 1"
     if column in FLOAT_RANGES:
-        return _ranged(column, FLOAT_RANGES[column], parse_float)
+        return _ranged(column, FLOAT_RANGES[column], parse_float), f"{column} is not a number"
     if column in INT_RANGES:
-        return _ranged(column, INT_RANGES[column], parse_int)
+        return _ranged(column, INT_RANGES[column], parse_int), f"{column} is not a whole number"
     if column in ("vdate", "discharged"):
-        return lambda text: parse_date(text, column)
+        return _Dates(column), f"{column} is not a date ({DATE_FORMATS})"
     if column in ("lengthofstay", "predlengthofstay"):
-        return _length_of_stay(column)
-    return {"eid": _eid, "gender": _gender, "facid": _facid, "rcount": _rcount}[column]
+        return _length_of_stay(column), f"{column} is not a whole number"
+    return {
+        "eid": (_eid, "eid is not a whole number"),
+        "gender": (_GENDERS.__getitem__, "gender must be M or F"),
+        "facid": (_FACILITIES.__getitem__, "facid must be one letter or digit (a facility id)"),
+        "rcount": (_RCOUNTS.__getitem__, "rcount must be 0, 1, 2, 3, 4 or 5+"),
+    }[column]
 
 
 class RowValidator:
-    """Validates records of one file, whose header fixes which field is which column."""
+    """Validates records of one file, whose header fixes which field is which column.
+
+    A valid row comes out as a tuple in :data:`ALL_COLUMNS` order, columns the file lacks
+    as ``None``.
+    """
 
     def __init__(self, header: Sequence[str]) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -226,52 +245,63 @@ class RowValidator:
                 "the header is not the length-of-stay schema: missing column(s) "
                 + ", ".join(missing)
             )
+        self._plan = tuple(
+            (position, ALL_COLUMNS.index(column), *_rule(column), column in REQUIRED_VALUES)
+            for position, column in enumerate(header)
+        )
+        self._empty = [None] * len(ALL_COLUMNS)
+        self._header_eid = list(header).index("eid")
+        self._required_reason = {c: f"{c} is required" for c in REQUIRED_VALUES}
         self._columns = tuple(header)
-        self._converters = tuple(_converter(c) for c in header)
-        self._eid_index = self._columns.index("eid")
-        self._all_absent = {c: None for c in ALL_COLUMNS if c not in self._columns}
 
     def eid_text(self, fields: Sequence[str]) -> str | None:
         """The raw eid of a record, for pointing at a rejected row (ids only, never values)."""
-        if len(fields) <= self._eid_index:
+        if len(fields) <= self._header_eid:
             return None
-        text = fields[self._eid_index].strip()
+        text = fields[self._header_eid].strip()
         return text if text.isdigit() and len(text) <= 20 else None
 
-    def validate(self, fields: Sequence[str]) -> dict[str, object]:
-        """The typed row for ``fields``; raises :class:`Invalid` with every broken rule."""
-        row: dict[str, object] = dict(self._all_absent)
-        problems: list[str] = []
-        for column, convert, raw in zip(self._columns, self._converters, fields, strict=True):
-            text = raw.strip()
-            if not text:
-                if column in REQUIRED_VALUES:
-                    problems.append(f"{column} is required")
-                row[column] = None
+    def validate(self, fields: Sequence[str]) -> tuple[object, ...]:
+        """The typed row for ``fields``; raises :class:`Invalid` listing every broken rule."""
+        row = self._empty.copy()
+        problems: list[str] | None = None
+        for position, target, convert, malformed, required in self._plan:
+            text = fields[position].strip()
+            if text:
+                try:
+                    row[target] = convert(text)
+                    continue
+                except Invalid as exc:
+                    reason = str(exc)
+                except (ValueError, KeyError):
+                    reason = malformed
+            elif required:
+                reason = self._required_reason[self._columns[position]]
+            else:
                 continue
-            try:
-                row[column] = convert(text)
-            except Invalid as exc:
-                problems.append(str(exc))
-                row[column] = None
-        if not problems:
-            problems.extend(_check_stay(row))
+            if problems is None:
+                problems = []
+            problems.append(reason)
+        if problems is None and row[_DISCHARGED] is not None:
+            problems = _check_stay(row)
         if problems:
             raise Invalid("; ".join(problems))
-        return row
+        return tuple(row)
 
 
-def _check_stay(row: dict[str, object]) -> list[str]:
-    vdate = row["vdate"]
-    discharged = row["discharged"]
-    if discharged is None:
-        return []
+def _check_stay(row: list[object]) -> list[str] | None:
+    vdate, discharged = row[_VDATE], row[_DISCHARGED]
     assert isinstance(vdate, dt.date) and isinstance(discharged, dt.date)
     days = (discharged - vdate).days
     if days < 0:
         return ["discharged is before vdate"]
-    if row["lengthofstay"] is None:
-        row["lengthofstay"] = days
-    elif row["lengthofstay"] != days:
+    if row[_LENGTH_OF_STAY] is None:
+        row[_LENGTH_OF_STAY] = days
+    elif row[_LENGTH_OF_STAY] != days:
         return ["lengthofstay does not match the days from vdate to discharged"]
-    return []
+    return None
+
+
+def as_dict(row: Sequence[object]) -> dict[str, object]:
+    """A validated row keyed by column name."""
+    return dict(zip(ALL_COLUMNS, row, strict=True))

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -81,22 +81,47 @@ def clean_outcome(app_env, uploads, db) -> tuple:
     return result
 
 
+def on_batch_commit(number: int, action: Callable[[], None]) -> Callable[[], None]:
+    """Run ``action`` as the ``number``-th batch is about to commit (rows written, not committed).
+
+    Returns the function that removes the hooks. Batches are told apart from other
+    transactions by the run checkpoint they move.
+    """
+    state = {"in_batch": False, "batches": 0}
+
+    def statement(conn, cursor, sql, parameters, context, executemany):
+        if sql.lstrip().upper().startswith("UPDATE") and "checkpointLine" in sql:
+            state["in_batch"] = True
+
+    def commit(conn) -> None:
+        if state["in_batch"]:
+            state["in_batch"] = False
+            state["batches"] += 1
+            if state["batches"] == number:
+                action()
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", statement)
+    sa.event.listen(sa.engine.Engine, "commit", commit)
+
+    def remove() -> None:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", statement)
+        sa.event.remove(sa.engine.Engine, "commit", commit)
+
+    return remove
+
+
 @contextmanager
-def database_fails_on_insert(number: int) -> Iterator[None]:
-    """The ``number``-th PatientData insert fails as if the database went away."""
-    seen = {"inserts": 0}
+def database_fails_at_batch(number: int) -> Iterator[None]:
+    """The ``number``-th batch fails at its commit as if the database went away."""
 
-    def fail(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("INSERT INTO") and "PatientData" in statement:
-            seen["inserts"] += 1
-            if seen["inserts"] == number:
-                raise sa.exc.OperationalError(statement, None, ConnectionResetError("reset"))
+    def fail() -> None:
+        raise sa.exc.OperationalError("COMMIT", None, ConnectionResetError("reset"))
 
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", fail)
+    remove = on_batch_commit(number, fail)
     try:
         yield
     finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", fail)
+        remove()
 
 
 def test_a_delivery_that_failed_at_batch_k_resumes_to_exactly_the_clean_result(
@@ -105,7 +130,7 @@ def test_a_delivery_that_failed_at_batch_k_resumes_to_exactly_the_clean_result(
     data = messy_file()
     url, etag = uploads.put(data, "stays.csv")
     body = events.event_grid_schema(url, etag)
-    with database_fails_on_insert(3), pytest.raises(sa.exc.OperationalError):
+    with database_fails_at_batch(3), pytest.raises(sa.exc.OperationalError):
         deliver(body)  # raised: Event Grid will deliver again
     [run] = runs(db)
     assert run.status == "running" and run.checkpointLine > 0 and run.rowsRead < ROWS
@@ -118,20 +143,12 @@ def test_a_delivery_that_failed_at_batch_k_resumes_to_exactly_the_clean_result(
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import sqlalchemy as sa
     from devtools import events
     from tests.conftest import deliver
+    from tests.test_bulk_import_delivery import on_batch_commit
 
-    inserts = 0
-
-    def die_in_third_batch(conn, cursor, statement, parameters, context, executemany):
-        global inserts
-        if statement.lstrip().upper().startswith("INSERT INTO") and "PatientData" in statement:
-            inserts += 1
-            if inserts == 3:  # mid-transaction: the run's checkpoint already moved, uncommitted
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", die_in_third_batch)
+    # Killed as batch 3 commits: its rows and the run's new checkpoint are written, uncommitted.
+    on_batch_commit(3, lambda: os.kill(os.getpid(), signal.SIGKILL))
     deliver(events.event_grid_schema(sys.argv[1], sys.argv[2]))
     """
 )

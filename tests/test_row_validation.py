@@ -8,7 +8,7 @@ import pytest
 
 from devtools import los_generator
 from shared.csv_rows import CsvRecords
-from shared.row_validation import ALL_COLUMNS, Invalid, RowValidator
+from shared.row_validation import ALL_COLUMNS, Invalid, RowValidator, as_dict
 
 GOOD = {
     "First": "Ann",
@@ -48,7 +48,7 @@ HEADER = tuple(c if c in ALL_COLUMNS else c + "Name" for c in GOOD)
 
 def validate(**changes: str) -> dict[str, object]:
     values = {**GOOD, **changes}
-    return RowValidator(HEADER).validate([values[c] for c in GOOD])
+    return as_dict(RowValidator(HEADER).validate([values[c] for c in GOOD]))
 
 
 def reason(**changes: str) -> str:
@@ -110,7 +110,7 @@ def test_required_values(column):
         ({"asthma": "2"}, "asthma must be 0 or 1"),
         ({"hemo": "yes"}, "hemo must be 0 or 1"),
         ({"gender": "X"}, "gender must be M or F"),
-        ({"facid": "BB"}, "facid must be a single letter or digit (a facility id)"),
+        ({"facid": "BB"}, "facid must be one letter or digit (a facility id)"),
         ({"pulse": "900"}, "pulse is outside the plausible range 10-350 beats/min"),
         ({"pulse": "91.5"}, "pulse is not a whole number"),
         ({"sodium": "high"}, "sodium is not a number"),
@@ -157,7 +157,7 @@ def test_generated_files_of_every_shape_are_valid(shape):
     data = los_generator.csv_bytes(500, shape=shape, seed=3)
     records = CsvRecords([data], ALL_COLUMNS)
     validator = RowValidator(records.header)
-    rows = [validator.validate(r.fields) for r in records]
+    rows = [as_dict(validator.validate(r.fields)) for r in records]
     assert len(rows) == 500
     assert all(r["lengthofstay"] is not None for r in rows)
     assert ("FirstName" in records.header) == (shape == "names")

@@ -1,0 +1,238 @@
+"""Bulk import benchmark: our pipeline end to end beside two baselines, in one run.
+
+    .venv/bin/python -m bench.import_bench --rows 100000
+    .venv/bin/python -m bench.import_bench --rows 1000000 --databases sqlite --only ours
+
+For each database (SQLite, PostgreSQL) it measures, each in a fresh process on a freshly
+migrated database:
+
+* ``ours``: blob in Azurite → Event Grid event → ``bulk_import`` (as the host invokes it) →
+  committed rows;
+* ``pandas``: what a user would write: ``pandas.read_csv`` then ``DataFrame.to_sql``
+  (file already on local disk, no validation);
+* ``floor``: the database's own bulk path for the same rows, parsed beforehand and not
+  timed: sqlite3 ``executemany`` in one transaction, PostgreSQL ``COPY``.
+
+It prints seconds, rows/s, peak RSS and the ratios; machines here are noisy, so compare the
+ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from devtools import azurite, events, los_generator
+
+PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
+CONTAINER = "patient-uploads"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- database set-up ------------------------------------------------------------------
+
+
+def fresh_database(kind: str, workdir: Path) -> str:
+    from alembic import command
+    from alembic.config import Config
+
+    if kind == "sqlite":
+        path = workdir / f"{uuid.uuid4().hex[:8]}.db"
+        url = f"sqlite:///{path}"
+    else:
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    config = Config(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
+    config.attributes["connection_string"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+    return url
+
+
+def drop_database(url: str) -> None:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def stored_rows(url: str, table: str = "PatientData") -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{table}"')).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+# --- the three contenders (each runs in a child process) ------------------------------
+
+
+def ours(db_url: str, storage: str, blob_url: str, etag: str, csv_path: str) -> tuple[float, float]:
+    os.environ.update(
+        PATIENT_STORAGE_CONNECTION=storage,
+        PATIENT_UPLOADS_CONTAINER=CONTAINER,
+        SQL_CONNECTION_STRING=db_url,
+        EPHI_OWNER="siteadmin@contoso-health.example",
+    )
+    import function_app
+
+    [fn] = [f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"]
+    event = events.as_delivered(events.event_grid_schema(blob_url, etag))
+    start = time.perf_counter()
+    fn.get_user_function()(event)
+    return time.perf_counter() - start, _peak_rss_mb()
+
+
+def pandas_to_sql(
+    db_url: str, storage: str, blob_url: str, etag: str, csv_path: str
+) -> tuple[float, float]:
+    import pandas as pd
+
+    engine = sa.create_engine(db_url)
+    start = time.perf_counter()
+    frame = pd.read_csv(csv_path, encoding="utf-8-sig")
+    frame.to_sql("PandasData", engine, if_exists="replace", index=False, chunksize=10_000)
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return elapsed, _peak_rss_mb()
+
+
+def floor(
+    db_url: str, storage: str, blob_url: str, etag: str, csv_path: str
+) -> tuple[float, float]:
+    """The driver's bulk path for rows already parsed (parsing is not timed)."""
+    import csv
+
+    with open(csv_path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [tuple(r) for r in reader]
+    columns = ", ".join(f'"{c}"' for c in header)
+    create = (
+        f'CREATE TABLE "FloorData" ({", ".join(f"{chr(34)}{c}{chr(34)} TEXT" for c in header)})'
+    )
+    url = sa.make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(url.database)
+        conn.execute(create)
+        start = time.perf_counter()
+        with conn:
+            conn.executemany(
+                f'INSERT INTO "FloorData" ({columns}) VALUES ({", ".join("?" * len(header))})', rows
+            )
+        elapsed = time.perf_counter() - start
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(
+            host=url.host, port=url.port, dbname=url.database, user=url.username
+        ) as conn:
+            conn.execute(create)
+            conn.commit()
+            start = time.perf_counter()
+            with conn.cursor() as cur, cur.copy(f'COPY "FloorData" ({columns}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+            elapsed = time.perf_counter() - start
+    return elapsed, _peak_rss_mb()
+
+
+CONTENDERS: dict[str, Callable[..., tuple[float, float]]] = {
+    "ours": ours,
+    "pandas": pandas_to_sql,
+    "floor": floor,
+}
+CHECK_TABLE = {"ours": "PatientData", "pandas": "PandasData", "floor": "FloorData"}
+
+
+def _child(name: str, args: tuple, queue: mp.Queue) -> None:
+    import logging
+
+    logging.disable(logging.INFO)
+    queue.put(CONTENDERS[name](*args))
+
+
+def measure(name: str, args: tuple) -> tuple[float, float]:
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if proc.exitcode:
+        raise RuntimeError(f"{name} failed with exit code {proc.exitcode}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--only", default="ours,pandas,floor")
+    args = parser.parse_args(argv)
+    names = args.only.split(",")
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, azurite.running() as storage:
+        workdir = Path(tmp)
+        csv_path = workdir / "stays.csv"
+        with open(csv_path, "w", encoding="utf-8", newline="") as out:
+            los_generator.write_csv(out, args.rows, seed=1)
+        size = csv_path.stat().st_size
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(storage)
+        service.create_container(CONTAINER)
+        blob = service.get_blob_client(CONTAINER, "stays.csv")
+        with open(csv_path, "rb") as f:
+            etag = blob.upload_blob(f, max_concurrency=2)["etag"]
+        print(
+            f"{args.rows:,} generated rows, {size / 1e6:.1f} MB, Python {os.sys.version.split()[0]}"
+        )
+
+        for kind in args.databases.split(","):
+            results: dict[str, tuple[float, float]] = {}
+            for name in names:
+                db_url = fresh_database(kind, workdir)
+                try:
+                    results[name] = measure(name, (db_url, storage, blob.url, etag, str(csv_path)))
+                    stored = stored_rows(db_url, CHECK_TABLE[name])
+                    assert stored == args.rows, f"{name} on {kind} stored {stored} rows"
+                finally:
+                    drop_database(db_url)
+            print(f"\n{kind}:")
+            for name, (seconds, rss) in results.items():
+                rate = args.rows / seconds
+                print(f"  {name:7s} {seconds:7.2f} s {rate:>10,.0f} rows/s  peak RSS {rss:6.1f} MB")
+            if "ours" in results:
+                t = results["ours"][0]
+                if "pandas" in results:
+                    print(f"  ours vs pandas: {results['pandas'][0] / t:.2f}x faster")
+                if "floor" in results:
+                    print(f"  ours vs floor : {results['floor'][0] / t:.2f}x the floor's speed")
+
+
+if __name__ == "__main__":
+    main()
