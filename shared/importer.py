@@ -129,14 +129,13 @@ def store_records(
     for record in records:
         if record.line <= run.checkpoint_line:
             continue  # committed by an earlier delivery of this blob version
-        eid = validator.eid_text(record.fields)
         if record.problem is not None:
-            batch.rejects.append((record.line, eid, record.problem))
+            batch.rejects.append((record.line, validator.eid_text(record.fields), record.problem))
         else:
             try:
                 batch.rows.append((record.line, validator.validate(record.fields)))
             except Invalid as exc:
-                batch.rejects.append((record.line, eid, str(exc)))
+                batch.rejects.append((record.line, validator.eid_text(record.fields), str(exc)))
         batch.last_line = record.end_line
         if len(batch) >= settings.import_batch_size:
             write_batch(engine, run, batch, settings.tags, source_uri)
