@@ -69,6 +69,10 @@ patient_data = sa.Table(
     sa.Column("ingestRunId", sa.Integer, sa.ForeignKey("IngestRuns.id"), nullable=True),
     sa.Column("createdAt", UTC_TIMESTAMP, nullable=False),
     sa.Column("updatedAt", UTC_TIMESTAMP, nullable=False),
+    # Admissions over FHIR: the Encounter's own id (eid is derived from it) and the
+    # length-of-stay features the bundle lacked (stored NULL, listed here by name).
+    sa.Column("fhirEncounterId", sa.Unicode(64), nullable=True),
+    sa.Column("absentFeatures", sa.Unicode(400), nullable=True),
 )
 
 ingest_runs = sa.Table(
@@ -102,6 +106,21 @@ ingest_rejects = sa.Table(
     sa.Column("eid", sa.Unicode(20), nullable=True),
     sa.Column("reason", sa.Unicode(1000), nullable=False),
     sa.Column("createdAt", UTC_TIMESTAMP, nullable=False),
+)
+
+audit_log = sa.Table(
+    "AuditLog",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(start=1), primary_key=True),
+    sa.Column("occurredAt", UTC_TIMESTAMP, nullable=False),
+    sa.Column("principal", sa.Unicode(256), nullable=False),
+    sa.Column("action", sa.Unicode(32), nullable=False),
+    sa.Column("encounterId", sa.Unicode(64), nullable=True),
+    sa.Column("eid", sa.Integer, nullable=True),
+    sa.Column("outcome", sa.Unicode(16), nullable=False),
+    sa.Column("statusCode", sa.Integer, nullable=False),
+    sa.Column("correlationId", sa.Unicode(128), nullable=True),
+    sa.Column("reason", sa.Unicode(400), nullable=True),
 )
 
 RUN_RUNNING = "running"

@@ -7,6 +7,7 @@ plain sight of ``repr``: see :mod:`shared.secrets`.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Mapping
@@ -33,6 +34,11 @@ class Settings:
     import_batch_size: int
     progress_interval_seconds: float
     storage_retries: int
+    auth_mode: str
+    care_roles: frozenset[str]
+    max_request_bytes: int
+    facility_ids: dict[str, str]
+    default_facility_id: str | None
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -102,12 +108,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     storage_connection = _text(env, "PATIENT_STORAGE_CONNECTION")
     storage_account_url = _account_url(env)
-    if storage_connection is None and storage_account_url is None:
-        raise SettingsError(
-            "PATIENT_STORAGE_ACCOUNT_URL",
-            "set it to the storage account's blob endpoint (managed identity), "
-            "or set PATIENT_STORAGE_CONNECTION to a connection string (local runs)",
-        )
     return Settings(
         uploads_container=_container_name(env),
         storage_connection=storage_connection,
@@ -122,7 +122,54 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         import_batch_size=_int(env, "IMPORT_BATCH_SIZE", 5000, 1, 100_000),
         progress_interval_seconds=_float(env, "IMPORT_PROGRESS_SECONDS", 10.0, 0.0, 3600.0),
         storage_retries=_int(env, "STORAGE_RETRY_TOTAL", 3, 0, 10),
+        auth_mode=auth_mode(env),
+        care_roles=frozenset(
+            r.strip()
+            for r in (_text(env, "CARE_ROLES", "CareLineManager") or "").split(",")
+            if r.strip()
+        ),
+        max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 8 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+        facility_ids=_facility_ids(env),
+        default_facility_id=_facility(env, "DEFAULT_FACILITY_ID"),
     )
+
+
+AUTH_MODES = ("function", "easyauth")
+
+
+def auth_mode(env: Mapping[str, str] | None = None) -> str:
+    """``AUTH_MODE``; read on its own too, because the HTTP auth level is fixed at indexing."""
+    env = os.environ if env is None else env
+    mode = (_text(env, "AUTH_MODE", "function") or "").lower()
+    if mode not in AUTH_MODES:
+        raise SettingsError("AUTH_MODE", "must be function or easyauth")
+    return mode
+
+
+def _facility(env: Mapping[str, str], name: str) -> str | None:
+    value = _text(env, name)
+    if value is not None and not (len(value) == 1 and value.isascii() and value.isalnum()):
+        raise SettingsError(name, "must be one letter or digit (a facility id)")
+    return value.upper() if value else None
+
+
+def _facility_ids(env: Mapping[str, str]) -> dict[str, str]:
+    raw = _text(env, "FACILITY_IDS")
+    if raw is None:
+        return {}
+    try:
+        mapping = json.loads(raw)
+    except ValueError:
+        raise SettingsError("FACILITY_IDS", "must be a JSON object") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and len(v) == 1 and v.isalnum()
+        for k, v in mapping.items()
+    ):
+        raise SettingsError(
+            "FACILITY_IDS",
+            'must map Organization ids, identifiers or names to facility ids, e.g. {"org-1": "A"}',
+        )
+    return {k: v.upper() for k, v in mapping.items()}
 
 
 def _required_owner(env: Mapping[str, str]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.identity import get_credential
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -107,7 +107,12 @@ class UploadsContainer:
             return BlobServiceClient.from_connection_string(
                 self._settings.storage_connection, **options
             )
-        assert self._settings.storage_account_url is not None
+        if self._settings.storage_account_url is None:
+            raise SettingsError(
+                "PATIENT_STORAGE_ACCOUNT_URL",
+                "set it to the storage account's blob endpoint (managed identity), "
+                "or set PATIENT_STORAGE_CONNECTION to a connection string (local runs)",
+            )
         # No account keys in production: the managed identity reads the blob.
         return BlobServiceClient(
             self._settings.storage_account_url, credential=get_credential(), **options

@@ -17,7 +17,7 @@ from alembic.config import Config
 
 from devtools import azurite, events
 from shared import database, identity, settings, storage
-from shared.schema import ingest_rejects, ingest_runs, patient_data
+from shared.schema import audit_log, ingest_rejects, ingest_runs, patient_data
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -121,7 +121,7 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url: str = request.getfixturevalue(f"{request.param}_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        for table in (ingest_rejects, patient_data, ingest_runs):
+        for table in (audit_log, ingest_rejects, patient_data, ingest_runs):
             conn.execute(table.delete())
     engine.dispose()
     yield url
@@ -156,8 +156,10 @@ def app_env(
         "SQL_CONNECTION_STRING": db_url,
         "EPHI_OWNER": OWNER,
         "IMPORT_BATCH_SIZE": "500",
+        "DEFAULT_FACILITY_ID": "A",
     }
-    for name in [n for n in os.environ if n.startswith(("EPHI_", "PATIENT_", "IMPORT_", "SQL_"))]:
+    prefixes = ("EPHI_", "PATIENT_", "IMPORT_", "SQL_", "AUTH_", "CARE_", "FACILITY_", "DEFAULT_")
+    for name in [n for n in os.environ if n.startswith(prefixes)]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -182,3 +184,32 @@ def function(name: str) -> Any:
 def deliver(body: dict[str, Any]) -> None:
     """Deliver one Event Grid event to ``bulk_import`` as the Functions host does."""
     function("bulk_import")(events.as_delivered(body))
+
+
+def http(
+    name: str,
+    body: bytes | str | dict | None,
+    method: str = "POST",
+    content_type: str | None = "application/fhir+json",
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """Call an HTTP function as the host does, with a ``func.HttpRequest``."""
+    import json
+
+    import azure.functions as func
+
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    all_headers = {**({"content-type": content_type} if content_type else {}), **(headers or {})}
+    route = {"admit_patient": "patients/admit", "discharge_patient": "patients/discharge"}[name]
+    request = func.HttpRequest(
+        method=method,
+        url=f"http://localhost:7071/api/{route}",
+        headers=all_headers,
+        params={},
+        route_params={},
+        body=body or b"",
+    )
+    return function(name)(request)

@@ -66,6 +66,8 @@ def test_patient_data_keeps_the_blueprint_columns_in_order(db):
         "ingestRunId",
         "createdAt",
         "updatedAt",
+        "fhirEncounterId",
+        "absentFeatures",
     ]
 
 

@@ -30,7 +30,9 @@ def test_secrets_stay_out_of_repr():
 @pytest.mark.parametrize(
     ("env", "setting"),
     [
-        ({"EPHI_OWNER": "a@b"}, "PATIENT_STORAGE_ACCOUNT_URL"),
+        ({**BASE, "AUTH_MODE": "open"}, "AUTH_MODE"),
+        ({**BASE, "FACILITY_IDS": '{"org": "AB"}'}, "FACILITY_IDS"),
+        ({**BASE, "DEFAULT_FACILITY_ID": "?"}, "DEFAULT_FACILITY_ID"),
         ({**BASE, "EPHI_OWNER": ""}, "EPHI_OWNER"),
         ({**BASE, "PATIENT_UPLOADS_CONTAINER": "Bad_Name"}, "PATIENT_UPLOADS_CONTAINER"),
         ({**BASE, "IMPORT_BATCH_SIZE": "lots"}, "IMPORT_BATCH_SIZE"),

@@ -1,0 +1,5 @@
+"""The ``admit_patient`` function: FHIR R4 admission over HTTP → PatientData."""
+
+from admit_patient.function import bp
+
+__all__ = ["bp"]

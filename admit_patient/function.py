@@ -1,0 +1,42 @@
+"""Trigger glue for ``admit_patient``: POST patients/admit."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared import fhir_http
+from shared.authz import http_auth_level
+from shared.fhir_payload import Payload
+from shared.operation_outcome import FhirError
+from shared.settings import Settings
+
+bp = func.Blueprint()
+
+
+@bp.function_name("admit_patient")
+@bp.route(route="patients/admit", methods=["POST"], auth_level=func.AuthLevel[http_auth_level()])
+def admit_patient(req: func.HttpRequest) -> func.HttpResponse:
+    return fhir_http.handle(req, "admit", _admit)
+
+
+def _admit(payload: Payload, settings: Settings) -> fhir_http.Answer:
+    from shared import admissions, database, fhir_mapping
+
+    admission = fhir_mapping.map_admission(payload, settings)
+    try:
+        stay = admissions.admit(database.get_engine(), admission, settings.tags)
+    except admissions.AdmissionConflict:
+        raise FhirError.one(
+            409,
+            "conflict",
+            f"encounter {admission.fhir_encounter_id} (eid {admission.eid}) is already stored "
+            "with other content; stored stays are never overwritten",
+        ) from None
+    return fhir_http.Answer(
+        status=201 if stay.changed else 200,
+        resource=fhir_http.encounter_resource(stay),
+        outcome="success" if stay.changed else "unchanged",
+        encounter_id=admission.fhir_encounter_id,
+        eid=admission.eid,
+        headers={"Location": f"Encounter/{admission.fhir_encounter_id}"},
+    )

@@ -1,0 +1,5 @@
+"""The ``discharge_patient`` function: FHIR R4 discharge over HTTP → PatientData."""
+
+from discharge_patient.function import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,116 @@
+"""Writes admissions and discharges to ``PatientData``: one row per encounter, never overwritten.
+
+Outcomes are returned or raised as domain exceptions; the HTTP layer turns them into
+status codes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shared.fhir_mapping import Admission, Discharge
+from shared.ingest_runs import utcnow
+from shared.row_validation import ALL_COLUMNS
+from shared.schema import patient_data
+from shared.tags import EphiTags
+
+ADMIT_SOURCE = "api:admit_patient"
+# Compared to tell "the same admission again" from "another admission with this eid".
+_CLINICAL = tuple(c for c in ALL_COLUMNS if c != "predlengthofstay")
+
+
+class AdmissionConflict(Exception):
+    """The encounter is already stored with other content."""
+
+
+class UnknownEncounter(Exception):
+    pass
+
+
+class DischargeBeforeAdmission(Exception):
+    pass
+
+
+class DischargeConflict(Exception):
+    """The encounter was already discharged on another date."""
+
+
+@dataclass(frozen=True)
+class Stay:
+    eid: int
+    fhir_encounter_id: str | None
+    admitted: dt.date
+    discharged: dt.date | None
+    length_of_stay: int | None
+    changed: bool
+
+
+def _stay(row: sa.Row, changed: bool) -> Stay:
+    return Stay(row.eid, row.fhirEncounterId, row.vdate, row.discharged, row.lengthofstay, changed)
+
+
+def _load(conn: sa.Connection, eid: int) -> sa.Row | None:
+    return conn.execute(sa.select(patient_data).where(patient_data.c.eid == eid)).first()
+
+
+def _same(stored: sa.Row, admission: Admission) -> bool:
+    if stored.fhirEncounterId not in (None, admission.fhir_encounter_id):
+        return False
+    return all(getattr(stored, c) == admission.values[c] for c in _CLINICAL)
+
+
+def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
+    """Store the admission; the same one again changes nothing; another raises a conflict."""
+    with engine.connect() as conn:
+        stored = _load(conn, admission.eid)
+    if stored is None:
+        now = utcnow()
+        row = {
+            **admission.values,
+            **tags.columns(),
+            "sourceUri": ADMIT_SOURCE,
+            "ingestRunId": None,
+            "createdAt": now,
+            "updatedAt": now,
+            "fhirEncounterId": admission.fhir_encounter_id,
+            "absentFeatures": ",".join(admission.absent) or None,
+        }
+        try:
+            with engine.begin() as conn:
+                conn.execute(patient_data.insert().values(**row))
+                return _stay(_load(conn, admission.eid), changed=True)  # type: ignore[arg-type]
+        except sa.exc.IntegrityError:
+            # Another instance stored this encounter first: judge against what it stored.
+            with engine.connect() as conn:
+                stored = _load(conn, admission.eid)
+            assert stored is not None
+    if not _same(stored, admission):
+        raise AdmissionConflict(admission.eid)
+    return _stay(stored, changed=False)
+
+
+def discharge(engine: Engine, request: Discharge) -> Stay:
+    """Record the discharge date and length of stay (days between admission and discharge)."""
+    with engine.begin() as conn:
+        stored = _load(conn, request.eid)
+        if stored is None or stored.fhirEncounterId not in (None, request.fhir_encounter_id):
+            raise UnknownEncounter(request.eid)
+        if request.discharged < stored.vdate:
+            raise DischargeBeforeAdmission(request.eid)
+        if stored.discharged is not None:
+            if stored.discharged != request.discharged:
+                raise DischargeConflict(request.eid)
+            return _stay(stored, changed=False)
+        days = (request.discharged - stored.vdate).days
+        updated = conn.execute(
+            patient_data.update()
+            .where(patient_data.c.eid == request.eid, patient_data.c.discharged.is_(None))
+            .values(discharged=request.discharged, lengthofstay=days, updatedAt=utcnow())
+        )
+        if updated.rowcount != 1:
+            raise DischargeConflict(request.eid)  # raced with another discharge
+        return _stay(_load(conn, request.eid), changed=True)  # type: ignore[arg-type]

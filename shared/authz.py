@@ -1,0 +1,87 @@
+"""Who is calling: function keys by default; App Service authentication (Easy Auth) when set.
+
+With ``AUTH_MODE=easyauth`` the platform authenticates the caller and passes the principal
+in ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON of its claims); the caller must hold one of the
+``CARE_ROLES`` app roles. That header is trusted only in that mode: anyone can send it to a
+function-key endpoint, so there it is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.operation_outcome import FhirError
+from shared.settings import Settings
+
+PRINCIPAL_HEADER = "x-ms-client-principal"
+ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+NAME_CLAIMS = (
+    "preferred_username",
+    "name",
+    "upn",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+)
+FUNCTION_KEY = "function key"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    roles: frozenset[str]
+
+
+def http_auth_level() -> str:
+    """The auth level the HTTP functions are registered with (fixed when the host indexes).
+
+    Function keys unless Easy Auth stands in front; then the platform authenticates and the
+    roles are checked here, so the functions themselves are anonymous.
+    """
+    from shared.settings import SettingsError, auth_mode
+
+    try:
+        return "ANONYMOUS" if auth_mode() == "easyauth" else "FUNCTION"
+    except SettingsError:
+        return "FUNCTION"  # the safer level; get_settings() reports the bad value at run time
+
+
+def authorize(headers: Mapping[str, str], settings: Settings) -> Principal:
+    if settings.auth_mode != "easyauth":
+        return Principal(FUNCTION_KEY, frozenset())
+    raw = headers.get(PRINCIPAL_HEADER) or headers.get(PRINCIPAL_HEADER.upper())
+    if not raw:
+        raise FhirError.one(
+            401,
+            "login",
+            "sign in: the request carries no authenticated principal",
+            **{"WWW-Authenticate": "Bearer"},
+        )
+    principal = _decode(raw)
+    if not principal.roles & settings.care_roles:
+        raise FhirError.one(
+            403,
+            "forbidden",
+            f"the caller holds none of the app roles allowed to admit and discharge "
+            f"({', '.join(sorted(settings.care_roles))})",
+        )
+    return principal
+
+
+def _decode(raw: str) -> Principal:
+    try:
+        data = json.loads(base64.b64decode(raw, validate=False))
+        claims = data.get("claims") or []
+        role_type = data.get("role_typ")
+        name_type = data.get("name_typ")
+        roles = frozenset(
+            str(c["val"]) for c in claims if c.get("typ") in (*ROLE_CLAIMS, role_type)
+        )
+        names = [str(c["val"]) for c in claims if c.get("typ") in (name_type, *NAME_CLAIMS)]
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        raise FhirError.one(
+            401, "login", "the authenticated principal header is malformed"
+        ) from None
+    return Principal((names[0] if names else "unnamed principal")[:256], roles)

@@ -1,0 +1,196 @@
+"""The HTTP side of admit and discharge: authorize, parse, run, answer in FHIR, audit.
+
+Every answer is FHIR: a resource on success, an OperationOutcome otherwise, with the right
+status. Whatever the input, no stack trace and no PHI reach the response or the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+
+from shared.authz import FUNCTION_KEY, authorize
+from shared.fhir_payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
+from shared.operation_outcome import FhirError, operation_outcome
+from shared.settings import Settings, SettingsError, get_settings
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = "30"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    resource: dict[str, Any]
+    outcome: str  # for the audit trail: success or unchanged
+    encounter_id: str | None
+    eid: int | None
+    headers: dict[str, str]
+
+
+Handler = Callable[[Payload, Settings], Answer]
+
+
+def correlation_id(req: func.HttpRequest) -> str:
+    for header in ("x-correlation-id", "x-request-id", "traceparent"):
+        value = req.headers.get(header)
+        if value:
+            return value[:128]
+    return str(uuid.uuid4())
+
+
+@dataclass
+class _Call:
+    """What the audit trail and the answer need to know about one request."""
+
+    action: str
+    correlation: str
+    fhir: bool
+    principal: str = FUNCTION_KEY
+    engine: Any = None
+
+    def audit(
+        self,
+        outcome: str,
+        status: int,
+        encounter_id: str | None,
+        eid: int | None,
+        reason: str | None = None,
+    ) -> None:
+        # Imported here: it brings SQLAlchemy, which indexing at cold start should not pay for.
+        from shared import audit
+
+        audit.record(
+            self.engine,
+            audit.AuditEvent(
+                self.principal,
+                self.action,
+                outcome,
+                status,
+                self.correlation,
+                encounter_id,
+                eid,
+                reason,
+            ),
+        )
+
+    def refuse(self, error: FhirError) -> func.HttpResponse:
+        outcome = "denied" if error.status in (401, 403) else "failed"
+        reason = str(error)
+        self.audit(outcome, error.status, error.encounter_id, error.eid, reason)
+        log.info("%s %s: %s %s: %s", self.action, self.correlation, outcome, error.status, reason)
+        return _respond(
+            error.status,
+            operation_outcome(error.issues),
+            self.fhir,
+            self.correlation,
+            error.headers,
+        )
+
+
+def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpResponse:
+    call = _Call(
+        action,
+        correlation_id(req),
+        wants_fhir(req.headers.get("content-type"), req.headers.get("accept")),
+    )
+    try:
+        settings = get_settings()
+        from shared.database import get_engine
+
+        call.engine = get_engine()
+        call.principal = authorize(req.headers, settings).name
+        document = decode_body(
+            req.get_body(), req.headers.get("content-type"), settings.max_request_bytes
+        )
+        answer = handler(gather(document), settings)
+    except FhirError as exc:
+        return call.refuse(exc)
+    except SettingsError as exc:
+        log.error("%s %s: configuration error: %s", action, call.correlation, exc)
+        return call.refuse(
+            _unavailable("the service is not configured; the site administrator has been told")
+        )
+    except Exception as exc:
+        if _is_database_unavailable(exc):
+            log.warning(
+                "%s %s: database unavailable (%s)", action, call.correlation, type(exc).__name__
+            )
+            call.engine = None
+            return call.refuse(_unavailable("the patient database is unavailable; retry"))
+        # A bug: the type is logged, never the message (it may quote the request).
+        log.error("%s %s: unexpected %s", action, call.correlation, type(exc).__name__)
+        return call.refuse(
+            FhirError.one(500, "exception", f"internal error; correlation id {call.correlation}")
+        )
+    call.audit(answer.outcome, answer.status, answer.encounter_id, answer.eid)
+    log.info(
+        "%s %s: encounter %s (eid %s) %s, %s",
+        action,
+        call.correlation,
+        answer.encounter_id,
+        answer.eid,
+        answer.outcome,
+        answer.status,
+    )
+    return _respond(answer.status, answer.resource, call.fhir, call.correlation, answer.headers)
+
+
+def _unavailable(text: str) -> FhirError:
+    return FhirError.one(503, "transient", text, **{"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def _is_database_unavailable(exc: Exception) -> bool:
+    import sqlalchemy as sa
+
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _respond(
+    status: int, resource: dict[str, Any], fhir: bool, correlation: str, headers: dict[str, str]
+) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(resource),
+        status_code=status,
+        mimetype=FHIR_JSON if fhir else "application/json",
+        charset="utf-8",
+        headers={"X-Correlation-Id": correlation, **headers},
+    )
+
+
+EID_SYSTEM = "urn:patient-ingest:PatientData:eid"
+UCUM = "http://unitsofmeasure.org"
+
+
+def encounter_resource(stay: Any) -> dict[str, Any]:
+    """The stored stay as a FHIR R4 Encounter: what a clinical system needs back."""
+    period: dict[str, str] = {"start": stay.admitted.isoformat()}
+    resource: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "id": stay.fhir_encounter_id or str(stay.eid),
+        "identifier": [{"system": EID_SYSTEM, "value": str(stay.eid)}],
+        "status": "finished" if stay.discharged else "in-progress",
+        "class": {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "IMP",
+            "display": "inpatient encounter",
+        },
+        "period": period,
+    }
+    if stay.discharged:
+        period["end"] = stay.discharged.isoformat()
+        resource["length"] = {
+            "value": stay.length_of_stay,
+            "unit": "days",
+            "system": UCUM,
+            "code": "d",
+        }
+    return resource

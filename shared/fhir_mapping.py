@@ -1,0 +1,505 @@
+"""FHIR R4 admission and discharge → the length-of-stay row. The one mapping table is here.
+
+| PatientData column            | FHIR source                                                    |
+|-------------------------------|----------------------------------------------------------------|
+| FirstName, MiddleName         | Patient.name (use=official, else the first) .given[0], [1]     |
+| LastName                      | that name's .family                                            |
+| gender                        | Patient.gender: male → M, female → F (others refused: 422)     |
+| eid                           | Encounter.id: a numeric id as it is; any other id → a stable   |
+|                               | integer ≥ 1,000,000,000 (sha-256), the id kept in             |
+|                               | fhirEncounterId                                                |
+| vdate                         | Encounter.period.start (its calendar date, in its own offset)  |
+| discharged, lengthofstay      | Encounter.period.end; days = discharged − vdate                |
+| facid                         | Encounter.serviceProvider: FACILITY_IDS by Organization id,    |
+|                               | identifier or name; else a one-character Organization id or    |
+|                               | display ("Organization/B"); else DEFAULT_FACILITY_ID           |
+| rcount                        | the payload's "rcount", else inpatient Encounters (class IMP,  |
+|                               | ACUTE, NONAC) starting in the 180 days before: 0-4, 5+         |
+| hematocrit … secondary…icd9   | Observations by LOINC (:data:`MEASUREMENTS`), unit checked and |
+|                               | converted; the admission's own, else the latest at or before   |
+|                               | admission; absent → NULL, named in absentFeatures              |
+| the 11 condition flags        | Conditions by SNOMED CT (:data:`CONDITION_FLAGS`): 1 when      |
+|                               | clinicalStatus is active, recurrence or relapse                |
+
+Choosing the admission encounter: the one Encounter with status in-progress, arrived or
+triaged, if exactly one (two or more: 422, ambiguous); otherwise the most recent inpatient
+one (class IMP, ACUTE, NONAC); otherwise the most recent Encounter. If it has
+``period.end`` the admission records the discharge too (a historical load).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.fhir_payload import Entry, Payload, validate
+from shared.operation_outcome import FhirError, Issue
+from shared.row_validation import ALL_COLUMNS, MAX_EID, MAX_NAME, RCOUNT_VALUES
+from shared.schema import FLAG_COLUMNS
+from shared.settings import Settings
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+HASHED_EID_BASE = 1_000_000_000
+OPEN_STATUSES = frozenset({"in-progress", "arrived", "triaged"})
+INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC"})
+ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+UNUSABLE_OBSERVATION = frozenset({"entered-in-error", "cancelled", "registered"})
+READMISSION_WINDOW = dt.timedelta(days=180)
+
+_PER_MINUTE = {
+    "/min": 1.0,
+    "{beats}/min": 1.0,
+    "beats/min": 1.0,
+    "{beat}/min": 1.0,
+    "{breaths}/min": 1.0,
+    "breaths/min": 1.0,
+    "{breath}/min": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A feature measured by Observations: accepted LOINC codes, units → factor to ours."""
+
+    codes: frozenset[str]
+    units: dict[str, float]
+    whole: bool = False
+
+
+# The blueprint's codes first, then common alternatives for the same measurement.
+MEASUREMENTS: dict[str, Measurement] = {
+    "hematocrit": Measurement(
+        frozenset({"4544-3", "20570-8", "71833-8"}), {"%": 1.0, "l/l": 100.0}
+    ),
+    "neutrophils": Measurement(frozenset({"770-8", "26511-0"}), {"%": 1.0}),
+    "sodium": Measurement(frozenset({"2947-0", "2951-2"}), {"mmol/l": 1.0, "meq/l": 1.0}),
+    "glucose": Measurement(frozenset({"2339-0", "2345-7"}), {"mg/dl": 1.0, "mmol/l": 18.016}),
+    "bloodureanitro": Measurement(frozenset({"6299-2", "3094-0"}), {"mg/dl": 1.0, "mmol/l": 2.801}),
+    "creatinine": Measurement(
+        frozenset({"2160-0", "38483-4"}), {"mg/dl": 1.0, "umol/l": 1 / 88.42, "µmol/l": 1 / 88.42}
+    ),
+    "bmi": Measurement(frozenset({"39156-5"}), {"kg/m2": 1.0, "kg/m^2": 1.0}),
+    "pulse": Measurement(frozenset({"8867-4"}), _PER_MINUTE, whole=True),
+    "respiration": Measurement(frozenset({"9279-1"}), _PER_MINUTE),
+    "secondarydiagnosisnonicd9": Measurement(
+        frozenset({"54554-1"}), {"": 1.0, "{#}": 1.0, "1": 1.0, "{count}": 1.0}, whole=True
+    ),
+}
+MAPPED_LOINC = frozenset(code for m in MEASUREMENTS.values() for code in m.codes)
+
+# Each flag its own SNOMED CT codes. The blueprint gave 81659004 (psychological sign or
+# symptom) to psychologicaldisordermajor and psychother, and 263756000 (fibrosis) to
+# fibrosisandother and malnutrition: a sign or symptom is not a major disorder, and fibrosis
+# is not malnutrition, so each code now sets only the flag it means (psychother,
+# fibrosisandother); its payloads are still accepted, and the other two flags take the
+# codes of their own disorders.
+CONDITION_FLAGS: dict[str, frozenset[str]] = {
+    "dialysisrenalendstage": frozenset({"236435004", "46177005", "433146000", "714152005"}),
+    "asthma": frozenset({"195967001", "233678006", "389145006", "266364000"}),
+    "irondef": frozenset({"35240004", "87522002"}),
+    "pneum": frozenset({"233604007", "385093006", "53084003"}),
+    "substancedependence": frozenset({"361055000", "66214007", "6525002", "7200002"}),
+    "psychologicaldisordermajor": frozenset({"74732009", "58214004", "13746004", "370143000"}),
+    "depress": frozenset({"35489007", "36923009"}),
+    "psychother": frozenset({"81659004", "197480006", "47505003"}),
+    "fibrosisandother": frozenset({"263756000", "51615001"}),
+    "malnutrition": frozenset({"248325000", "2492009", "238107002"}),
+    "hemo": frozenset({"34093004", "414022008"}),
+}
+assert set(CONDITION_FLAGS) == set(FLAG_COLUMNS)
+
+
+@dataclass
+class Admission:
+    fhir_encounter_id: str
+    eid: int
+    values: dict[str, object]  # PatientData columns (ALL_COLUMNS)
+    absent: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Discharge:
+    fhir_encounter_id: str
+    eid: int
+    discharged: dt.date
+
+
+def eid_for(encounter_id: str) -> int:
+    """The PatientData eid of an Encounter id; the same id always gives the same eid."""
+    if encounter_id.isascii() and encounter_id.isdigit() and 1 <= int(encounter_id) <= MAX_EID:
+        return int(encounter_id)
+    digest = hashlib.sha256(encounter_id.encode()).digest()
+    return HASHED_EID_BASE + int.from_bytes(digest[:8], "big") % (MAX_EID - HASHED_EID_BASE + 1)
+
+
+# --- helpers over validated models -------------------------------------------------------
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    """A sortable UTC instant for a FHIR date or dateTime (a date counts as its midnight)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return None
+
+
+def _day(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()  # the calendar date in the offset it was written in
+    return value if isinstance(value, dt.date) else None
+
+
+def _codes(concept: Any, system: str | None = None) -> set[str]:
+    if concept is None:
+        return set()
+    return {
+        c.code
+        for c in (concept.coding or [])
+        if c.code and (system is None or c.system in (system, None))
+    }
+
+
+def _start(entry: Entry) -> dt.datetime | None:
+    period = entry.model.period
+    return _instant(period.start) if period else None
+
+
+def _class_code(entry: Entry) -> str | None:
+    cls = entry.model.class_fhir
+    return cls.code if cls else None
+
+
+# --- choosing the encounter --------------------------------------------------------------
+
+
+def _latest(entries: list[Entry]) -> Entry:
+    floor = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return max(entries, key=lambda e: _start(e) or floor)
+
+
+def choose_admission(encounters: list[Entry]) -> Entry:
+    if not encounters:
+        raise FhirError.one(422, "required", "the request holds no Encounter to admit", "Encounter")
+    open_ = [e for e in encounters if e.model.status in OPEN_STATUSES]
+    if len(open_) > 1:
+        raise FhirError(
+            422,
+            [
+                Issue(
+                    "business-rule",
+                    "more than one Encounter is in progress, arrived or "
+                    "triaged; send one admission at a time",
+                    e.expression,
+                )
+                for e in open_
+            ],
+        )
+    if open_:
+        return open_[0]
+    inpatient = [e for e in encounters if _class_code(e) in INPATIENT_CLASSES]
+    return _latest(inpatient or encounters)
+
+
+# --- admission -----------------------------------------------------------------------------
+
+
+def _observation_codes(resource: dict[str, Any]) -> set[str] | None:
+    """LOINC codes read from the raw resource, or None when its code cannot be read."""
+    try:
+        return {c["code"] for c in resource["code"]["coding"] if c.get("system") in (LOINC, None)}
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def map_admission(payload: Payload, settings: Settings) -> Admission:
+    encounters = payload.of_type("Encounter")
+    patients = payload.of_type("Patient")
+    conditions = payload.of_type("Condition")
+    observations = []
+    for entry in payload.of_type("Observation"):
+        codes = _observation_codes(entry.resource)
+        if codes is None or codes & MAPPED_LOINC:
+            observations.append(entry)
+    # Only what the mapping reads is validated (an invalid one is still refused).
+    validate([*patients, *encounters, *conditions, *observations])
+
+    encounter = choose_admission(encounters)
+    patient = _patient_of(encounter, patients, payload)
+    model = encounter.model
+    if not model.id:
+        raise FhirError.one(
+            422, "required", "the Encounter has no id", f"{encounter.expression}.id"
+        )
+    start = model.period.start if model.period else None
+    if start is None:
+        raise FhirError.one(
+            422,
+            "required",
+            "the Encounter has no period.start (the admission date)",
+            f"{encounter.expression}.period.start",
+        )
+    vdate = _day(start)
+    end = _day(model.period.end)
+    if end is not None and end < vdate:
+        raise FhirError.one(
+            422,
+            "business-rule",
+            "period.end is before period.start",
+            f"{encounter.expression}.period.end",
+        )
+    values: dict[str, object] = dict.fromkeys(ALL_COLUMNS)
+    values.update(_names(patient))
+    values.update(
+        eid=eid_for(model.id),
+        vdate=vdate,
+        gender=_gender(patient),
+        facid=_facility(encounter, payload, settings),
+        rcount=_rcount(payload, encounter, encounters),
+        discharged=end,
+        lengthofstay=(end - vdate).days if end else None,
+    )
+    values.update(_flags(conditions, vdate, end))
+    measured, absent = _measurements(observations, encounter, payload)
+    values.update(measured)
+    return Admission(model.id, values["eid"], values, absent)  # type: ignore[arg-type]
+
+
+def _patient_of(encounter: Entry, patients: list[Entry], payload: Payload) -> Entry:
+    subject = encounter.model.subject.reference if encounter.model.subject else None
+    referenced = payload.resolve(subject)
+    if referenced is not None and referenced.type == "Patient":
+        return referenced
+    if len(patients) == 1:
+        return patients[0]
+    if not patients:
+        raise FhirError.one(422, "required", "the request holds no Patient", "Patient")
+    raise FhirError.one(
+        422,
+        "business-rule",
+        "the request holds several Patients and the Encounter's subject names none of them",
+        f"{encounter.expression}.subject",
+    )
+
+
+def _names(patient: Entry) -> dict[str, str | None]:
+    names = patient.model.name or []
+    name = next((n for n in names if n.use == "official"), names[0] if names else None)
+    given = list(name.given or []) if name else []
+    values = {
+        "FirstName": given[0] if given else None,
+        "MiddleName": given[1] if len(given) > 1 else None,
+        "LastName": name.family if name else None,
+    }
+    for column, value in values.items():
+        if value is not None and len(value) > MAX_NAME:
+            raise FhirError.one(
+                422,
+                "too-long",
+                f"the {column} part of the Patient's name is longer than {MAX_NAME} characters",
+                f"{patient.expression}.name",
+            )
+    return values
+
+
+def _gender(patient: Entry) -> str:
+    gender = {"male": "M", "female": "F"}.get(patient.model.gender or "")
+    if gender is None:
+        raise FhirError.one(
+            422,
+            "value",
+            "Patient.gender must be male or female for the length-of-stay model",
+            f"{patient.expression}.gender",
+        )
+    return gender
+
+
+def _facility(encounter: Entry, payload: Payload, settings: Settings) -> str:
+    provider = encounter.model.serviceProvider
+    reference = provider.reference if provider else None
+    org = payload.resolve(reference)
+    keys: list[str] = []
+    if org is not None:
+        res = org.resource
+        keys += [str(res.get("id") or "")]
+        keys += [
+            str(i.get("value") or "") for i in res.get("identifier") or [] if isinstance(i, dict)
+        ]
+        keys += [str(res.get("name") or "")]
+    if reference:
+        keys.append(reference.rsplit("/", 1)[-1])
+    for key in keys:
+        if key and key in settings.facility_ids:
+            return settings.facility_ids[key]
+    candidates = [
+        reference.rsplit("/", 1)[-1] if reference else "",
+        provider.display if provider else "",
+    ]
+    for candidate in candidates:
+        if candidate and len(candidate) == 1 and candidate.isascii() and candidate.isalnum():
+            return candidate.upper()
+    if settings.default_facility_id:
+        return settings.default_facility_id
+    raise FhirError.one(
+        422,
+        "business-rule",
+        "Encounter.serviceProvider does not name a known facility; map its Organization in "
+        "the FACILITY_IDS setting or set DEFAULT_FACILITY_ID",
+        f"{encounter.expression}.serviceProvider",
+    )
+
+
+def _rcount(payload: Payload, admission: Entry, encounters: list[Entry]) -> str:
+    if payload.rcount is not None:
+        if payload.rcount not in RCOUNT_VALUES:
+            raise FhirError.one(422, "value", "rcount must be 0, 1, 2, 3, 4 or 5+", "rcount")
+        return payload.rcount
+    start = _start(admission)
+    assert start is not None
+    earlier = [
+        e
+        for e in encounters
+        if e is not admission
+        and _class_code(e) in INPATIENT_CLASSES
+        and (s := _start(e)) is not None
+        and start - READMISSION_WINDOW <= s < start
+    ]
+    return "5+" if len(earlier) >= 5 else str(len(earlier))
+
+
+def _flags(conditions: Iterable[Entry], vdate: dt.date, end: dt.date | None) -> dict[str, int]:
+    flags = dict.fromkeys(FLAG_COLUMNS, 0)
+    last_day = end or vdate
+    for entry in conditions:
+        model = entry.model
+        if not _codes(model.clinicalStatus) & ACTIVE_CLINICAL:
+            continue
+        if _codes(model.verificationStatus) & {"entered-in-error", "refuted"}:
+            continue
+        onset = _day(getattr(model, "onsetDateTime", None))
+        abated = _day(getattr(model, "abatementDateTime", None))
+        if (onset and onset > last_day) or (abated and abated < vdate):
+            continue  # not present during this stay
+        codes = _codes(model.code, SNOMED)
+        for flag, flag_codes in CONDITION_FLAGS.items():
+            if codes & flag_codes:
+                flags[flag] = 1
+    return flags
+
+
+def _observation_time(entry: Entry) -> dt.datetime | None:
+    model = entry.model
+    period = getattr(model, "effectivePeriod", None)
+    return _instant(
+        getattr(model, "effectiveDateTime", None)
+        or getattr(model, "effectiveInstant", None)
+        or (period.start if period else None)
+        or model.issued
+    )
+
+
+def _measurements(
+    observations: list[Entry], admission: Entry, payload: Payload
+) -> tuple[dict[str, object], list[str]]:
+    start = _start(admission)
+    assert start is not None
+    floor = dt.datetime.min.replace(tzinfo=dt.UTC)
+    values: dict[str, object] = {}
+    absent: list[str] = []
+    for column, measurement in MEASUREMENTS.items():
+        own: list[tuple[dt.datetime, Entry]] = []
+        before: list[tuple[dt.datetime, Entry]] = []
+        for entry in observations:
+            model = entry.model
+            if (
+                model.status in UNUSABLE_OBSERVATION
+                or not _codes(model.code, LOINC) & measurement.codes
+            ):
+                continue
+            when = _observation_time(entry)
+            linked = payload.resolve(model.encounter.reference if model.encounter else None)
+            if linked is admission or (payload.blueprint and linked is None and when is None):
+                own.append((when or floor, entry))
+            elif when is not None and when <= start:
+                before.append((when, entry))
+        chosen = max(own or before, key=lambda pair: pair[0], default=None)
+        if chosen is None:
+            values[column] = None
+            absent.append(column)
+            continue
+        values[column] = _value(chosen[1], column, measurement)
+    return values, absent
+
+
+def _value(entry: Entry, column: str, measurement: Measurement) -> float | int:
+    model = entry.model
+    quantity = model.valueQuantity
+    if quantity is not None and quantity.value is not None:
+        unit = (
+            quantity.code if quantity.system in (UCUM, None) and quantity.code else quantity.unit
+        ) or ""
+        factor = measurement.units.get(unit.strip().casefold())
+        if factor is None:
+            raise FhirError.one(
+                422,
+                "value",
+                f"the {column} Observation's unit is not one this measurement accepts "
+                f"({', '.join(u or '(none)' for u in measurement.units)}); send it in one of them",
+                f"{entry.expression}.valueQuantity",
+            )
+        value = float(quantity.value) * factor
+    elif getattr(model, "valueInteger", None) is not None and "" in measurement.units:
+        value = float(model.valueInteger)
+    else:
+        raise FhirError.one(
+            422,
+            "value",
+            f"the {column} Observation carries no valueQuantity",
+            f"{entry.expression}.value[x]",
+        )
+    return round(value) if measurement.whole else value
+
+
+# --- discharge -----------------------------------------------------------------------------
+
+
+def map_discharge(payload: Payload) -> Discharge:
+    encounters = payload.of_type("Encounter")
+    validate(encounters)
+    if not encounters:
+        raise FhirError.one(
+            422, "required", "the request holds no Encounter to discharge", "Encounter"
+        )
+    if len(encounters) == 1:
+        encounter = encounters[0]
+    else:
+        ended = [e for e in encounters if e.model.period and e.model.period.end]
+        if len(ended) != 1:
+            raise FhirError.one(
+                422,
+                "business-rule",
+                "send one Encounter, or exactly one with period.end, to discharge",
+                "Encounter",
+            )
+        encounter = ended[0]
+    model = encounter.model
+    if not model.id:
+        raise FhirError.one(
+            422, "required", "the Encounter has no id", f"{encounter.expression}.id"
+        )
+    end = _day(model.period.end) if model.period else None
+    if end is None:
+        raise FhirError.one(
+            422,
+            "required",
+            "the Encounter has no period.end (the discharge date)",
+            f"{encounter.expression}.period.end",
+        )
+    return Discharge(model.id, eid_for(model.id), end)
