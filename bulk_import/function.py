@@ -37,8 +37,9 @@ def bulk_import(event: func.EventGridEvent) -> None:
     from shared.settings import get_settings
 
     settings = get_settings()
-    outcome = importer.import_blob_event(
-        created, settings, database.get_engine(), storage.get_uploads(settings)
+    uploads = storage.get_uploads(settings)
+    outcome = database.with_rotation(
+        lambda: importer.import_blob_event(created, settings, database.get_engine(), uploads)
     )
     log.info(
         "event %s: run %s %s%s: %s read, %s stored, %s rejected",

@@ -1,19 +1,39 @@
 """One SQLAlchemy engine per process, built from the SQL connection string.
 
-``SQL_CONNECTION_STRING`` is either a SQLAlchemy URL (``sqlite:///...``,
-``postgresql+psycopg://...``, ``mssql+pyodbc://...``) or an ODBC connection string as the
-Azure portal shows it for Azure SQL (``Driver={ODBC Driver 18 for SQL Server};Server=...``).
+The connection string (see :mod:`shared.secrets`) is either a SQLAlchemy URL
+(``sqlite:///...``, ``postgresql+psycopg://...``, ``mssql+pyodbc://...``) or an ODBC
+connection string as the Azure portal shows it for Azure SQL
+(``Driver={ODBC Driver 18 for SQL Server};Server=tcp:....database.windows.net,1433;...``).
+An ODBC string with no credentials in it connects with a Microsoft Entra token of the app's
+identity (no passwords anywhere).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import struct
 import threading
 import urllib.parse
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from shared import secrets
+from shared.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+AZURE_SQL_SCOPE = "https://database.windows.net/.default"
+SQL_COPT_SS_ACCESS_TOKEN = 1256  # msodbcsql.h: pass an Entra access token at connect
+_CREDENTIAL_KEYS = frozenset(
+    {"uid", "user id", "user", "pwd", "password", "authentication", "trusted_connection"}
+)
+_LOGIN_FAILED = ("28000", "28P01")  # SQLSTATE: invalid authorization / password
+
+T = TypeVar("T")
 
 
 def engine_url(connection_string: str) -> URL:
@@ -23,14 +43,71 @@ def engine_url(connection_string: str) -> URL:
     return make_url("mssql+pyodbc:///?odbc_connect=" + urllib.parse.quote_plus(connection_string))
 
 
+def odbc_attributes(odbc: str) -> dict[str, str]:
+    """``Key=value;...`` pairs, keys lower-cased; ``{...}`` values may hold semicolons."""
+    attributes: dict[str, str] = {}
+    key, value, braces, in_value = "", "", 0, False
+    for ch in odbc + ";":
+        if not in_value:
+            if ch == "=":
+                in_value = True
+            elif ch != ";":
+                key += ch
+            continue
+        if ch == "{":
+            braces += 1
+        elif ch == "}":
+            braces -= 1
+        if ch == ";" and braces <= 0:
+            if key.strip():
+                attributes[key.strip().lower()] = value.strip().strip("{}")
+            key, value, braces, in_value = "", "", 0, False
+        else:
+            value += ch
+    return attributes
+
+
+def _check_azure_sql(attributes: dict[str, str]) -> None:
+    server = attributes.get("server", "").lower()
+    if "database.windows.net" in server and attributes.get("encrypt", "yes").lower() in (
+        "no",
+        "false",
+        "optional",
+    ):
+        raise SettingsError(
+            "SQL_CONNECTION_STRING", "Encrypt=no is refused for Azure SQL: ePHI travels encrypted"
+        )
+
+
+def token_struct(token: str) -> bytes:
+    """An access token as msodbcsql expects it: length-prefixed UTF-16-LE."""
+    raw = token.encode("utf-16-le")
+    return struct.pack(f"<I{len(raw)}s", len(raw), raw)
+
+
+def _entra_token_on_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict) -> None:
+    from shared.identity import get_credential
+
+    # azure-identity caches the token and renews it before it expires; each new pooled
+    # connection gets a valid one.
+    token = get_credential().get_token(AZURE_SQL_SCOPE).token
+    cparams.setdefault("attrs_before", {})[SQL_COPT_SS_ACCESS_TOKEN] = token_struct(token)
+
+
 def create_engine(connection_string: str) -> Engine:
     url = engine_url(connection_string)
     backend = url.get_backend_name()
     # hide_parameters: row values are ePHI; keep them out of SQL logs and exception messages.
     kwargs: dict[str, object] = {"pool_pre_ping": True, "hide_parameters": True}
+    entra_token = False
     if backend == "mssql":
         # pyodbc's array binding: one round trip per batch instead of one per row.
         kwargs["fast_executemany"] = True
+        odbc = url.query.get("odbc_connect")
+        if isinstance(odbc, str):
+            attributes = odbc_attributes(odbc)
+            _check_azure_sql(attributes)
+            entra_token = not (attributes.keys() & _CREDENTIAL_KEYS)
     if backend == "sqlite":
         # Another process (a second function instance, the migration) may hold the write
         # lock for a moment; wait for it instead of failing the batch.
@@ -38,33 +115,73 @@ def create_engine(connection_string: str) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    if entra_token:
+        sa.event.listen(engine, "do_connect", _entra_token_on_connect)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
 _lock = threading.Lock()
 _engine: Engine | None = None
+_engine_source: str | None = None  # digest of the connection string it was built from
 
 
 def get_engine() -> Engine:
-    """The process's engine and its pool, built on first use and reused by every invocation."""
-    global _engine
-    if _engine is None:
-        with _lock:
-            if _engine is None:
-                _engine = create_engine(secrets.sql_connection_string())
-    return _engine
+    """The process's engine and pool, reused by every invocation; rebuilt when the secret
+    behind it has rotated (seen once the cached secret's TTL has run out)."""
+    global _engine, _engine_source
+    value = secrets.sql_connection_string()
+    with _lock:
+        if _engine is None or _engine_source != _digest(value):
+            if _engine is not None:
+                log.info("the SQL connection secret changed; rebuilding the engine")
+                _engine.dispose()
+            _engine = create_engine(value)
+            _engine_source = _digest(value)
+        return _engine
+
+
+def is_login_failure(exc: BaseException) -> bool:
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or (
+        orig.args[0] if getattr(orig, "args", None) else None
+    )
+    text = str(orig).lower()
+    return state in _LOGIN_FAILED or "login failed" in text or "authentication failed" in text
+
+
+def with_rotation(work: Callable[[], T]) -> T:
+    """Run ``work``; if the database refuses the login, re-read the secret, and when it has
+    changed, rebuild the engine and run ``work`` once more."""
+    try:
+        return work()
+    except sa.exc.DBAPIError as exc:
+        if not is_login_failure(exc):
+            raise
+        before = _engine_source
+        fresh = secrets.sql_connection_string(refresh=True)
+        if _digest(fresh) == before:
+            raise
+        log.warning("database login refused; the secret has rotated: retrying once")
+        get_engine()
+        return work()
 
 
 def reset_engine() -> None:
     """Dispose of the process's engine; the next :func:`get_engine` builds a new one."""
-    global _engine
+    global _engine, _engine_source
     with _lock:
         if _engine is not None:
             _engine.dispose()
-        _engine = None
+        _engine, _engine_source = None, None

@@ -66,6 +66,9 @@ class _Call:
         # Imported here: it brings SQLAlchemy, which indexing at cold start should not pay for.
         from shared import audit
 
+        if self.engine is None:
+            self.engine = _engine_if_available()
+
         audit.record(
             self.engine,
             audit.AuditEvent(
@@ -102,14 +105,16 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
     )
     try:
         settings = get_settings()
-        from shared.database import get_engine
+        call.principal = authorize(req.headers, settings).name
+        from shared.database import get_engine, with_rotation
 
         call.engine = get_engine()
-        call.principal = authorize(req.headers, settings).name
         document = decode_body(
             req.get_body(), req.headers.get("content-type"), settings.max_request_bytes
         )
-        answer = handler(gather(document), settings)
+        payload = gather(document)
+        answer = with_rotation(lambda: handler(payload, settings))
+        call.engine = get_engine()
     except FhirError as exc:
         return call.refuse(exc)
     except SettingsError as exc:
@@ -118,6 +123,11 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
             _unavailable("the service is not configured; the site administrator has been told")
         )
     except Exception as exc:
+        from shared.secrets import SecretUnavailable
+
+        if isinstance(exc, SecretUnavailable):
+            log.warning("%s %s: %s", action, call.correlation, exc)
+            return call.refuse(_unavailable("the database credentials cannot be read now; retry"))
         if _is_database_unavailable(exc):
             log.warning(
                 "%s %s: database unavailable (%s)", action, call.correlation, type(exc).__name__
@@ -140,6 +150,16 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
         answer.status,
     )
     return _respond(answer.status, answer.resource, call.fhir, call.correlation, answer.headers)
+
+
+def _engine_if_available() -> Any:
+    """The engine for an audit row written before the request got that far, if there is one."""
+    try:
+        from shared.database import get_engine
+
+        return get_engine()
+    except Exception:  # no database to write to: audit.record logs the event instead
+        return None
 
 
 def _unavailable(text: str) -> FhirError:

@@ -39,6 +39,10 @@ class Settings:
     max_request_bytes: int
     facility_ids: dict[str, str]
     default_facility_id: str | None
+    key_vault_url: str | None
+    sql_connection_secret_name: str
+    secret_cache_seconds: float
+    key_vault_verify_challenge_resource: bool
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -131,7 +135,39 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 8 * 1024 * 1024, 1024, 100 * 1024 * 1024),
         facility_ids=_facility_ids(env),
         default_facility_id=_facility(env, "DEFAULT_FACILITY_ID"),
+        key_vault_url=_vault_url(env),
+        sql_connection_secret_name=_secret_name(env),
+        secret_cache_seconds=_float(env, "SECRET_CACHE_SECONDS", 300.0, 0.0, 86400.0),
+        key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
     )
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (_text(env, name) or "").lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no"):
+        return False
+    raise SettingsError(name, "must be true or false")
+
+
+def _vault_url(env: Mapping[str, str]) -> str | None:
+    url = _text(env, "KEY_VAULT_URL")
+    if url is not None and not url.startswith("https://"):
+        raise SettingsError("KEY_VAULT_URL", "must be the vault's https:// URL")
+    return url.rstrip("/") if url else None
+
+
+def _secret_name(env: Mapping[str, str]) -> str:
+    name = _text(env, "SQL_CONNECTION_SECRET_NAME", "patient-db-connection-string") or ""
+    # Key Vault's rule: 1-127 letters, digits and dashes.
+    if not (1 <= len(name) <= 127 and all(c.isascii() and (c.isalnum() or c == "-") for c in name)):
+        raise SettingsError(
+            "SQL_CONNECTION_SECRET_NAME", "must be 1-127 letters, digits and dashes"
+        )
+    return name
 
 
 AUTH_MODES = ("function", "easyauth")

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 
 from devtools import azurite, events
-from shared import database, identity, settings, storage
+from shared import database, identity, secrets, settings, storage
 from shared.schema import audit_log, ingest_rejects, ingest_runs, patient_data
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +141,7 @@ def db(db_url: str) -> Iterator[sa.Engine]:
 def reset_process_state() -> None:
     """Forget per-process caches, as a fresh function instance would start without them."""
     settings.reset_settings()
+    secrets.reset_secrets()
     database.reset_engine()
     identity.reset_credential()
     storage.reset_uploads()
