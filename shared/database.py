@@ -158,7 +158,15 @@ def is_login_failure(exc: BaseException) -> bool:
         orig.args[0] if getattr(orig, "args", None) else None
     )
     text = str(orig).lower()
-    return state in _LOGIN_FAILED or "login failed" in text or "authentication failed" in text
+    # Connection-time errors often carry no SQLSTATE; then the server's words tell.
+    return (
+        state in _LOGIN_FAILED
+        or any(
+            words in text
+            for words in ("login failed", "authentication failed", "no pg_hba.conf entry")
+        )
+        or ('role "' in text and "does not exist" in text)
+    )
 
 
 def with_rotation(work: Callable[[], T]) -> T:

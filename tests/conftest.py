@@ -147,19 +147,103 @@ def reset_process_state() -> None:
     storage.reset_uploads()
 
 
+# --- Azure services with no emulator: managed identity and Key Vault --------------------
+
+
+@pytest.fixture(scope="session")
+def identity_endpoint() -> Iterator[Any]:
+    from tests.azure_fakes import ManagedIdentityEndpoint
+
+    endpoint = ManagedIdentityEndpoint()
+    endpoint.start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def key_vault(identity_endpoint: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.azure_fakes import KeyVaultEndpoint
+
+    vault = KeyVaultEndpoint(identity_endpoint, tmp_path_factory.mktemp("vault"))
+    vault.start()
+    yield vault
+    vault.stop()
+
+
+SECRET_NAME = "patient-db-connection-string"
+
+
+@dataclass
+class SqlSecret:
+    """Where the functions find the connection string: an app setting, or the Key Vault."""
+
+    source: str
+    monkeypatch: pytest.MonkeyPatch
+    vault: Any = None
+
+    def set(self, url: str) -> None:
+        if self.source == "keyvault":
+            self.vault.secrets[SECRET_NAME] = url
+        else:
+            self.monkeypatch.setenv("SQL_CONNECTION_STRING", url)
+        reset_process_state()
+
+    def remove(self) -> None:
+        if self.source == "keyvault":
+            self.vault.secrets.pop(SECRET_NAME, None)
+        else:
+            self.monkeypatch.delenv("SQL_CONNECTION_STRING")
+        reset_process_state()
+
+
+@pytest.fixture(params=["app-setting", "keyvault"])
+def secret_source(request: pytest.FixtureRequest) -> str:
+    """Every test of the functions runs with the connection string from each source."""
+    return str(request.param)
+
+
 @pytest.fixture
 def app_env(
-    monkeypatch: pytest.MonkeyPatch, db_url: str, azurite_connection: str
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+    azurite_connection: str,
+    secret_source: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, str]]:
     env = {
         "PATIENT_STORAGE_CONNECTION": azurite_connection,
         "PATIENT_UPLOADS_CONTAINER": UPLOADS,
-        "SQL_CONNECTION_STRING": db_url,
         "EPHI_OWNER": OWNER,
         "IMPORT_BATCH_SIZE": "500",
         "DEFAULT_FACILITY_ID": "A",
     }
-    prefixes = ("EPHI_", "PATIENT_", "IMPORT_", "SQL_", "AUTH_", "CARE_", "FACILITY_", "DEFAULT_")
+    if secret_source == "keyvault":
+        vault = request.getfixturevalue("key_vault")
+        vault.secrets.clear()
+        vault.denied.clear()
+        vault.secrets[SECRET_NAME] = db_url
+        env.update(
+            KEY_VAULT_URL=vault.url,
+            KEY_VAULT_VERIFY_CHALLENGE_RESOURCE="false",  # the local vault is not *.vault.azure.net
+            REQUESTS_CA_BUNDLE=str(vault.ca_file),
+            **vault.identity.env,
+        )
+    else:
+        env["SQL_CONNECTION_STRING"] = db_url
+    prefixes = (
+        "EPHI_",
+        "PATIENT_",
+        "IMPORT_",
+        "SQL_",
+        "AUTH_",
+        "CARE_",
+        "FACILITY_",
+        "DEFAULT_",
+        "KEY_VAULT_",
+        "IDENTITY_",
+        "AZURE_",
+        "SECRET_",
+    )
     for name in [n for n in os.environ if n.startswith(prefixes)]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -167,6 +251,17 @@ def app_env(
     reset_process_state()
     yield env
     reset_process_state()
+
+
+@pytest.fixture
+def sql_secret(
+    app_env: dict[str, str],
+    secret_source: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> SqlSecret:
+    vault = request.getfixturevalue("key_vault") if secret_source == "keyvault" else None
+    return SqlSecret(secret_source, monkeypatch, vault)
 
 
 @functools.cache

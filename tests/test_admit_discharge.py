@@ -436,19 +436,15 @@ def test_concurrent_admissions_of_one_encounter_store_exactly_one_row(app_env, d
         assert conn.execute(sa.select(sa.func.count()).select_from(patient_data)).scalar() == 1
 
 
-def test_database_unavailable_is_503_with_retry_after(app_env, monkeypatch):
+def test_database_unavailable_is_503_with_retry_after(app_env, sql_secret):
     from devtools.azurite import free_port
 
-    monkeypatch.setenv(
-        "SQL_CONNECTION_STRING", f"postgresql+psycopg://x@127.0.0.1:{free_port()}/none"
-    )
-    reset_process_state()
+    sql_secret.set(f"postgresql+psycopg://x@127.0.0.1:{free_port()}/none")
     response = http("admit_patient", fx.blueprint("admit_100001.json"))
     assert_outcome(response, 503, "transient")
     assert response.headers["Retry-After"] == "30"
 
 
-def test_missing_configuration_is_503_naming_nothing_secret(app_env, monkeypatch):
-    monkeypatch.delenv("SQL_CONNECTION_STRING")
-    reset_process_state()
+def test_missing_connection_string_is_503(app_env, sql_secret):
+    sql_secret.remove()
     assert_outcome(http("admit_patient", fx.blueprint("admit_100001.json")), 503, "transient")

@@ -22,6 +22,7 @@ from shared.patient_writer import Batch, ConcurrentDelivery, write_batch
 from shared.row_validation import ALL_COLUMNS, RowValidator
 from shared.schema import ingest_rejects, patient_data
 from shared.schema import ingest_runs as runs_table
+from shared.settings import SettingsError
 from shared.tags import EphiTags
 from tests.conftest import PROJECT_ROOT, deliver, reset_process_state
 from tests.test_bulk_import import runs
@@ -202,23 +203,19 @@ def database_free_port() -> int:
     return free_port()
 
 
-def test_database_unreachable_raises_so_event_grid_retries(app_env, uploads, monkeypatch):
+def test_database_unreachable_raises_so_event_grid_retries(app_env, uploads, sql_secret):
     url, etag = uploads.put(los_generator.csv_bytes(5))
-    monkeypatch.setenv(
-        "SQL_CONNECTION_STRING",
-        f"postgresql+psycopg://nobody@127.0.0.1:{database_free_port()}/none",
-    )
-    reset_process_state()
+    sql_secret.set(f"postgresql+psycopg://nobody@127.0.0.1:{database_free_port()}/none")
     with pytest.raises(sa.exc.OperationalError):
         deliver(events.event_grid_schema(url, etag))
 
 
-def test_missing_database_setting_raises_naming_the_setting(app_env, uploads, monkeypatch):
+def test_missing_connection_string_raises_naming_the_setting(app_env, uploads, sql_secret):
     url, etag = uploads.put(los_generator.csv_bytes(5))
-    monkeypatch.delenv("SQL_CONNECTION_STRING")
-    reset_process_state()
-    with pytest.raises(Exception, match="SQL_CONNECTION_STRING"):
+    sql_secret.remove()
+    with pytest.raises(SettingsError, match="SQL_CONNECTION_S") as error:
         deliver(events.event_grid_schema(url, etag))
+    assert "postgresql" not in str(error.value) and "sqlite" not in str(error.value)
 
 
 def a_valid_row(eid: int) -> dict[str, object]:

@@ -47,14 +47,12 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def test_importing_the_blueprint_file_logs_no_phi_and_no_secrets(
-    app_env, uploads, db, all_logs, monkeypatch
+    app_env, uploads, db, db_url, all_logs, sql_secret
 ):
     data = shared_file("blueprint", "LengthOfStayname.csv").read_bytes()
-    if "postgresql" in app_env["SQL_CONNECTION_STRING"]:
+    if "postgresql" in db_url:
         # Trust auth ignores the password; it is here to prove it never reaches a log.
-        secret_url = app_env["SQL_CONNECTION_STRING"].replace("://", "://root:pw-Zq8-secret@")
-        monkeypatch.setenv("SQL_CONNECTION_STRING", secret_url)
-        reset_process_state()
+        sql_secret.set(db_url.replace("://", "://root:pw-Zq8-secret@"))
     url, etag = uploads.put(data)
     deliver(events.event_grid_schema(url, etag))
     deliver(events.event_grid_schema(url, etag))
