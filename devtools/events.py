@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -28,6 +29,23 @@ def blob_created_data(url: str, etag: str | None, length: int) -> dict[str, Any]
     return data
 
 
+TOPIC = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+    "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
+)
+
+
+def subject(url: str) -> str:
+    """The event subject for a blob URL: ``/blobServices/default/containers/C/blobs/B``."""
+    parts = urllib.parse.urlsplit(url)
+    segments = parts.path.lstrip("/").split("/")
+    host = parts.hostname or ""
+    if host in ("localhost", "127.0.0.1") or host.replace(".", "").isdigit():
+        segments = segments[1:]  # path-style (Azurite): the account comes first
+    container, blob = segments[0], "/".join(segments[1:])
+    return f"/blobServices/default/containers/{container}/blobs/{blob}"
+
+
 def event_grid_schema(
     url: str,
     etag: str | None,
@@ -36,12 +54,10 @@ def event_grid_schema(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """An event in the Event Grid schema, as posted to a function's webhook."""
-    container_and_blob = url.split("/", 4)[-1]
     return {
         "id": event_id or str(uuid.uuid4()),
-        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
-        "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
-        "subject": f"/blobServices/default/containers/{container_and_blob}",
+        "topic": TOPIC,
+        "subject": subject(url),
         "eventType": event_type,
         "eventTime": dt.datetime.now(dt.UTC).isoformat(),
         "data": blob_created_data(url, etag, length),
@@ -58,14 +74,12 @@ def cloud_event_schema(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """The same event in the CloudEvents 1.0 schema."""
-    container_and_blob = url.split("/", 4)[-1]
     return {
         "specversion": "1.0",
         "id": event_id or str(uuid.uuid4()),
-        "source": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
-        "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+        "source": TOPIC,
         "type": event_type,
-        "subject": f"/blobServices/default/containers/{container_and_blob}",
+        "subject": subject(url),
         "time": dt.datetime.now(dt.UTC).isoformat(),
         "datacontenttype": "application/json",
         "data": blob_created_data(url, etag, length),

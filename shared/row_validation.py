@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.csv_rows import FileRejected
-from shared.schema import FLAG_COLUMNS
+from shared.schema import BLUEPRINT_COLUMNS, FLAG_COLUMNS
 
 NAME_COLUMNS = ("FirstName", "MiddleName", "LastName")
 REQUIRED_VALUES = ("eid", "vdate", "gender", "facid")
@@ -54,28 +54,7 @@ MAX_NAME = 50
 MAX_LENGTH_OF_STAY = 3650
 
 # Every column a file may carry; the ones not in REQUIRED_COLUMNS may be left out.
-ALL_COLUMNS: tuple[str, ...] = (
-    *NAME_COLUMNS,
-    "eid",
-    "vdate",
-    "rcount",
-    "gender",
-    *FLAG_COLUMNS,
-    "hematocrit",
-    "neutrophils",
-    "sodium",
-    "glucose",
-    "bloodureanitro",
-    "creatinine",
-    "bmi",
-    "pulse",
-    "respiration",
-    "secondarydiagnosisnonicd9",
-    "discharged",
-    "facid",
-    "lengthofstay",
-    "predlengthofstay",
-)
+ALL_COLUMNS: tuple[str, ...] = BLUEPRINT_COLUMNS
 OPTIONAL_COLUMNS = frozenset({*NAME_COLUMNS, "discharged", "lengthofstay", "predlengthofstay"})
 REQUIRED_COLUMNS = tuple(c for c in ALL_COLUMNS if c not in OPTIONAL_COLUMNS)
 

@@ -75,6 +75,11 @@ patient_data = sa.Table(
     sa.Column("absentFeatures", sa.Unicode(400), nullable=True),
 )
 
+# The blueprint's patientdb columns, in its order: what its experiments and reports read.
+BLUEPRINT_COLUMNS: tuple[str, ...] = tuple(c.name for c in patient_data.columns)[
+    : list(patient_data.columns.keys()).index("predlengthofstay") + 1
+]
+
 ingest_runs = sa.Table(
     "IngestRuns",
     metadata,

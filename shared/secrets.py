@@ -71,22 +71,17 @@ def _from_vault(settings: Settings) -> str:
         raise SecretError(
             "SQL_CONNECTION_SECRET_NAME", f"the secret {name} is not in the vault {vault}"
         ) from None
-    except ClientAuthenticationError as exc:
+    except HttpResponseError as exc:  # ClientAuthenticationError included
         if _status(exc) == 403:
             raise SecretError(
                 "KEY_VAULT_URL",
                 f"the app's identity may not read the secret {name} "
                 f"in {vault}; grant it 'Key Vault Secrets User'",
             ) from None
-        # No token (identity endpoint down or refusing): transient from here.
-        raise SecretUnavailable(f"no token for the vault {vault} ({type(exc).__name__})") from None
-    except HttpResponseError as exc:
-        if _status(exc) == 403:
-            raise SecretError(
-                "KEY_VAULT_URL",
-                f"the app's identity may not read the secret {name} "
-                f"in {vault}; grant it 'Key Vault Secrets User'",
-            ) from None
+        if isinstance(exc, ClientAuthenticationError) and _status(exc) is None:
+            # No token: the identity endpoint is down or refusing, transient from here.
+            raise SecretUnavailable(f"no token for the vault {vault}") from None
+        # Throttled (429), unavailable (5xx) and the like: transient.
         raise SecretUnavailable(f"the vault {vault} answered {_status(exc)}") from None
     except ServiceRequestError:
         raise SecretUnavailable(f"the vault {vault} cannot be reached") from None
