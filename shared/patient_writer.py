@@ -99,14 +99,16 @@ class _InsertMany:
                     copy.write_row(row)
             return
         if self.processors:
-            processed = []
-            for row in rows:
-                values = list(row)
-                for i, proc in self.processors:
-                    if values[i] is not None:
-                        values[i] = proc(values[i])
-                processed.append(tuple(values))
-            rows = processed  # type: ignore[assignment]
+            # Column by column, each distinct value converted once: a batch repeats its
+            # dates, and its timestamps are one value.
+            columns = list(zip(*rows, strict=True))
+            for i, proc in self.processors:
+                converted: dict[object, object] = {None: None}
+                columns[i] = tuple(
+                    converted[v] if v in converted else converted.setdefault(v, proc(v))
+                    for v in columns[i]
+                )
+            rows = list(zip(*columns, strict=True))
         if self.order is not None:
             rows = [tuple(r[i] for i in self.order) for r in rows]
         params: list = (
