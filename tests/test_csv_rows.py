@@ -7,25 +7,6 @@ import pytest
 from shared.csv_rows import MAX_LINE_BYTES, CsvRecords, FileRejected
 from shared.row_validation import ALL_COLUMNS, RowValidator
 
-HEADER = "eid,vdate,rcount,gender,facid," + ",".join(
-    c
-    for c in ALL_COLUMNS
-    if c
-    not in {
-        "FirstName",
-        "MiddleName",
-        "LastName",
-        "eid",
-        "vdate",
-        "rcount",
-        "gender",
-        "facid",
-        "discharged",
-        "lengthofstay",
-        "predlengthofstay",
-    }
-)
-
 
 def read(data: bytes, chunk: int = 7) -> tuple[tuple[str, ...], list]:
     """Feed ``data`` in small chunks, as a blob download would, to exercise line joining."""

@@ -9,22 +9,13 @@ import logging
 import pytest
 
 from devtools import azurite, events, los_generator
+from shared.schema import FLOAT_MEASUREMENTS
 from tests.conftest import deliver, reset_process_state, shared_file
 from tests.test_bulk_import_bad_input import csv as make_csv
 from tests.test_bulk_import_bad_input import good_rows, with_value
 
 NAMES = ("First", "Middle", "Last")
-DATES_AND_VALUES = (
-    "vdate",
-    "discharged",
-    "hematocrit",
-    "neutrophils",
-    "sodium",
-    "glucose",
-    "bloodureanitro",
-    "creatinine",
-    "bmi",
-)
+DATES_AND_VALUES = ("vdate", "discharged", *FLOAT_MEASUREMENTS)
 
 
 def phi_values(data: bytes) -> set[str]:
