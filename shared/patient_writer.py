@@ -83,10 +83,13 @@ class _InsertMany:
         else:
             self.order = None
             self.names = list(ROW_COLUMNS)
+        # Numbers are already Python floats and ints (the validator made them); dates and
+        # timestamps may need the dialect's conversion (SQLite stores them as text).
         self.processors = [
             (i, proc)
             for i, name in enumerate(ROW_COLUMNS)
-            if (proc := patient_data.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            if not isinstance(patient_data.c[name].type, sa.Float | sa.Integer)
+            and (proc := patient_data.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
 
     def __call__(self, conn: Connection, rows: list[tuple[object, ...]]) -> None:
@@ -103,11 +106,9 @@ class _InsertMany:
             # dates, and its timestamps are one value.
             columns = list(zip(*rows, strict=True))
             for i, proc in self.processors:
-                converted: dict[object, object] = {None: None}
-                columns[i] = tuple(
-                    converted[v] if v in converted else converted.setdefault(v, proc(v))
-                    for v in columns[i]
-                )
+                converted = {v: proc(v) for v in set(columns[i]) if v is not None}
+                converted[None] = None
+                columns[i] = tuple(map(converted.__getitem__, columns[i]))
             rows = list(zip(*columns, strict=True))
         if self.order is not None:
             rows = [tuple(r[i] for i in self.order) for r in rows]
