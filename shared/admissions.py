@@ -82,12 +82,21 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
         try:
             with engine.begin() as conn:
                 conn.execute(patient_data.insert().values(**row))
-                return _stay(_load(conn, admission.eid), changed=True)  # type: ignore[arg-type]
         except sa.exc.IntegrityError:
             # Another instance stored this encounter first: judge against what it stored.
             with engine.connect() as conn:
                 stored = _load(conn, admission.eid)
             assert stored is not None
+        else:
+            values = admission.values
+            return Stay(
+                admission.eid,
+                admission.fhir_encounter_id,
+                values["vdate"],  # type: ignore[arg-type]
+                values["discharged"],  # type: ignore[arg-type]
+                values["lengthofstay"],  # type: ignore[arg-type]
+                changed=True,
+            )
     if not _same(stored, admission):
         raise AdmissionConflict(admission.eid)
     return _stay(stored, changed=False)
@@ -113,4 +122,6 @@ def discharge(engine: Engine, request: Discharge) -> Stay:
         )
         if updated.rowcount != 1:
             raise DischargeConflict(request.eid)  # raced with another discharge
-        return _stay(_load(conn, request.eid), changed=True)  # type: ignore[arg-type]
+    return Stay(
+        request.eid, stored.fhirEncounterId, stored.vdate, request.discharged, days, changed=True
+    )

@@ -48,17 +48,11 @@ class Batch:
 
 
 _EID = ALL_COLUMNS.index("eid")
-ROW_COLUMNS: tuple[str, ...] = (
-    *ALL_COLUMNS,
-    "dataProfile",
-    "owner",
-    "environment",
-    "department",
-    "sourceUri",
-    "ingestRunId",
-    "createdAt",
-    "updatedAt",
+# What a bulk row writes: every PatientData column but the ones only FHIR admissions fill.
+ROW_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in patient_data.columns if c.name not in ("fhirEncounterId", "absentFeatures")
 )
+assert ROW_COLUMNS[: len(ALL_COLUMNS)] == ALL_COLUMNS
 
 
 class _InsertMany:
