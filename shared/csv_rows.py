@@ -11,9 +11,19 @@ import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 MAX_LINE_BYTES = 4 * 1024 * 1024
 # A quoted field may span lines; a record larger than this is refused rather than buffered.
 csv.field_size_limit(2 * MAX_LINE_BYTES)
+NEWLINE = ord("\n")
+
+
+class _TooLong:
+    """Stands for a line over the size limit, whose bytes are not kept."""
+
+
+TOO_LONG = _TooLong()
 
 # Header names as the blueprint's files spell them (case-insensitive) -> canonical column.
 HEADER_ALIASES: dict[str, str] = {
@@ -44,47 +54,83 @@ class Record:
     problem: str | None = None
 
 
-class _Lines:
-    """Physical lines decoded from byte chunks, counting them and noting undecodable ones."""
+class _ByteLines:
+    """A byte stream read as physical lines, or as blocks of whole lines, in order.
+
+    Holds at most one chunk plus one unfinished line; a line over :data:`MAX_LINE_BYTES`
+    is skipped as it streams past and reported once, as ``TOO_LONG``.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
+        self._buffer = b""
+        self._pos = 0
+        self._skipping = False  # inside a line already found too long
+
+    def _fill(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                rest = self._buffer[self._pos :]
+                if len(rest) > MAX_LINE_BYTES:
+                    rest, self._skipping = b"", True
+                self._buffer = rest + chunk if rest else chunk
+                self._pos = 0
+                return True
+        return False
+
+    def line(self) -> bytes | _TooLong | None:
+        """The next line with its newline, ``TOO_LONG``, or ``None`` at the end."""
+        while True:
+            end = self._buffer.find(b"\n", self._pos)
+            if end >= 0:
+                line = self._buffer[self._pos : end + 1]
+                self._pos = end + 1
+                if self._skipping or len(line) > MAX_LINE_BYTES:
+                    self._skipping = False
+                    return TOO_LONG
+                return line
+            if not self._fill():
+                rest = self._buffer[self._pos :]
+                self._buffer, self._pos = b"", 0
+                if self._skipping:
+                    self._skipping = False
+                    return TOO_LONG
+                if not rest:
+                    return None
+                return rest if len(rest) <= MAX_LINE_BYTES else TOO_LONG
+
+    def block(self, max_lines: int) -> tuple[bytes, np.ndarray] | None:
+        """Up to ``max_lines`` whole lines and the offsets of their newlines, or ``None``
+        when no whole line is left (the last line of a file may lack its newline)."""
+        while self._skipping or self._buffer.find(b"\n", self._pos) < 0:
+            if self._skipping:
+                return None  # the line reader knows how to finish an over-long line
+            if not self._fill():
+                return None
+        view = np.frombuffer(self._buffer, dtype=np.uint8)[self._pos :]
+        newlines = np.flatnonzero(view == NEWLINE)[:max_lines]
+        end = self._pos + int(newlines[-1]) + 1
+        data = self._buffer[self._pos : end]
+        self._pos = end
+        return data, newlines
+
+    def unread(self, data: bytes) -> None:
+        """Put back the block just taken."""
+        self._pos -= len(data)
+
+
+class _Lines:
+    """Physical lines decoded, counted, and undecodable ones noted, for the csv module."""
+
+    def __init__(self, source: _ByteLines) -> None:
+        self._source = source
         self.count = 0
         self.bad: dict[int, str] = {}
 
-    def _raw_lines(self) -> Iterator[bytes | None]:
-        """Yield each line with its newline; ``None`` stands for a line over the size limit."""
-        pending = b""
-        skipping = False  # inside a line already reported as too long
-        for chunk in self._chunks:
-            if not chunk:
-                continue
-            data = pending + chunk if pending else chunk
-            start = 0
-            while True:
-                end = data.find(b"\n", start)
-                if end < 0:
-                    break
-                if skipping:
-                    skipping = False
-                elif end + 1 - start > MAX_LINE_BYTES:
-                    yield None
-                else:
-                    yield data[start : end + 1]
-                start = end + 1
-            pending = data[start:]
-            if len(pending) > MAX_LINE_BYTES:
-                if not skipping:
-                    yield None
-                    skipping = True
-                pending = b""
-        if pending and not skipping:
-            yield pending if len(pending) <= MAX_LINE_BYTES else None
-
     def __iter__(self) -> Iterator[str]:
-        for raw in self._raw_lines():
+        while (raw := self._source.line()) is not None:
             self.count += 1
-            if raw is None:
+            if raw is TOO_LONG:
                 self.bad[self.count] = f"line {self.count} is longer than {MAX_LINE_BYTES:,} bytes"
                 yield "\n"
                 continue
@@ -112,15 +158,64 @@ def _check_first_line(raw: bytes) -> bytes:
     return raw
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class LineBlock:
+    """Whole physical lines, each of them one record: no quote character, no blank line,
+    no lone carriage return, valid UTF-8. Its fields are what lies between the commas.
+
+    ``newlines`` holds the offset in ``data`` of each line's newline; the first line is
+    physical line ``first_line`` of the file.
+    """
+
+    first_line: int
+    data: bytes
+    newlines: np.ndarray
+
+    @property
+    def last_line(self) -> int:
+        return self.first_line + len(self.newlines) - 1
+
+    def after(self, line: int) -> LineBlock:
+        """The lines after physical line ``line`` (which lies in this block)."""
+        skip = line - self.first_line + 1
+        cut = int(self.newlines[skip - 1]) + 1
+        return LineBlock(line + 1, self.data[cut:], self.newlines[skip:] - cut)
+
+    def line(self, index: int) -> str:
+        """Line ``index`` (0 for the first) as text, without its line ending."""
+        start = int(self.newlines[index - 1]) + 1 if index else 0
+        return self.data[start : int(self.newlines[index])].decode("utf-8").rstrip("\r")
+
+
+def _plain(data: bytes, newlines: np.ndarray) -> bool:
+    """Whether every line of ``data`` is one record that splitting on commas reads exactly
+    as the csv module does."""
+    if b'"' in data or data.count(b"\r") != data.count(b"\r\n"):
+        return False
+    if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
+        return False  # blank lines are not records
+    if len(data) > MAX_LINE_BYTES and int(np.diff(newlines, prepend=-1).max()) > MAX_LINE_BYTES:
+        return False
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 class CsvRecords:
     """Iterate the records of a CSV byte stream; ``header`` holds the canonical column names.
 
     Reading the header happens on construction, so a file that is not this kind of CSV is
-    refused (:class:`FileRejected`) before any record is produced.
+    refused (:class:`FileRejected`) before any record is produced. Iterating yields
+    :class:`Record` objects one by one; :meth:`blocks` yields plain stretches of the file
+    whole, as :class:`LineBlock` objects, for code that can take a block at a time.
     """
 
     def __init__(self, chunks: Iterable[bytes], known_columns: Iterable[str]) -> None:
-        self._lines = _Lines(chunks)
+        self._source = _ByteLines(chunks)
+        self._lines = _Lines(self._source)
         self._reader = csv.reader(iter(self._lines), dialect="excel", strict=False)
         try:
             raw_header = next(self._reader)
@@ -134,6 +229,34 @@ class CsvRecords:
         self.header_lines = self._lines.count
 
     def __iter__(self) -> Iterator[Record]:
+        return self._records()
+
+    def blocks(self, max_lines: int) -> Iterator[Record | LineBlock]:
+        """The rest of the file as blocks of at most ``max_lines`` plain lines, and as single
+        records where it is not plain (quoted fields, blank lines, undecodable bytes)."""
+        lines = self._lines
+        while True:
+            taken = self._source.block(max_lines)
+            if taken is not None:
+                data, newlines = taken
+                if _plain(data, newlines):
+                    block = LineBlock(lines.count + 1, data, newlines)
+                    lines.count = block.last_line
+                    yield block
+                    continue
+                # Not plain: the same lines again, through the csv module.
+                self._source.unread(data)
+                stop = lines.count + len(newlines)
+            else:
+                stop = lines.count + 1  # an unterminated last line, or an over-long one
+            for record in self._records():
+                yield record
+                if lines.count >= stop:
+                    break
+            else:
+                return
+
+    def _records(self) -> Iterator[Record]:
         lines = self._lines
         reader = self._reader
         width = len(self.header)
@@ -158,14 +281,18 @@ class CsvRecords:
                 if problems:
                     yield Record(first, last, fields, "; ".join(problems))
                     continue
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line: not a record
-            if len(fields) != width:
-                yield Record(
-                    first, last, fields, f"has {len(fields)} fields; the header has {width}"
-                )
-                continue
-            yield Record(first, last, fields)
+            record = record_of(first, last, fields, width)
+            if record is not None:
+                yield record
+
+
+def record_of(first: int, last: int, fields: list[str], width: int) -> Record | None:
+    """The record of ``fields`` read from lines ``first``-``last``; ``None`` for a blank line."""
+    if not fields or (len(fields) == 1 and not fields[0].strip()):
+        return None
+    if len(fields) != width:
+        return Record(first, last, fields, f"has {len(fields)} fields; the header has {width}")
+    return Record(first, last, fields)
 
 
 def _canonical_header(raw: list[str], known_columns: Iterable[str]) -> tuple[str, ...]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
 from shared import ingest_runs
 from shared.blob_events import BlobCreated
+from shared.block_validation import BlockRows, BlockValidator
 from shared.csv_rows import CsvRecords, FileRejected, Record
 from shared.ingest_runs import Run
 from shared.patient_writer import Batch, write_batch
@@ -54,6 +55,9 @@ class ImportOutcome:
 
 
 REFUSED = "refused"
+# Lines validated at a time: large enough that pandas' fixed cost per parse is small beside
+# the parse itself; a block's rows are still written in batches of IMPORT_BATCH_SIZE.
+BLOCK_LINES = 20_000
 
 
 def import_blob_event(
@@ -116,33 +120,76 @@ def import_blob_event(
 
 
 def store_records(
-    records: Iterable[Record],
+    records: CsvRecords,
     validator: RowValidator,
     run: Run,
     engine: Engine,
     settings: Settings,
     source_uri: str,
 ) -> None:
-    """Validate ``records`` and write them in batches, skipping what ``run`` already committed."""
+    """Validate the rest of ``records`` and write them in batches, skipping what ``run``
+    already committed. Plain stretches of the file are checked a block at a time.
+
+    One batch is written while the next is read and validated (the database works while
+    Python parses); batches still commit one after the other, in file order, and an error
+    writing one stops the import before the next is written.
+    """
     progress = _Progress(run, settings.progress_interval_seconds)
-    batch = Batch(last_line=run.checkpoint_line)
-    for record in records:
-        if record.line <= run.checkpoint_line:
-            continue  # committed by an earlier delivery of this blob version
-        if record.problem is not None:
-            batch.rejects.append((record.line, validator.eid_text(record.fields), record.problem))
-        else:
-            try:
-                batch.rows.append((record.line, validator.validate(record.fields)))
-            except Invalid as exc:
-                batch.rejects.append((record.line, validator.eid_text(record.fields), str(exc)))
-        batch.last_line = record.end_line
-        if len(batch) >= settings.import_batch_size:
-            write_batch(engine, run, batch, settings.tags, source_uri)
-            progress.tick()
-            batch = Batch(last_line=run.checkpoint_line)
-    if len(batch):
-        write_batch(engine, run, batch, settings.tags, source_uri)
+    size = settings.import_batch_size
+    done = run.checkpoint_line  # lines an earlier delivery committed
+    blocks = BlockValidator(validator)
+    batch = Batch(last_line=done)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-import-writer") as writer:
+        writing: Future[None] | None = None
+
+        def write() -> None:
+            nonlocal batch, writing
+            if writing is not None:
+                writing.result()  # the previous batch is committed, or its error raised here
+                progress.tick()
+            writing = writer.submit(write_batch, engine, run, batch, settings.tags, source_uri)
+            batch = Batch(last_line=batch.last_line)
+
+        for item in records.blocks(max_lines=BLOCK_LINES):
+            if isinstance(item, Record):
+                _add_record(batch, item, validator, done)
+                if len(batch) >= size:
+                    write()
+                continue
+            if item.last_line <= done:
+                continue  # committed by an earlier delivery of this blob version
+            if item.first_line <= done:
+                item = item.after(done)
+            checked = blocks.validate(item)
+            while len(batch) + len(checked) >= size:
+                part, last_line = checked.take(size - len(batch))
+                _add_block(batch, part, last_line)
+                write()
+            _add_block(batch, checked, item.last_line)
+        if len(batch):
+            write()
+        if writing is not None:
+            writing.result()
+
+
+def _add_block(batch: Batch, checked: BlockRows, last_line: int) -> None:
+    batch.blocks.append((checked.lines, checked.columns))
+    batch.rows.extend(checked.rows)
+    batch.rejects.extend(checked.rejects)
+    batch.last_line = last_line
+
+
+def _add_record(batch: Batch, record: Record, validator: RowValidator, done: int) -> None:
+    if record.line <= done:
+        return  # committed by an earlier delivery of this blob version
+    if record.problem is not None:
+        batch.rejects.append((record.line, validator.eid_text(record.fields), record.problem))
+    else:
+        try:
+            batch.rows.append((record.line, validator.validate(record.fields)))
+        except Invalid as exc:
+            batch.rejects.append((record.line, validator.eid_text(record.fields), str(exc)))
+    batch.last_line = record.end_line
 
 
 class _Progress:

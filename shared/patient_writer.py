@@ -9,7 +9,7 @@ it finds the checkpoint moved, rolls back and raises :class:`ConcurrentDelivery`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -35,16 +35,34 @@ class ConcurrentDelivery(Exception):
 class Batch:
     """Records from one stretch of the file, up to and including physical line ``last_line``.
 
-    ``rows`` holds validated rows (tuples in :data:`ALL_COLUMNS` order) with their line;
-    ``rejects`` holds (line, eid as written, reason).
+    Valid rows come one by one in ``rows`` (line, tuple in :data:`ALL_COLUMNS` order) or a
+    block at a time in ``blocks`` (lines, one list per column in that order); ``rejects``
+    holds (line, eid as written, reason).
     """
 
     rows: list[tuple[int, tuple[object, ...]]] = field(default_factory=list)
     rejects: list[tuple[int, str | None, str]] = field(default_factory=list)
     last_line: int = 0
+    blocks: list[tuple[list[int], list[list[object]]]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.rejects)
+        return len(self.rows) + len(self.rejects) + sum(len(lines) for lines, _ in self.blocks)
+
+    def columns(self) -> tuple[list[int], list[list[object]]]:
+        """Every valid row's line, and the rows column by column."""
+        lines: list[int] = []
+        columns: list[list[object]] = [[] for _ in ALL_COLUMNS]
+        for block_lines, block_columns in self.blocks:
+            lines.extend(block_lines)
+            for column, values in zip(columns, block_columns, strict=True):
+                column.extend(values)
+        if self.rows:
+            lines.extend(line for line, _ in self.rows)
+            for column, values in zip(
+                columns, zip(*(row for _, row in self.rows), strict=True), strict=True
+            ):
+                column.extend(values)
+        return lines, columns
 
 
 _EID = ALL_COLUMNS.index("eid")
@@ -68,8 +86,11 @@ class _InsertMany:
         compiled = patient_data.insert().compile(dialect=dialect, column_keys=list(ROW_COLUMNS))
         self.sql = compiled.string
         quote = dialect.identifier_preparer.quote
-        self.quoted_table = quote(patient_data.name)
-        self.quoted_columns = ", ".join(quote(c) for c in ROW_COLUMNS)
+        self.copy_sql = (
+            f"COPY {quote(patient_data.name)} ({', '.join(quote(c) for c in ROW_COLUMNS)}) "
+            "FROM STDIN (FORMAT BINARY)"
+        )
+        self.copy_types = [_pg_binary_type(patient_data.c[name].type) for name in ROW_COLUMNS]
         self.names: list[str] | None = None
         if dialect.positional:
             order = [ROW_COLUMNS.index(name) for name in compiled.positiontup or ()]
@@ -86,40 +107,53 @@ class _InsertMany:
             and (proc := patient_data.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
 
-    def __call__(self, conn: Connection, rows: list[tuple[object, ...]]) -> None:
+    def __call__(self, conn: Connection, columns: list[Sequence[object]]) -> None:
         if conn.dialect.driver == "psycopg":
-            # PostgreSQL's bulk path is COPY, inside the batch's transaction like any insert.
-            copy_sql = f"COPY {self.quoted_table} ({self.quoted_columns}) FROM STDIN"
+            # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
+            # insert; psycopg's C dumpers write the values, no text formatting in Python.
             raw = conn.connection.dbapi_connection
-            with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
-                for row in rows:
+            with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:  # type: ignore[union-attr]
+                copy.set_types(self.copy_types)
+                for row in zip(*columns, strict=True):
                     copy.write_row(row)
             return
-        if self.processors:
-            # Column by column, each distinct value converted once: a batch repeats its
-            # dates, and its timestamps are one value.
-            columns = list(zip(*rows, strict=True))
-            for i, proc in self.processors:
-                converted = {v: proc(v) for v in set(columns[i]) if v is not None}
-                converted[None] = None
-                columns[i] = tuple(map(converted.__getitem__, columns[i]))
-            rows = list(zip(*columns, strict=True))
+        columns = list(columns)
+        for i, proc in self.processors:
+            # Each distinct value converted once: a batch repeats its dates, and its
+            # timestamps are one value.
+            converted = {v: proc(v) for v in set(columns[i]) if v is not None}
+            converted[None] = None
+            columns[i] = list(map(converted.__getitem__, columns[i]))
         if self.order is not None:
-            rows = [tuple(r[i] for i in self.order) for r in rows]
-        params: list = (
-            rows if self.names is None else [dict(zip(self.names, r, strict=True)) for r in rows]
-        )
-        conn.exec_driver_sql(self.sql, params)
+            columns = [columns[i] for i in self.order]
+        rows: list = list(zip(*columns, strict=True))
+        if self.names is not None:
+            rows = [dict(zip(self.names, r, strict=True)) for r in rows]
+        conn.exec_driver_sql(self.sql, rows)
+
+
+def _pg_binary_type(column_type: sa.types.TypeEngine) -> str:
+    """The PostgreSQL type a column's values are sent as in a binary COPY."""
+    for kind, name in (
+        (sa.Float, "float8"),  # SQLAlchemy's Float is double precision on PostgreSQL
+        (sa.Integer, "int4"),
+        (sa.DateTime, "timestamp"),
+        (sa.Date, "date"),
+        (sa.String, "text"),  # varchar's binary form is text's
+    ):
+        if isinstance(column_type, kind):
+            return name
+    raise TypeError(f"no binary COPY type for {column_type!r}")
 
 
 _insert_plans: dict[str, _InsertMany] = {}
 
 
-def _insert_rows(conn: Connection, rows: list[tuple[object, ...]]) -> None:
+def _insert_rows(conn: Connection, columns: list[Sequence[object]]) -> None:
     plan = _insert_plans.get(conn.dialect.name)
     if plan is None:
         plan = _insert_plans[conn.dialect.name] = _InsertMany(conn.dialect)
-    plan(conn, rows)
+    plan(conn, columns)
 
 
 def _clusters(eids: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
@@ -176,25 +210,18 @@ def write_batch(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_u
 def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: str) -> None:
     now = utcnow()
     extra = (*tags.columns().values(), source_uri, run.id, now, now)
+    lines, columns = batch.columns()
     with engine.begin() as conn:
-        stored = _stored_eids(conn, (row[_EID] for _, row in batch.rows))  # type: ignore[misc]
-        first_line: dict[object, int] = {}
-        rows: list[tuple[object, ...]] = []
+        eids = columns[_EID]
+        stored = _stored_eids(conn, eids)  # type: ignore[arg-type]
         rejects = [
             {"runId": run.id, "lineNumber": line, "eid": eid, "reason": reason, "createdAt": now}
             for line, eid, reason in batch.rejects
         ]
-        for line, row in batch.rows:
-            eid = row[_EID]
-            if eid in stored:
-                reason = f"eid {eid} is already stored; a bulk file never overwrites a stay"
-            elif eid in first_line:
-                reason = f"eid {eid} is a duplicate of line {first_line[eid]}"
-            else:
-                first_line[eid] = line
-                rows.append(row + extra)
-                continue
-            rejects.append(
+        if stored or len(set(eids)) != len(eids):
+            keep, duplicates = _first_of_each_eid(lines, eids, stored)
+            columns = [[column[i] for i in keep] for column in columns]
+            rejects.extend(
                 {
                     "runId": run.id,
                     "lineNumber": line,
@@ -202,7 +229,9 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
                     "reason": reason,
                     "createdAt": now,
                 }
+                for line, eid, reason in duplicates
             )
+        count = len(columns[_EID])
         moved = conn.execute(
             ingest_runs.update()
             .where(
@@ -213,7 +242,7 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
             .values(
                 checkpointLine=batch.last_line,
                 rowsRead=ingest_runs.c.rowsRead + len(batch),
-                rowsStored=ingest_runs.c.rowsStored + len(rows),
+                rowsStored=ingest_runs.c.rowsStored + count,
                 rowsRejected=ingest_runs.c.rowsRejected + len(rejects),
                 heartbeatAt=now,
             )
@@ -222,11 +251,33 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
             raise ConcurrentDelivery(
                 f"run {run.id} was advanced by another delivery of the same blob"
             )
-        if rows:
-            _insert_rows(conn, rows)
+        if count:
+            _insert_rows(conn, [*columns, *([value] * count for value in extra)])
         if rejects:
             conn.execute(ingest_rejects.insert(), rejects)
     run.checkpoint_line = batch.last_line
     run.rows_read += len(batch)
-    run.rows_stored += len(rows)
+    run.rows_stored += count
     run.rows_rejected += len(rejects)
+
+
+def _first_of_each_eid(
+    lines: list[int], eids: list[object], stored: set[int]
+) -> tuple[list[int], list[tuple[int, object, str]]]:
+    """Which rows to insert (indexes), and a reject for each row whose eid is already
+    stored or came earlier in the file."""
+    keep: list[int] = []
+    duplicates: list[tuple[int, object, str]] = []
+    first_line: dict[object, int] = {}
+    for i in sorted(range(len(lines)), key=lines.__getitem__):
+        line, eid = lines[i], eids[i]
+        if eid in stored:
+            duplicates.append(
+                (line, eid, f"eid {eid} is already stored; a bulk file never overwrites a stay")
+            )
+        elif eid in first_line:
+            duplicates.append((line, eid, f"eid {eid} is a duplicate of line {first_line[eid]}"))
+        else:
+            first_line[eid] = line
+            keep.append(i)
+    return keep, duplicates

@@ -233,6 +233,19 @@ class RowValidator:
         self._required_reason = {c: f"{c} is required" for c in REQUIRED_VALUES}
         self._columns = tuple(header)
 
+    @property
+    def header(self) -> tuple[str, ...]:
+        return self._columns
+
+    def converter(self, column: str) -> Callable[[str], object]:
+        """The converter this validator applies to ``column`` (a column of its header): it
+        takes the trimmed text and returns the value or raises Invalid, ValueError or
+        KeyError. Shared, so code checking many rows at once agrees with :meth:`validate`."""
+        for position, _target, convert, _malformed, _required in self._plan:
+            if self._columns[position] == column:
+                return convert
+        raise KeyError(column)
+
     def eid_text(self, fields: Sequence[str]) -> str | None:
         """The raw eid of a record, for pointing at a rejected row (ids only, never values)."""
         if len(fields) <= self._header_eid:

@@ -1,0 +1,361 @@
+"""The row rules of :mod:`shared.row_validation`, checked a block of plain lines at a time.
+
+A :class:`~shared.csv_rows.LineBlock` is parsed by pandas' C reader into typed columns and
+the rules are checked column by column. A line this module cannot vouch for (a broken rule,
+a field with surrounding blanks, a control character, a value the C reader will not parse)
+goes through :class:`~shared.row_validation.RowValidator` on its own, so every reason, and
+every value stored, is exactly what the row-by-row path gives: this module only finds out
+faster that the other lines are valid.
+
+Why the column-wise checks agree with the row rules:
+
+* fields are the bytes between commas (the block has no quotes), with no surrounding
+  whitespace or control characters (lines that have them go row by row);
+* numbers: pandas parses a decimal text to the same double as ``float()`` and refuses
+  what ``float()`` would accept but the rules refuse ("nan", "1_000", non-ASCII digits);
+  infinities fail the range checks; a whole-number column accepts a value when it is an
+  integer in range, as ``parse_int`` does; flags must be exactly one character;
+* text columns (dates, gender, facility, rcount) go through the row validator's own
+  converters, once per distinct value.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import heapq
+import io
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from shared.csv_rows import LineBlock, record_of
+from shared.row_validation import (
+    ALL_COLUMNS,
+    FLOAT_RANGES,
+    INT_RANGES,
+    MAX_EID,
+    MAX_LENGTH_OF_STAY,
+    MAX_NAME,
+    NAME_COLUMNS,
+    REQUIRED_VALUES,
+    Invalid,
+    RowValidator,
+)
+from shared.schema import FLAG_COLUMNS
+
+_COMMA, _NEWLINE, _CR, _SPACE, _DELETE = 44, 10, 13, 32, 127
+# A block holding a number the C reader refuses is parsed again in this many parts, and a
+# failing part once more; a part failing at the last depth goes row by row.
+_SPLIT_PARTS = 8
+_SPLIT_DEPTH = 2
+
+_TEXT_COLUMNS = ("vdate", "discharged", "gender", "facid", "rcount")
+_WHOLE_RANGES: dict[str, tuple[float, float]] = {
+    "eid": (1, MAX_EID),
+    "lengthofstay": (0, MAX_LENGTH_OF_STAY),
+    "predlengthofstay": (0, MAX_LENGTH_OF_STAY),
+    **{name: (r.low, r.high) for name, r in INT_RANGES.items()},
+    **{name: (0, 1) for name in FLAG_COLUMNS},
+}
+_FLOAT_RANGES = {name: (r.low, r.high) for name, r in FLOAT_RANGES.items()}
+
+
+@dataclass
+class BlockRows:
+    """What a block came to: rows checked column-wise (``lines`` and ``columns``, in
+    :data:`ALL_COLUMNS` order), rows validated one by one, and rejects."""
+
+    lines: list[int] = field(default_factory=list)
+    columns: list[list[object]] = field(default_factory=lambda: [[] for _ in ALL_COLUMNS])
+    rows: list[tuple[int, tuple[object, ...]]] = field(default_factory=list)
+    rejects: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.rows) + len(self.rejects)
+
+    def take(self, count: int) -> tuple[BlockRows, int]:
+        """Remove the first ``count`` records (in line order); return them and the line of
+        the last one."""
+        merged = heapq.merge(
+            self.lines, (ln for ln, _ in self.rows), (ln for ln, _, _ in self.rejects)
+        )
+        last = next(itertools.islice(merged, count - 1, None))
+        head = BlockRows()
+        k = bisect.bisect_right(self.lines, last)
+        head.lines, self.lines = self.lines[:k], self.lines[k:]
+        head.columns = [column[:k] for column in self.columns]
+        self.columns = [column[k:] for column in self.columns]
+        k = bisect.bisect_right(self.rows, last, key=lambda row: row[0])
+        head.rows, self.rows = self.rows[:k], self.rows[k:]
+        k = bisect.bisect_right(self.rejects, last, key=lambda reject: reject[0])
+        head.rejects, self.rejects = self.rejects[:k], self.rejects[k:]
+        return head, last
+
+
+class BlockValidator:
+    """Validates blocks of one file's plain lines, with the rules of ``row_validator``."""
+
+    def __init__(self, row_validator: RowValidator) -> None:
+        self._rows = row_validator
+        header = row_validator.header
+        self._header = header
+        self._width = len(header)
+        self._position = {name: i for i, name in enumerate(header)}
+        self._numeric = [
+            i for i, name in enumerate(header) if name in _WHOLE_RANGES or name in _FLOAT_RANGES
+        ]
+        self._dtypes = {
+            i: ("float64" if i in self._numeric else object) for i in range(self._width)
+        }
+        self._names = [i for i, name in enumerate(header) if name in NAME_COLUMNS]
+        self._flags = [i for i, name in enumerate(header) if name in FLAG_COLUMNS]
+        self._converters = {
+            name: row_validator.converter(name) for name in _TEXT_COLUMNS if name in header
+        }
+
+    def validate(self, block: LineBlock) -> BlockRows:
+        out = BlockRows()
+        lines = np.arange(block.first_line, block.last_line + 1)
+        self._validate(block, block.data, block.newlines, lines, out)
+        out.rows.sort(key=lambda row: row[0])
+        out.rejects.sort(key=lambda reject: reject[0])
+        return out
+
+    # --- structure: which lines are regular enough to check column-wise ----------------
+
+    def _validate(
+        self,
+        block: LineBlock,
+        data: bytes,
+        newlines: np.ndarray,
+        lines: np.ndarray,
+        out: BlockRows,
+    ) -> None:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        commas = np.flatnonzero(buf == _COMMA)
+        per_line = np.bincount(np.searchsorted(newlines, commas), minlength=len(newlines))
+        irregular = per_line != self._width - 1
+        control = np.flatnonzero(
+            ((buf < _SPACE) & (buf != _NEWLINE) & (buf != _CR)) | (buf == _DELETE)
+        )
+        irregular[np.searchsorted(newlines, control)] = True
+        if irregular.any():
+            for index in np.flatnonzero(irregular):
+                self._one_by_one(block, int(lines[index]), out)
+            keep = np.flatnonzero(~irregular)
+            if not len(keep):
+                return
+            starts = np.concatenate(([0], newlines[:-1] + 1))[keep]
+            ends = newlines[keep] + 1
+            data = b"".join(data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
+            newlines = np.cumsum(ends - starts) - 1
+            lines = lines[keep]
+            buf = np.frombuffer(data, dtype=np.uint8)
+            commas = np.flatnonzero(buf == _COMMA)
+        self._regular(block, data, buf, newlines, commas.reshape(-1, self._width - 1), lines, out)
+
+    def _regular(
+        self,
+        block: LineBlock,
+        data: bytes,
+        buf: np.ndarray,
+        newlines: np.ndarray,
+        commas: np.ndarray,
+        lines: np.ndarray,
+        out: BlockRows,
+        depth: int = 0,
+    ) -> None:
+        """Lines with the header's number of fields and no control characters."""
+        frame = _parse(data, self._width, self._dtypes)
+        if frame is None:
+            # A number the C reader refuses: parse the block in parts to narrow it down to
+            # the lines around it, which go row by row. Parts, not halves, and only twice:
+            # a block with many such lines costs a few parses more, not one per line.
+            if depth == _SPLIT_DEPTH or len(lines) < _SPLIT_PARTS:
+                for line in lines.tolist():
+                    self._one_by_one(block, line, out)
+                return
+            bounds = np.linspace(0, len(lines), _SPLIT_PARTS + 1).astype(int)
+            for a, b in itertools.pairwise(bounds.tolist()):
+                start = int(newlines[a - 1]) + 1 if a else 0
+                stop = int(newlines[b - 1]) + 1
+                part = data[start:stop]
+                part_buf = np.frombuffer(part, dtype=np.uint8)
+                part_commas = np.flatnonzero(part_buf == _COMMA).reshape(-1, self._width - 1)
+                self._regular(
+                    block,
+                    part,
+                    part_buf,
+                    newlines[a:b] - start,
+                    part_commas,
+                    lines[a:b],
+                    out,
+                    depth + 1,
+                )
+            return
+
+        line_ends = newlines - (buf[newlines - 1] == _CR)
+        starts = np.column_stack((np.concatenate(([0], newlines[:-1] + 1)), commas + 1))
+        ends = np.column_stack((commas, line_ends))
+        lengths = ends - starts
+        filled = lengths > 0
+        first = buf[starts.clip(max=len(buf) - 1)]
+        last = buf[(ends - 1).clip(min=0)]
+        # Blanks or non-ASCII at a field's edge: the row path trims (Unicode) whitespace.
+        edgy = filled & ((first <= _SPACE) | (first >= 0x80) | (last <= _SPACE) | (last >= 0x80))
+        doubtful = edgy.any(axis=1)
+        for i in self._names:
+            doubtful |= lengths[:, i] > MAX_NAME  # bytes; the rule counts characters
+        for i in self._flags:
+            doubtful |= filled[:, i] & (lengths[:, i] != 1)
+        self._check(block, frame, filled, doubtful, lines, out)
+
+    # --- values ------------------------------------------------------------------------
+
+    def _check(
+        self,
+        block: LineBlock,
+        frame: pd.DataFrame,
+        filled: np.ndarray,
+        doubtful: np.ndarray,
+        lines: np.ndarray,
+        out: BlockRows,
+    ) -> None:
+        n = len(lines)
+        values: dict[str, object] = {}
+        for i, name in enumerate(self._header):
+            column = frame[i].to_numpy()
+            if name in _WHOLE_RANGES or name in _FLOAT_RANGES:
+                low, high = _WHOLE_RANGES.get(name) or _FLOAT_RANGES[name]
+                empty = ~filled[:, i]
+                ok = (column >= low) & (column <= high)
+                if name in _WHOLE_RANGES:
+                    ok &= column == np.floor(column)
+                doubtful |= ~(ok | (empty & (name not in REQUIRED_VALUES)))
+                values[name] = column
+            elif name in self._converters:
+                values[name] = self._convert(name, column, doubtful)
+            else:  # names: the text as written
+                values[name] = np.where(filled[:, i], column, None)
+
+        days, doubtful = self._stay(values, doubtful, n)
+        for index in np.flatnonzero(doubtful).tolist():
+            self._one_by_one(block, int(lines[index]), out)
+        good = ~doubtful
+        out.lines.extend(lines[good].tolist())
+        for target, name in enumerate(ALL_COLUMNS):
+            if name == "lengthofstay" and name not in values and days is not None:
+                column: object = days
+                name_kind = "whole"
+            elif name not in values:
+                out.columns[target].extend([None] * int(good.sum()))
+                continue
+            else:
+                column = values[name]
+                name_kind = (
+                    "whole"
+                    if name in _WHOLE_RANGES
+                    else "float"
+                    if name in _FLOAT_RANGES
+                    else "object"
+                )
+            out.columns[target].extend(_python_values(np.asarray(column)[good], name_kind))
+
+    def _convert(self, name: str, column: np.ndarray, doubtful: np.ndarray) -> np.ndarray:
+        """``column`` through the row validator's converter, once per distinct value."""
+        convert = self._converters[name]
+        codes, distinct = pd.factorize(column, use_na_sentinel=True)
+        converted: list[object] = []
+        refused = np.zeros(len(distinct) + 1, dtype=bool)
+        for k, text in enumerate(distinct.tolist()):
+            try:
+                converted.append(convert(text))
+            except (Invalid, ValueError, KeyError):
+                converted.append(None)
+                refused[k] = True
+        converted.append(None)  # code -1: an empty field
+        refused[-1] = name in REQUIRED_VALUES
+        doubtful |= refused[codes]
+        mapped = np.empty(len(converted), dtype=object)
+        mapped[:] = converted
+        return mapped[codes]
+
+    def _stay(
+        self, values: dict[str, object], doubtful: np.ndarray, n: int
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Discharge after admission and a length of stay that matches; the days between
+        them when the file has no lengthofstay column."""
+        if "discharged" not in values:
+            return None, doubtful
+        vdate = _ordinals(values["vdate"])  # type: ignore[arg-type]
+        discharged = _ordinals(values["discharged"])  # type: ignore[arg-type]
+        days = discharged - vdate
+        present = ~np.isnan(discharged)
+        doubtful |= present & (days < 0)
+        stay = values.get("lengthofstay")
+        if stay is not None:
+            stated = np.asarray(stay)
+            missing = np.isnan(stated)
+            doubtful |= present & ~missing & (stated != days)
+            values["lengthofstay"] = np.where(present & missing, days, stated)
+            return None, doubtful
+        return np.where(present, days, np.nan), doubtful
+
+    def _one_by_one(self, block: LineBlock, line: int, out: BlockRows) -> None:
+        """Line ``line`` of ``block`` through the row-by-row path."""
+        fields = next(csv.reader([block.line(line - block.first_line)]), [])
+        record = record_of(line, line, fields, self._width)
+        if record is None:
+            return
+        if record.problem is not None:
+            out.rejects.append((line, self._rows.eid_text(fields), record.problem))
+            return
+        try:
+            out.rows.append((line, self._rows.validate(fields)))
+        except Invalid as exc:
+            out.rejects.append((line, self._rows.eid_text(fields), str(exc)))
+
+
+def _parse(data: bytes, width: int, dtypes: dict[int, object]) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(
+            io.BytesIO(data),
+            header=None,
+            names=list(range(width)),
+            dtype=dtypes,
+            na_values=[""],
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            skip_blank_lines=False,
+            encoding="utf-8",
+            engine="c",
+        )
+    except ValueError:
+        return None
+
+
+def _ordinals(dates: np.ndarray) -> np.ndarray:
+    codes, distinct = pd.factorize(dates, use_na_sentinel=True)
+    table = np.array([d.toordinal() for d in distinct.tolist()] + [np.nan], dtype=np.float64)
+    return table[codes]
+
+
+def _python_values(column: np.ndarray, kind: str) -> list[object]:
+    """Python values as the row path makes them: ints, floats, None for an empty field."""
+    if kind == "object":
+        return column.tolist()
+    empty = np.isnan(column.astype(np.float64))
+    if kind == "whole":
+        if not empty.any():
+            return column.astype(np.int64).tolist()
+        out = column.astype(object)
+        out[~empty] = column[~empty].astype(np.int64).astype(object)
+    else:
+        if not empty.any():
+            return column.astype(np.float64).tolist()
+        out = column.astype(object)
+    out[empty] = None
+    return out.tolist()
