@@ -45,6 +45,12 @@ def run_migrations_online() -> None:
         )
     engine = sa.create_engine(engine_url(conn_str), poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Write-ahead logging for the embedded database: readers (reports, notebooks)
+            # do not block an import, and each batch commits with one sync instead of three.
+            # A property of the database file, so it is set here, with its schema.
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            connection.commit()  # end the autobegun transaction, so Alembic commits its own
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
             context.run_migrations()

@@ -135,27 +135,27 @@ class BlockValidator:
         out: BlockRows,
     ) -> None:
         buf = np.frombuffer(data, dtype=np.uint8)
-        commas = np.flatnonzero(buf == _COMMA)
-        per_line = np.bincount(np.searchsorted(newlines, commas), minlength=len(newlines))
-        irregular = per_line != self._width - 1
-        control = np.flatnonzero(
-            ((buf < _SPACE) & (buf != _NEWLINE) & (buf != _CR)) | (buf == _DELETE)
-        )
-        irregular[np.searchsorted(newlines, control)] = True
+        is_comma = buf == _COMMA
+        starts = np.concatenate(([0], newlines[:-1] + 1))
+        irregular = np.add.reduceat(is_comma, starts, dtype=np.int64) != self._width - 1
+        control = ((buf < _SPACE) & (buf != _NEWLINE) & (buf != _CR)) | (buf == _DELETE)
+        if control.any():
+            irregular[np.searchsorted(newlines, np.flatnonzero(control))] = True
         if irregular.any():
-            for index in np.flatnonzero(irregular):
+            for index in np.flatnonzero(irregular).tolist():
                 self._one_by_one(block, int(lines[index]), out)
             keep = np.flatnonzero(~irregular)
             if not len(keep):
                 return
-            starts = np.concatenate(([0], newlines[:-1] + 1))[keep]
             ends = newlines[keep] + 1
+            starts = starts[keep]
             data = b"".join(data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
             newlines = np.cumsum(ends - starts) - 1
             lines = lines[keep]
             buf = np.frombuffer(data, dtype=np.uint8)
-            commas = np.flatnonzero(buf == _COMMA)
-        self._regular(block, data, buf, newlines, commas.reshape(-1, self._width - 1), lines, out)
+            is_comma = buf == _COMMA
+        commas = np.flatnonzero(is_comma).reshape(-1, self._width - 1)
+        self._regular(block, data, buf, newlines, commas, lines, out)
 
     def _regular(
         self,
@@ -197,21 +197,27 @@ class BlockValidator:
                 )
             return
 
-        line_ends = newlines - (buf[newlines - 1] == _CR)
-        starts = np.column_stack((np.concatenate(([0], newlines[:-1] + 1)), commas + 1))
-        ends = np.column_stack((commas, line_ends))
-        lengths = ends - starts
-        filled = lengths > 0
-        first = buf[starts.clip(max=len(buf) - 1)]
-        last = buf[(ends - 1).clip(min=0)]
-        # Blanks or non-ASCII at a field's edge: the row path trims (Unicode) whitespace.
-        edgy = filled & ((first <= _SPACE) | (first >= 0x80) | (last <= _SPACE) | (last >= 0x80))
-        doubtful = edgy.any(axis=1)
-        for i in self._names:
-            doubtful |= lengths[:, i] > MAX_NAME  # bytes; the rule counts characters
-        for i in self._flags:
-            doubtful |= filled[:, i] & (lengths[:, i] != 1)
-        self._check(block, frame, filled, doubtful, lines, out)
+        doubtful = np.zeros(len(lines), dtype=bool)
+        # A blank, a control character or a non-ASCII character at either edge of a field:
+        # the row rules trim (Unicode) whitespace, so such lines go row by row.
+        odd = np.flatnonzero(((buf <= _SPACE) & (buf != _NEWLINE) & (buf != _CR)) | (buf >= 0x80))
+        if len(odd):
+            before = np.where(odd > 0, buf[odd - 1], _NEWLINE)
+            after = buf[np.minimum(odd + 1, len(buf) - 1)]
+            at_edge = (
+                (before == _COMMA) | (before == _NEWLINE) | (after == _COMMA) | (after == _NEWLINE)
+            ) | (after == _CR)
+            doubtful[np.searchsorted(newlines, odd[at_edge])] = True
+        if self._names or self._flags:
+            line_ends = newlines - (buf[newlines - 1] == _CR)
+            field_starts = np.column_stack((np.concatenate(([0], newlines[:-1] + 1)), commas + 1))
+            field_ends = np.column_stack((commas, line_ends))
+            for i in self._names:
+                # Bytes, while the rule counts characters: longer ones go row by row.
+                doubtful |= field_ends[:, i] - field_starts[:, i] > MAX_NAME
+            for i in self._flags:
+                doubtful |= field_ends[:, i] - field_starts[:, i] > 1
+        self._check(block, frame, doubtful, lines, out)
 
     # --- values ------------------------------------------------------------------------
 
@@ -219,7 +225,6 @@ class BlockValidator:
         self,
         block: LineBlock,
         frame: pd.DataFrame,
-        filled: np.ndarray,
         doubtful: np.ndarray,
         lines: np.ndarray,
         out: BlockRows,
@@ -230,7 +235,7 @@ class BlockValidator:
             column = frame[i].to_numpy()
             if name in _WHOLE_RANGES or name in _FLOAT_RANGES:
                 low, high = _WHOLE_RANGES.get(name) or _FLOAT_RANGES[name]
-                empty = ~filled[:, i]
+                empty = np.isnan(column)
                 ok = (column >= low) & (column <= high)
                 if name in _WHOLE_RANGES:
                     ok &= column == np.floor(column)
@@ -239,7 +244,7 @@ class BlockValidator:
             elif name in self._converters:
                 values[name] = self._convert(name, column, doubtful)
             else:  # names: the text as written
-                values[name] = np.where(filled[:, i], column, None)
+                values[name] = np.where(pd.isna(column), None, column)
 
         days, doubtful = self._stay(values, doubtful, n)
         for index in np.flatnonzero(doubtful).tolist():

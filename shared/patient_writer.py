@@ -9,7 +9,7 @@ it finds the checkpoint moved, rolls back and raises :class:`ConcurrentDelivery`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -107,29 +107,47 @@ class _InsertMany:
             and (proc := patient_data.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
 
-    def __call__(self, conn: Connection, columns: list[Sequence[object]]) -> None:
+    def __call__(
+        self, conn: Connection, columns: list[list[object]], shared: tuple[object, ...]
+    ) -> None:
+        """Insert the rows given column by column, each followed by the ``shared`` values
+        (the tags, provenance and timestamps every row of the batch carries)."""
+        count = len(columns[0])
         if conn.dialect.driver == "psycopg":
-            # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
-            # insert; psycopg's C dumpers write the values, no text formatting in Python.
-            raw = conn.connection.dbapi_connection
-            with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:  # type: ignore[union-attr]
-                copy.set_types(self.copy_types)
-                for row in zip(*columns, strict=True):
-                    copy.write_row(row)
+            self._copy(conn, [*columns, *([value] * count for value in shared)])
             return
-        columns = list(columns)
+        values = [*columns, *([value] * count for value in shared)]
         for i, proc in self.processors:
-            # Each distinct value converted once: a batch repeats its dates, and its
-            # timestamps are one value.
-            converted = {v: proc(v) for v in set(columns[i]) if v is not None}
+            if i >= len(columns):
+                values[i] = [proc(shared[i - len(columns)])] * count
+                continue
+            # Each distinct value converted once: a batch repeats its dates.
+            converted = {v: proc(v) for v in set(values[i]) if v is not None}
             converted[None] = None
-            columns[i] = list(map(converted.__getitem__, columns[i]))
+            values[i] = list(map(converted.__getitem__, values[i]))
         if self.order is not None:
-            columns = [columns[i] for i in self.order]
-        rows: list = list(zip(*columns, strict=True))
+            values = [values[i] for i in self.order]
+        rows: list = list(zip(*values, strict=True))
         if self.names is not None:
             rows = [dict(zip(self.names, r, strict=True)) for r in rows]
         conn.exec_driver_sql(self.sql, rows)
+
+    def _copy(self, conn: Connection, values: list[list[object]]) -> None:
+        # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
+        # insert; psycopg's C dumpers write the values, no text formatting in Python.
+        raw = conn.connection.dbapi_connection
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:  # type: ignore[union-attr]
+                copy.set_types(self.copy_types)
+                for row in zip(*values, strict=True):
+                    copy.write_row(row)
+        except dbapi.Error as exc:
+            # As SQLAlchemy reports a failed statement, so callers see IntegrityError,
+            # OperationalError... whichever path wrote the rows; parameters stay hidden.
+            raise sa.exc.DBAPIError.instance(
+                self.copy_sql, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+            ) from exc
 
 
 def _pg_binary_type(column_type: sa.types.TypeEngine) -> str:
@@ -149,11 +167,11 @@ def _pg_binary_type(column_type: sa.types.TypeEngine) -> str:
 _insert_plans: dict[str, _InsertMany] = {}
 
 
-def _insert_rows(conn: Connection, columns: list[Sequence[object]]) -> None:
+def _insert_rows(conn: Connection, columns: list[list[object]], shared: tuple[object, ...]) -> None:
     plan = _insert_plans.get(conn.dialect.name)
     if plan is None:
         plan = _insert_plans[conn.dialect.name] = _InsertMany(conn.dialect)
-    plan(conn, columns)
+    plan(conn, columns, shared)
 
 
 def _clusters(eids: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
@@ -252,7 +270,7 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
                 f"run {run.id} was advanced by another delivery of the same blob"
             )
         if count:
-            _insert_rows(conn, [*columns, *([value] * count for value in extra)])
+            _insert_rows(conn, columns, extra)
         if rejects:
             conn.execute(ingest_rejects.insert(), rejects)
     run.checkpoint_line = batch.last_line

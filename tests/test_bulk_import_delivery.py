@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from devtools import events, los_generator
-from shared import database, ingest_runs
+from shared import database, ingest_runs, patient_writer
 from shared.csv_rows import CsvRecords
 from shared.patient_writer import Batch, ConcurrentDelivery, write_batch
 from shared.row_validation import ALL_COLUMNS, RowValidator
@@ -237,6 +237,30 @@ def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
     with db.connect() as conn:
         assert conn.execute(sa.select(patient_data.c.eid)).scalars().all() == [1]
         assert conn.execute(sa.select(runs_table.c.rowsRead)).scalar() == 1
+
+
+def test_an_eid_stored_by_an_admission_mid_batch_becomes_a_reject(app_env, db, monkeypatch):
+    """The race between looking up stored eids and inserting: the insert fails on the
+    primary key (as IntegrityError, COPY included), the batch is retried, the row refused."""
+    engine = database.get_engine()
+    run = ingest_runs.begin(engine, "http://x/patient-uploads/b.csv", "0x1", "event-2")
+    tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
+    write_batch(engine, run, Batch(rows=[(2, a_valid_row(7))], last_line=2), tags, "src")
+    real_lookup = patient_writer._stored_eids
+    lookups: list[int] = []
+
+    def missed_the_admission(conn, eids):
+        lookups.append(1)
+        return set() if len(lookups) == 1 else real_lookup(conn, eids)
+
+    monkeypatch.setattr(patient_writer, "_stored_eids", missed_the_admission)
+    batch = Batch(rows=[(3, a_valid_row(7)), (4, a_valid_row(8))], last_line=4)
+    write_batch(engine, run, batch, tags, "src")
+    assert len(lookups) == 2
+    with db.connect() as conn:
+        assert sorted(conn.execute(sa.select(patient_data.c.eid)).scalars()) == [7, 8]
+        [reason] = conn.execute(sa.select(ingest_rejects.c.reason)).scalars()
+    assert reason == "eid 7 is already stored; a bulk file never overwrites a stay"
 
 
 def test_the_functions_run_no_ddl(app_env, uploads, db):

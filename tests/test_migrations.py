@@ -71,6 +71,13 @@ def test_patient_data_keeps_the_blueprint_columns_in_order(db):
     ]
 
 
+def test_a_migrated_sqlite_database_uses_write_ahead_logging(sqlite_url):
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
 def test_offline_mode_emits_reviewable_t_sql_without_a_database():
     env = {"PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
