@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 # SQL Server takes at most 2,100 parameters in one statement.
 _IN_LIST = 1000
 _INTEGRITY_RETRIES = 3
+# pyodbc's fast_executemany holds a whole call's parameters in memory at their declared
+# sizes (sourceUri alone is 4 KB a row), so a large batch goes to it in parts.
+_EXECUTEMANY_ROWS = 5000
+# SQLite: rows per INSERT statement (40 columns each; SQLite takes up to 32,766 parameters).
+_ROWS_PER_STATEMENT = 100
 
 
 class ConcurrentDelivery(Exception):
@@ -86,6 +92,14 @@ class _InsertMany:
         compiled = patient_data.insert().compile(dialect=dialect, column_keys=list(ROW_COLUMNS))
         self.sql = compiled.string
         quote = dialect.identifier_preparer.quote
+        self.multi_sql: str | None = None
+        if dialect.name == "sqlite":
+            one = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
+            self.multi_sql = (
+                f"INSERT INTO {quote(patient_data.name)} "
+                f"({', '.join(quote(c) for c in ROW_COLUMNS)}) VALUES "
+                + ", ".join([one] * _ROWS_PER_STATEMENT)
+            )
         self.copy_sql = (
             f"COPY {quote(patient_data.name)} ({', '.join(quote(c) for c in ROW_COLUMNS)}) "
             "FROM STDIN (FORMAT BINARY)"
@@ -128,9 +142,25 @@ class _InsertMany:
         if self.order is not None:
             values = [values[i] for i in self.order]
         rows: list = list(zip(*values, strict=True))
+        if self.multi_sql is not None:
+            # Many rows a statement: sqlite3 hands the GIL back and forth once per statement
+            # it steps, and the next batch is being validated in another thread meanwhile.
+            whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
+            if whole:
+                conn.exec_driver_sql(
+                    self.multi_sql,
+                    [
+                        tuple(chain.from_iterable(rows[i : i + _ROWS_PER_STATEMENT]))
+                        for i in range(0, whole, _ROWS_PER_STATEMENT)
+                    ],
+                )
+            rows = rows[whole:]
+            if not rows:
+                return
         if self.names is not None:
             rows = [dict(zip(self.names, r, strict=True)) for r in rows]
-        conn.exec_driver_sql(self.sql, rows)
+        for i in range(0, len(rows), _EXECUTEMANY_ROWS):
+            conn.exec_driver_sql(self.sql, rows[i : i + _EXECUTEMANY_ROWS])
 
     def _copy(self, conn: Connection, values: list[list[object]]) -> None:
         # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
