@@ -8,7 +8,10 @@ delivery resumes after the last committed batch.
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +58,8 @@ class ImportOutcome:
 
 
 REFUSED = "refused"
+# Batches written or waiting to be while the next block is validated.
+_QUEUED_BATCHES = 3
 # Lines validated at a time: large enough that pandas' fixed cost per parse is small beside
 # the parse itself; a block's rows are still written in batches of IMPORT_BATCH_SIZE.
 BLOCK_LINES = 20_000
@@ -128,33 +133,19 @@ def store_records(
     source_uri: str,
 ) -> None:
     """Validate the rest of ``records`` and write them in batches, skipping what ``run``
-    already committed. Plain stretches of the file are checked a block at a time.
-
-    One batch is written while the next is read and validated (the database works while
-    Python parses); batches still commit one after the other, in file order, and an error
-    writing one stops the import before the next is written.
-    """
+    already committed. Plain stretches of the file are checked a block at a time."""
     progress = _Progress(run, settings.progress_interval_seconds)
     size = settings.import_batch_size
     done = run.checkpoint_line  # lines an earlier delivery committed
     blocks = BlockValidator(validator)
     batch = Batch(last_line=done)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-import-writer") as writer:
-        writing: Future[None] | None = None
-
-        def write() -> None:
-            nonlocal batch, writing
-            if writing is not None:
-                writing.result()  # the previous batch is committed, or its error raised here
-                progress.tick()
-            writing = writer.submit(write_batch, engine, run, batch, settings.tags, source_uri)
-            batch = Batch(last_line=batch.last_line)
-
+    with _BatchWriter(engine, run, settings, source_uri, progress) as writer:
         for item in records.blocks(max_lines=BLOCK_LINES):
             if isinstance(item, Record):
                 _add_record(batch, item, validator, done)
                 if len(batch) >= size:
-                    write()
+                    writer.submit(batch)
+                    batch = Batch(last_line=batch.last_line)
                 continue
             if item.last_line <= done:
                 continue  # committed by an earlier delivery of this blob version
@@ -164,12 +155,62 @@ def store_records(
             while len(batch) + len(checked) >= size:
                 part, last_line = checked.take(size - len(batch))
                 _add_block(batch, part, last_line)
-                write()
+                writer.submit(batch)
+                batch = Batch(last_line=batch.last_line)
             _add_block(batch, checked, item.last_line)
         if len(batch):
-            write()
-        if writing is not None:
-            writing.result()
+            writer.submit(batch)
+
+
+class _BatchWriter:
+    """Writes batches in file order on one background thread, so the database works while
+    the next block is read and validated.
+
+    At most ``_QUEUED_BATCHES`` wait (memory stays bounded); once a batch fails, no later
+    one is written (its checkpoint would skip the failed batch's lines), and the error is
+    raised to the caller at its next submit or at the end.
+    """
+
+    def __init__(
+        self, engine: Engine, run: Run, settings: Settings, source_uri: str, progress: _Progress
+    ) -> None:
+        self._write = functools.partial(
+            write_batch, engine, run, tags=settings.tags, source_uri=source_uri
+        )
+        self._progress = progress
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-import-writer")
+        self._pending: collections.deque[Future[None]] = collections.deque()
+        self._failed = threading.Event()
+
+    def submit(self, batch: Batch) -> None:
+        while len(self._pending) >= _QUEUED_BATCHES:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._guarded, batch))
+
+    def _guarded(self, batch: Batch) -> None:
+        if self._failed.is_set():
+            raise _EarlierBatchFailed
+        try:
+            self._write(batch=batch)
+        except BaseException:
+            self._failed.set()
+            raise
+        self._progress.tick()  # here, where the run's counts move
+
+    def __enter__(self) -> _BatchWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self._failed.set()  # the caller failed: write nothing more
+        self._pool.shutdown(wait=True)
+        if exc_type is None:
+            while self._pending:
+                self._pending.popleft().result()
+
+
+class _EarlierBatchFailed(Exception):
+    """Not written: an earlier batch failed (that batch's error is the one raised)."""
 
 
 def _add_block(batch: Batch, checked: BlockRows, last_line: int) -> None:

@@ -123,7 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             environment=_text(env, "EPHI_ENVIRONMENT", "Pilot") or "",
             department=_text(env, "EPHI_DEPARTMENT", "Global Ecosystem") or "",
         ),
-        import_batch_size=_int(env, "IMPORT_BATCH_SIZE", 20_000, 1, 100_000),
+        import_batch_size=_int(env, "IMPORT_BATCH_SIZE", 5000, 1, 100_000),
         progress_interval_seconds=_float(env, "IMPORT_PROGRESS_SECONDS", 10.0, 0.0, 3600.0),
         storage_retries=_int(env, "STORAGE_RETRY_TOTAL", 3, 0, 10),
         auth_mode=auth_mode(env),

@@ -18,7 +18,7 @@ def test_defaults():
         "environment": "Pilot",
         "department": "Global Ecosystem",
     }
-    assert s.import_batch_size == 20_000 and s.sql_connection_string is None
+    assert s.import_batch_size == 5000 and s.sql_connection_string is None
 
 
 def test_secrets_stay_out_of_repr():
