@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -141,26 +141,34 @@ class _InsertMany:
             values[i] = list(map(converted.__getitem__, values[i]))
         if self.order is not None:
             values = [values[i] for i in self.order]
-        rows: list = list(zip(*values, strict=True))
         if self.multi_sql is not None:
-            # Many rows a statement: sqlite3 hands the GIL back and forth once per statement
-            # it steps, and the next batch is being validated in another thread meanwhile.
-            whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
-            if whole:
-                conn.exec_driver_sql(
-                    self.multi_sql,
-                    [
-                        tuple(chain.from_iterable(rows[i : i + _ROWS_PER_STATEMENT]))
-                        for i in range(0, whole, _ROWS_PER_STATEMENT)
-                    ],
-                )
-            rows = rows[whole:]
+            rows = self._insert_multi(conn, values, count)
             if not rows:
                 return
+        else:
+            rows = list(zip(*values, strict=True))
         if self.names is not None:
             rows = [dict(zip(self.names, r, strict=True)) for r in rows]
         for i in range(0, len(rows), _EXECUTEMANY_ROWS):
             conn.exec_driver_sql(self.sql, rows[i : i + _EXECUTEMANY_ROWS])
+
+    def _insert_multi(self, conn: Connection, values: list[list[object]], count: int) -> list:
+        """Rows in statements of ``_ROWS_PER_STATEMENT``; returns the rows left over.
+
+        Many rows a statement because sqlite3 hands the GIL back and forth once per statement
+        it steps, and the next batch is being validated in another thread meanwhile. The
+        parameter lists are laid out row-major by NumPy, without a tuple per row.
+        """
+        table = np.empty((count, len(values)), dtype=object)
+        for j, column in enumerate(values):
+            table[:, j] = column
+        whole = count - count % _ROWS_PER_STATEMENT
+        if whole:
+            conn.exec_driver_sql(
+                self.multi_sql,  # type: ignore[arg-type]
+                list(map(tuple, table[:whole].reshape(-1, _ROWS_PER_STATEMENT * len(values)))),
+            )
+        return list(map(tuple, table[whole:]))
 
     def _copy(self, conn: Connection, values: list[list[object]]) -> None:
         # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
