@@ -118,7 +118,6 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> Any:
         raise FhirError.one(400, "structure", "the JSON is nested too deeply") from None
     except ValueError as exc:
         raise FhirError.one(400, "structure", f"the body is not valid JSON: {exc}") from None
-    _check_depth(document)
     return document
 
 
@@ -126,13 +125,21 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _check_depth(document: Any) -> None:
-    stack: list[tuple[Any, int]] = [(document, 1)]
+def _check_depth(entry: Entry) -> None:
+    """Refuse a resource nested deeper than MAX_DEPTH before the models recurse into it.
+
+    Only resources about to be validated are walked: the rest of a bundle (Claims, EOBs)
+    is never descended into, and walking it would cost as much as parsing it.
+    """
+    stack: list[tuple[Any, int]] = [(entry.resource, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise FhirError.one(
-                400, "structure", f"the JSON is nested deeper than {MAX_DEPTH} levels"
+                400,
+                "structure",
+                f"the resource is nested deeper than {MAX_DEPTH} levels",
+                entry.expression,
             )
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
@@ -278,6 +285,7 @@ def validate(entries: Iterable[Entry]) -> None:
 
     issues: list[Issue] = []
     for entry in entries:
+        _check_depth(entry)
         try:
             entry.model = _model(entry.type).model_validate(entry.resource)
         except pydantic.ValidationError as exc:

@@ -293,6 +293,28 @@ def test_two_in_progress_encounters_are_ambiguous(app_env, db):
     assert len(outcome["issue"]) == 2
 
 
+def nested_extensions(levels: int) -> list[dict]:
+    extension: list[dict] = [{"url": "http://example.org/leaf", "valueString": "x"}]
+    for _ in range(levels):
+        extension = [{"url": "http://example.org/nest", "extension": extension}]
+    return extension
+
+
+def test_a_resource_nested_too_deeply_is_refused_before_validation(app_env, db):
+    patient = {**fx.PATIENT, "extension": nested_extensions(40)}  # 80 levels
+    data = fx.bundle(fx.encounter("e-8", "2020-04-01T10:00:00Z"), patient=False)
+    data["entry"].insert(0, {"fullUrl": "urn:uuid:patient-1", "resource": patient})
+    outcome = assert_outcome(http("admit_patient", data), 400, "structure")
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].resource"]
+
+
+def test_a_deep_resource_of_an_ignored_type_is_not_walked(app_env, db):
+    data = fx.bundle(fx.encounter("e-10", "2020-04-01T10:00:00Z"))
+    claim = {"resourceType": "Claim", "extension": nested_extensions(40)}
+    data["entry"].append({"resource": claim})
+    assert http("admit_patient", data).status_code == 201
+
+
 def test_ignored_resource_types_are_not_validated(app_env, db):
     data = fx.bundle(fx.encounter("e-9", "2020-04-01T10:00:00Z"))
     data["entry"].append({"resource": {"resourceType": "Claim", "status": 42, "nonsense": True}})
