@@ -103,12 +103,10 @@ class BlockValidator:
         header = row_validator.header
         self._header = header
         self._width = len(header)
-        self._position = {name: i for i, name in enumerate(header)}
-        self._numeric = [
-            i for i, name in enumerate(header) if name in _WHOLE_RANGES or name in _FLOAT_RANGES
-        ]
+        # Every number is read as a double (ids and counts too): the ranges and the
+        # whole-number check then decide, as parse_int does with "91.0".
         self._dtypes = {
-            i: ("float64" if i in self._numeric else object) for i in range(self._width)
+            i: ("float64" if _kind(name) != "object" else object) for i, name in enumerate(header)
         }
         self._names = [i for i, name in enumerate(header) if name in NAME_COLUMNS]
         self._flags = [i for i, name in enumerate(header) if name in FLAG_COLUMNS]
@@ -229,15 +227,15 @@ class BlockValidator:
         lines: np.ndarray,
         out: BlockRows,
     ) -> None:
-        n = len(lines)
         values: dict[str, object] = {}
         for i, name in enumerate(self._header):
             column = frame[i].to_numpy()
-            if name in _WHOLE_RANGES or name in _FLOAT_RANGES:
+            kind = _kind(name)
+            if kind != "object":
                 low, high = _WHOLE_RANGES.get(name) or _FLOAT_RANGES[name]
                 empty = np.isnan(column)
                 ok = (column >= low) & (column <= high)
-                if name in _WHOLE_RANGES:
+                if kind == "whole":
                     ok &= column == np.floor(column)
                 doubtful |= ~(ok | (empty & (name not in REQUIRED_VALUES)))
                 values[name] = column
@@ -245,29 +243,20 @@ class BlockValidator:
                 values[name] = self._convert(name, column, doubtful)
             else:  # names: the text as written
                 values[name] = np.where(pd.isna(column), None, column)
+        days = self._stay(values, doubtful)
+        if days is not None:
+            values["lengthofstay"] = days  # the file has no such column: computed
 
-        days, doubtful = self._stay(values, doubtful, n)
         for index in np.flatnonzero(doubtful).tolist():
             self._one_by_one(block, int(lines[index]), out)
         good = ~doubtful
         out.lines.extend(lines[good].tolist())
         for target, name in enumerate(ALL_COLUMNS):
-            if name == "lengthofstay" and name not in values and days is not None:
-                column: object = days
-                name_kind = "whole"
-            elif name not in values:
-                out.columns[target].extend([None] * int(good.sum()))
-                continue
+            if name in values:
+                column = np.asarray(values[name])[good]
+                out.columns[target].extend(_python_values(column, _kind(name)))
             else:
-                column = values[name]
-                name_kind = (
-                    "whole"
-                    if name in _WHOLE_RANGES
-                    else "float"
-                    if name in _FLOAT_RANGES
-                    else "object"
-                )
-            out.columns[target].extend(_python_values(np.asarray(column)[good], name_kind))
+                out.columns[target].extend([None] * int(good.sum()))
 
     def _convert(self, name: str, column: np.ndarray, doubtful: np.ndarray) -> np.ndarray:
         """``column`` through the row validator's converter, once per distinct value."""
@@ -288,26 +277,25 @@ class BlockValidator:
         mapped[:] = converted
         return mapped[codes]
 
-    def _stay(
-        self, values: dict[str, object], doubtful: np.ndarray, n: int
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        """Discharge after admission and a length of stay that matches; the days between
-        them when the file has no lengthofstay column."""
+    def _stay(self, values: dict[str, object], doubtful: np.ndarray) -> np.ndarray | None:
+        """Marks stays that end before they start or whose length of stay disagrees; fills
+        a missing length of stay in. Returns the days of each stay when the file has no
+        lengthofstay column."""
         if "discharged" not in values:
-            return None, doubtful
+            return None
         vdate = _ordinals(values["vdate"])  # type: ignore[arg-type]
         discharged = _ordinals(values["discharged"])  # type: ignore[arg-type]
         days = discharged - vdate
         present = ~np.isnan(discharged)
         doubtful |= present & (days < 0)
         stay = values.get("lengthofstay")
-        if stay is not None:
-            stated = np.asarray(stay)
-            missing = np.isnan(stated)
-            doubtful |= present & ~missing & (stated != days)
-            values["lengthofstay"] = np.where(present & missing, days, stated)
-            return None, doubtful
-        return np.where(present, days, np.nan), doubtful
+        if stay is None:
+            return np.where(present, days, np.nan)
+        stated = np.asarray(stay)
+        missing = np.isnan(stated)
+        doubtful |= present & ~missing & (stated != days)
+        values["lengthofstay"] = np.where(present & missing, days, stated)
+        return None
 
     def _one_by_one(self, block: LineBlock, line: int, out: BlockRows) -> None:
         """Line ``line`` of ``block`` through the row-by-row path."""
@@ -340,6 +328,13 @@ def _parse(data: bytes, width: int, dtypes: dict[int, object]) -> pd.DataFrame |
         )
     except ValueError:
         return None
+
+
+def _kind(column: str) -> str:
+    """How a column's values are held: "whole" or "float" numbers, or "object"."""
+    if column in _WHOLE_RANGES:
+        return "whole"
+    return "float" if column in _FLOAT_RANGES else "object"
 
 
 def _ordinals(dates: np.ndarray) -> np.ndarray:
