@@ -26,6 +26,7 @@ import csv
 import heapq
 import io
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,11 +47,10 @@ from shared.row_validation import (
 )
 from shared.schema import FLAG_COLUMNS
 
-_COMMA, _NEWLINE, _CR, _SPACE, _DELETE = 44, 10, 13, 32, 127
-# A block holding a number the C reader refuses is parsed again in this many parts, and a
-# failing part once more; a part failing at the last depth goes row by row.
-_SPLIT_PARTS = 8
-_SPLIT_DEPTH = 2
+_COMMA, _NEWLINE, _CR, _SPACE, _DELETE, _UNDERSCORE = 44, 10, 13, 32, 127, 95
+# Bytes a number may be written with, and the delimiters around it.
+_NUMBER_BYTES = np.zeros(256, dtype=bool)
+_NUMBER_BYTES[list(b"0123456789.eE+-,\r\n")] = True
 
 _TEXT_COLUMNS = ("vdate", "discharged", "gender", "facid", "rcount")
 _WHOLE_RANGES: dict[str, tuple[float, float]] = {
@@ -108,6 +108,13 @@ class BlockValidator:
         self._dtypes = {
             i: ("float64" if _kind(name) != "object" else object) for i, name in enumerate(header)
         }
+        self._as_text = dict.fromkeys(range(self._width), object)
+        self._numeric_field = np.array([_kind(name) != "object" for name in header])
+        self._number_converters = {
+            i: row_validator.converter(name)
+            for i, name in enumerate(header)
+            if _kind(name) != "object"
+        }
         self._names = [i for i, name in enumerate(header) if name in NAME_COLUMNS]
         self._flags = [i for i, name in enumerate(header) if name in FLAG_COLUMNS]
         self._converters = {
@@ -131,6 +138,7 @@ class BlockValidator:
         newlines: np.ndarray,
         lines: np.ndarray,
         out: BlockRows,
+        retry: bool = True,
     ) -> None:
         buf = np.frombuffer(data, dtype=np.uint8)
         is_comma = buf == _COMMA
@@ -140,20 +148,59 @@ class BlockValidator:
         if control.any():
             irregular[np.searchsorted(newlines, np.flatnonzero(control))] = True
         if irregular.any():
-            for index in np.flatnonzero(irregular).tolist():
-                self._one_by_one(block, int(lines[index]), out)
-            keep = np.flatnonzero(~irregular)
-            if not len(keep):
+            rest = self._set_aside(block, data, newlines, lines, irregular, out)
+            if rest is None:
                 return
-            ends = newlines[keep] + 1
-            starts = starts[keep]
-            data = b"".join(data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
-            newlines = np.cumsum(ends - starts) - 1
-            lines = lines[keep]
+            data, newlines, lines = rest
             buf = np.frombuffer(data, dtype=np.uint8)
             is_comma = buf == _COMMA
         commas = np.flatnonzero(is_comma).reshape(-1, self._width - 1)
-        self._regular(block, data, buf, newlines, commas, lines, out)
+        frame = _parse(data, self._width, self._dtypes)
+        if frame is None and retry:
+            # A number the C reader refuses: most often a word ("high", "n/a") where a
+            # number belongs. Such lines go row by row and the rest is parsed again.
+            wordy = self._words_in_numbers(buf, is_comma, newlines)
+            if wordy.any():
+                rest = self._set_aside(block, data, newlines, lines, wordy, out)
+                if rest is not None:
+                    self._validate(block, *rest, out, retry=False)
+                return
+        self._regular(block, data, buf, newlines, commas, lines, frame, out)
+
+    def _set_aside(
+        self,
+        block: LineBlock,
+        data: bytes,
+        newlines: np.ndarray,
+        lines: np.ndarray,
+        aside: np.ndarray,
+        out: BlockRows,
+    ) -> tuple[bytes, np.ndarray, np.ndarray] | None:
+        """Lines where ``aside`` is set go row by row; the others are returned, or None."""
+        for index in np.flatnonzero(aside).tolist():
+            self._one_by_one(block, int(lines[index]), out)
+        keep = np.flatnonzero(~aside)
+        if not len(keep):
+            return None
+        starts = np.concatenate(([0], newlines[:-1] + 1))[keep]
+        ends = newlines[keep] + 1
+        data = b"".join(data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
+        return data, np.cumsum(ends - starts) - 1, lines[keep]
+
+    def _words_in_numbers(
+        self, buf: np.ndarray, is_comma: np.ndarray, newlines: np.ndarray
+    ) -> np.ndarray:
+        """Lines with a byte no number is written with in a number's field."""
+        line_of_byte = np.repeat(
+            np.arange(len(newlines), dtype=np.int32), np.diff(newlines, prepend=-1)
+        )
+        commas_before = np.cumsum(is_comma, dtype=np.int32) - is_comma
+        at_line_start = commas_before[np.concatenate(([0], newlines[:-1] + 1))]
+        field = commas_before - at_line_start[line_of_byte]
+        wordy = self._numeric_field[field.clip(max=self._width - 1)] & ~_NUMBER_BYTES[buf]
+        out = np.zeros(len(newlines), dtype=bool)
+        out[line_of_byte[wordy]] = True
+        return out
 
     def _regular(
         self,
@@ -163,39 +210,35 @@ class BlockValidator:
         newlines: np.ndarray,
         commas: np.ndarray,
         lines: np.ndarray,
+        frame: pd.DataFrame | None,
         out: BlockRows,
-        depth: int = 0,
     ) -> None:
-        """Lines with the header's number of fields and no control characters."""
-        frame = _parse(data, self._width, self._dtypes)
+        """Lines with the header's number of fields and no control characters; ``frame``
+        is their typed parse, None when the C reader refused a number."""
+        doubtful = np.zeros(len(lines), dtype=bool)
+        numbers: dict[int, np.ndarray] = {}
         if frame is None:
-            # A number the C reader refuses: parse the block in parts to narrow it down to
-            # the lines around it, which go row by row. Parts, not halves, and only twice:
-            # a block with many such lines costs a few parses more, not one per line.
-            if depth == _SPLIT_DEPTH or len(lines) < _SPLIT_PARTS:
+            # A number the C reader refuses ("high"): read the block as text; convert each
+            # number column with NumPy, or, for the column holding the refused text, with
+            # the row rules' own converter, once per distinct text.
+            frame = _parse(data, self._width, self._as_text)
+            if frame is None:
                 for line in lines.tolist():
                     self._one_by_one(block, line, out)
                 return
-            bounds = np.linspace(0, len(lines), _SPLIT_PARTS + 1).astype(int)
-            for a, b in itertools.pairwise(bounds.tolist()):
-                start = int(newlines[a - 1]) + 1 if a else 0
-                stop = int(newlines[b - 1]) + 1
-                part = data[start:stop]
-                part_buf = np.frombuffer(part, dtype=np.uint8)
-                part_commas = np.flatnonzero(part_buf == _COMMA).reshape(-1, self._width - 1)
-                self._regular(
-                    block,
-                    part,
-                    part_buf,
-                    newlines[a:b] - start,
-                    part_commas,
-                    lines[a:b],
-                    out,
-                    depth + 1,
-                )
-            return
-
-        doubtful = np.zeros(len(lines), dtype=bool)
+            # float() (NumPy's cast) also reads "1_000" and non-ASCII digits, which the
+            # rules refuse: lines holding either go row by row.
+            lax = np.flatnonzero((buf == _UNDERSCORE) | (buf >= 0x80))
+            doubtful[np.searchsorted(newlines, lax)] = True
+            for i, convert in self._number_converters.items():
+                texts = frame[i].to_numpy()
+                empty = pd.isna(texts)
+                try:
+                    column = np.where(empty, "nan", texts).astype(np.float64)
+                except ValueError:  # this column holds the refused text
+                    column = _converted_numbers(convert, texts, doubtful)
+                doubtful |= np.isnan(column) & ~empty  # "nan" written out is not empty
+                numbers[i] = column
         # A blank, a control character or a non-ASCII character at either edge of a field:
         # the row rules trim (Unicode) whitespace, so such lines go row by row.
         odd = np.flatnonzero(((buf <= _SPACE) & (buf != _NEWLINE) & (buf != _CR)) | (buf >= 0x80))
@@ -215,7 +258,7 @@ class BlockValidator:
                 doubtful |= field_ends[:, i] - field_starts[:, i] > MAX_NAME
             for i in self._flags:
                 doubtful |= field_ends[:, i] - field_starts[:, i] > 1
-        self._check(block, frame, doubtful, lines, out)
+        self._check(block, frame, numbers, doubtful, lines, out)
 
     # --- values ------------------------------------------------------------------------
 
@@ -223,13 +266,14 @@ class BlockValidator:
         self,
         block: LineBlock,
         frame: pd.DataFrame,
+        numbers: dict[int, np.ndarray],
         doubtful: np.ndarray,
         lines: np.ndarray,
         out: BlockRows,
     ) -> None:
         values: dict[str, object] = {}
         for i, name in enumerate(self._header):
-            column = frame[i].to_numpy()
+            column = numbers[i] if i in numbers else frame[i].to_numpy()
             kind = _kind(name)
             if kind != "object":
                 low, high = _WHOLE_RANGES.get(name) or _FLOAT_RANGES[name]
@@ -328,6 +372,23 @@ def _parse(data: bytes, width: int, dtypes: dict[int, object]) -> pd.DataFrame |
         )
     except ValueError:
         return None
+
+
+def _converted_numbers(
+    convert: Callable[[str], object], texts: np.ndarray, doubtful: np.ndarray
+) -> np.ndarray:
+    """``texts`` (NaN where empty) through a row-rule converter, once per distinct text;
+    marks the lines whose value it refuses."""
+    codes, distinct = pd.factorize(texts, use_na_sentinel=True)
+    table = np.full(len(distinct) + 1, np.nan)
+    refused = np.zeros(len(distinct) + 1, dtype=bool)
+    for k, text in enumerate(distinct.tolist()):
+        try:
+            table[k] = convert(text)  # type: ignore[assignment]
+        except (Invalid, ValueError, KeyError):
+            refused[k] = True
+    doubtful |= refused[codes]
+    return table[codes]
 
 
 def _kind(column: str) -> str:

@@ -255,3 +255,11 @@ def test_taking_part_of_a_block_keeps_line_order() -> None:
     ) == list(range(2, 12))
     assert len(head) == 10 and len(checked) == 40
     assert min(checked.lines) == 12
+
+
+@pytest.mark.parametrize("shape", ["names", "production"])
+def test_a_messy_generated_file_gets_the_same_verdicts(shape: str) -> None:
+    data = los_generator.csv_bytes(3000, seed=11, shape=shape, bad_rows=0.05)
+    out, column_wise = block_by_block([data[i : i + 50_000] for i in range(0, len(data), 50_000)])
+    assert out == row_by_row(data)
+    assert column_wise > 2000
