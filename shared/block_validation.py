@@ -79,10 +79,13 @@ class BlockRows:
     def take(self, count: int) -> tuple[BlockRows, int]:
         """Remove the first ``count`` records (in line order); return them and the line of
         the last one."""
-        merged = heapq.merge(
-            self.lines, (ln for ln, _ in self.rows), (ln for ln, _, _ in self.rejects)
-        )
-        last = next(itertools.islice(merged, count - 1, None))
+        if self.rows or self.rejects:
+            merged = heapq.merge(
+                self.lines, (ln for ln, _ in self.rows), (ln for ln, _, _ in self.rejects)
+            )
+            last = next(itertools.islice(merged, count - 1, None))
+        else:
+            last = self.lines[count - 1]
         head = BlockRows()
         k = bisect.bisect_right(self.lines, last)
         head.lines, self.lines = self.lines[:k], self.lines[k:]

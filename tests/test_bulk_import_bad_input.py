@@ -113,6 +113,30 @@ def test_duplicate_eids_in_a_file_and_across_files(app_env, uploads, db):
     ]
 
 
+def test_the_first_line_of_a_duplicate_eid_wins_whichever_path_read_it(app_env, uploads, db):
+    """Line 3 is read row by row (a blank to trim), line 6 column-wise: line 6 is refused."""
+    rows = good_rows(5)
+    first = with_value(rows[1], "First", " " + rows[1][HEADER.index("First")])
+    run = import_file(uploads, db, csv(rows[0], first, rows[2], rows[3], rows[1], rows[4]))
+    assert (run.rowsStored, run.rowsRejected) == (5, 1)
+    assert [(r.lineNumber, r.reason) for r in rejects(db)] == [
+        (6, f"eid {rows[1][3]} is a duplicate of line 3")
+    ]
+    assert stored(db)[int(rows[1][3])].FirstName == rows[1][HEADER.index("First")]
+
+
+def test_columns_in_another_order_and_case_are_read_by_name(app_env, uploads, db):
+    rows = good_rows(4)
+    order = list(reversed(range(len(HEADER))))
+    header = ",".join(HEADER[i].upper() for i in order)
+    data = (header + "\n" + "".join(",".join(r[i] for i in order) + "\n" for r in rows)).encode()
+    run = import_file(uploads, db, data)
+    assert (run.rowsStored, run.rowsRejected) == (4, 0)
+    one = stored(db)[int(rows[0][3])]
+    assert one.vdate is not None and one.lengthofstay == int(rows[0][HEADER.index("lengthofstay")])
+    assert one.sodium == float(rows[0][HEADER.index("sodium")])
+
+
 def test_duplicates_across_batches_of_one_file(app_env, uploads, db, monkeypatch):
     rows = good_rows(1200)
     run = import_file(uploads, db, csv(*rows, rows[10], rows[600]))  # batch size is 500
