@@ -145,7 +145,7 @@ class BlockValidator:
     ) -> None:
         buf = np.frombuffer(data, dtype=np.uint8)
         is_comma = buf == _COMMA
-        starts = np.concatenate(([0], newlines[:-1] + 1))
+        starts = _line_starts(newlines)
         irregular = np.add.reduceat(is_comma, starts, dtype=np.int64) != self._width - 1
         control = ((buf < _SPACE) & (buf != _NEWLINE) & (buf != _CR)) | (buf == _DELETE)
         if control.any():
@@ -185,7 +185,7 @@ class BlockValidator:
         keep = np.flatnonzero(~aside)
         if not len(keep):
             return None
-        starts = np.concatenate(([0], newlines[:-1] + 1))[keep]
+        starts = _line_starts(newlines)[keep]
         ends = newlines[keep] + 1
         data = b"".join(data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
         return data, np.cumsum(ends - starts) - 1, lines[keep]
@@ -198,7 +198,7 @@ class BlockValidator:
             np.arange(len(newlines), dtype=np.int32), np.diff(newlines, prepend=-1)
         )
         commas_before = np.cumsum(is_comma, dtype=np.int32) - is_comma
-        at_line_start = commas_before[np.concatenate(([0], newlines[:-1] + 1))]
+        at_line_start = commas_before[_line_starts(newlines)]
         field = commas_before - at_line_start[line_of_byte]
         wordy = self._numeric_field[field.clip(max=self._width - 1)] & ~_NUMBER_BYTES[buf]
         out = np.zeros(len(newlines), dtype=bool)
@@ -239,7 +239,7 @@ class BlockValidator:
                 try:
                     column = np.where(empty, "nan", texts).astype(np.float64)
                 except ValueError:  # this column holds the refused text
-                    column = _converted_numbers(convert, texts, doubtful)
+                    column = _converted(convert, texts, doubtful, np.float64, False)
                 doubtful |= np.isnan(column) & ~empty  # "nan" written out is not empty
                 numbers[i] = column
         # A blank, a control character or a non-ASCII character at either edge of a field:
@@ -254,7 +254,7 @@ class BlockValidator:
             doubtful[np.searchsorted(newlines, odd[at_edge])] = True
         if self._names or self._flags:
             line_ends = newlines - (buf[newlines - 1] == _CR)
-            field_starts = np.column_stack((np.concatenate(([0], newlines[:-1] + 1)), commas + 1))
+            field_starts = np.column_stack((_line_starts(newlines), commas + 1))
             field_ends = np.column_stack((commas, line_ends))
             for i in self._names:
                 # Bytes, while the rule counts characters: longer ones go row by row.
@@ -287,7 +287,10 @@ class BlockValidator:
                 doubtful |= ~(ok | (empty & (name not in REQUIRED_VALUES)))
                 values[name] = column
             elif name in self._converters:
-                values[name] = self._convert(name, column, doubtful)
+                # Once per distinct value: a file repeats its dates and codes.
+                values[name] = _converted(
+                    self._converters[name], column, doubtful, object, name in REQUIRED_VALUES
+                )
             else:  # names: the text as written
                 values[name] = np.where(pd.isna(column), None, column)
         days = self._stay(values, doubtful)
@@ -304,25 +307,6 @@ class BlockValidator:
                 out.columns[target].extend(_python_values(column, _kind(name)))
             else:
                 out.columns[target].extend([None] * int(good.sum()))
-
-    def _convert(self, name: str, column: np.ndarray, doubtful: np.ndarray) -> np.ndarray:
-        """``column`` through the row validator's converter, once per distinct value."""
-        convert = self._converters[name]
-        codes, distinct = pd.factorize(column, use_na_sentinel=True)
-        converted: list[object] = []
-        refused = np.zeros(len(distinct) + 1, dtype=bool)
-        for k, text in enumerate(distinct.tolist()):
-            try:
-                converted.append(convert(text))
-            except (Invalid, ValueError, KeyError):
-                converted.append(None)
-                refused[k] = True
-        converted.append(None)  # code -1: an empty field
-        refused[-1] = name in REQUIRED_VALUES
-        doubtful |= refused[codes]
-        mapped = np.empty(len(converted), dtype=object)
-        mapped[:] = converted
-        return mapped[codes]
 
     def _stay(self, values: dict[str, object], doubtful: np.ndarray) -> np.ndarray | None:
         """Marks stays that end before they start or whose length of stay disagrees; fills
@@ -377,21 +361,30 @@ def _parse(data: bytes, width: int, dtypes: dict[int, object]) -> pd.DataFrame |
         return None
 
 
-def _converted_numbers(
-    convert: Callable[[str], object], texts: np.ndarray, doubtful: np.ndarray
+def _converted(
+    convert: Callable[[str], object],
+    texts: np.ndarray,
+    doubtful: np.ndarray,
+    dtype: type,
+    empty_refused: bool,
 ) -> np.ndarray:
     """``texts`` (NaN where empty) through a row-rule converter, once per distinct text;
-    marks the lines whose value it refuses."""
+    marks the lines whose value it refuses (and, if ``empty_refused``, the empty ones)."""
     codes, distinct = pd.factorize(texts, use_na_sentinel=True)
-    table = np.full(len(distinct) + 1, np.nan)
+    table = np.full(len(distinct) + 1, None if dtype is object else np.nan, dtype=dtype)
     refused = np.zeros(len(distinct) + 1, dtype=bool)
+    refused[-1] = empty_refused  # code -1: an empty field
     for k, text in enumerate(distinct.tolist()):
         try:
-            table[k] = convert(text)  # type: ignore[assignment]
+            table[k] = convert(text)
         except (Invalid, ValueError, KeyError):
             refused[k] = True
     doubtful |= refused[codes]
     return table[codes]
+
+
+def _line_starts(newlines: np.ndarray) -> np.ndarray:
+    return np.concatenate(([0], newlines[:-1] + 1))
 
 
 def _kind(column: str) -> str:

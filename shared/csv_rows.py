@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 # A quoted field may span lines; a record larger than this is refused rather than buffered.
@@ -107,6 +109,8 @@ class _ByteLines:
                 return None  # the line reader knows how to finish an over-long line
             if not self._fill():
                 return None
+        import numpy as np  # here: the admission path reads no CSV and should not load it
+
         view = np.frombuffer(self._buffer, dtype=np.uint8)[self._pos :]
         newlines = np.flatnonzero(view == NEWLINE)[:max_lines]
         end = self._pos + int(newlines[-1]) + 1
@@ -194,8 +198,11 @@ def _plain(data: bytes, newlines: np.ndarray) -> bool:
         return False
     if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
         return False  # blank lines are not records
-    if len(data) > MAX_LINE_BYTES and int(np.diff(newlines, prepend=-1).max()) > MAX_LINE_BYTES:
-        return False
+    if len(data) > MAX_LINE_BYTES:
+        import numpy as np
+
+        if int(np.diff(newlines, prepend=-1).max()) > MAX_LINE_BYTES:
+            return False
     if not data.isascii():
         try:
             data.decode("utf-8")

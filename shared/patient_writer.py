@@ -94,12 +94,9 @@ class _InsertMany:
         quote = dialect.identifier_preparer.quote
         self.multi_sql: str | None = None
         if dialect.name == "sqlite":
-            one = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
-            self.multi_sql = (
-                f"INSERT INTO {quote(patient_data.name)} "
-                f"({', '.join(quote(c) for c in ROW_COLUMNS)}) VALUES "
-                + ", ".join([one] * _ROWS_PER_STATEMENT)
-            )
+            # The same statement with its VALUES group repeated: same columns, same order.
+            head, _, group = self.sql.partition(" VALUES ")
+            self.multi_sql = f"{head} VALUES " + ", ".join([group] * _ROWS_PER_STATEMENT)
         self.copy_sql = (
             f"COPY {quote(patient_data.name)} ({', '.join(quote(c) for c in ROW_COLUMNS)}) "
             "FROM STDIN (FORMAT BINARY)"
@@ -127,10 +124,10 @@ class _InsertMany:
         """Insert the rows given column by column, each followed by the ``shared`` values
         (the tags, provenance and timestamps every row of the batch carries)."""
         count = len(columns[0])
-        if conn.dialect.driver == "psycopg":
-            self._copy(conn, [*columns, *([value] * count for value in shared)])
-            return
         values = [*columns, *([value] * count for value in shared)]
+        if conn.dialect.driver == "psycopg":
+            self._copy(conn, values)
+            return
         for i, proc in self.processors:
             if i >= len(columns):
                 values[i] = [proc(shared[i - len(columns)])] * count
