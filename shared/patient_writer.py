@@ -8,11 +8,12 @@ it finds the checkpoint moved, rolls back and raises :class:`ConcurrentDelivery`
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -29,7 +30,8 @@ _INTEGRITY_RETRIES = 3
 # pyodbc's fast_executemany holds a whole call's parameters in memory at their declared
 # sizes (sourceUri alone is 4 KB a row), so a large batch goes to it in parts.
 _EXECUTEMANY_ROWS = 5000
-# SQLite: rows per INSERT statement (40 columns each; SQLite takes up to 32,766 parameters).
+# SQLite: rows per INSERT statement at most (32 parameters a row; SQLite takes up to 32,766
+# parameters a statement since 3.32, 999 before).
 _ROWS_PER_STATEMENT = 100
 
 
@@ -92,11 +94,6 @@ class _InsertMany:
         compiled = patient_data.insert().compile(dialect=dialect, column_keys=list(ROW_COLUMNS))
         self.sql = compiled.string
         quote = dialect.identifier_preparer.quote
-        self.multi_sql: str | None = None
-        if dialect.name == "sqlite":
-            # The same statement with its VALUES group repeated: same columns, same order.
-            head, _, group = self.sql.partition(" VALUES ")
-            self.multi_sql = f"{head} VALUES " + ", ".join([group] * _ROWS_PER_STATEMENT)
         self.copy_sql = (
             f"COPY {quote(patient_data.name)} ({', '.join(quote(c) for c in ROW_COLUMNS)}) "
             "FROM STDIN (FORMAT BINARY)"
@@ -109,6 +106,7 @@ class _InsertMany:
         else:
             self.order = None
             self.names = list(ROW_COLUMNS)
+        self.sqlite = _SqliteInsert(self.sql, self.order) if dialect.name == "sqlite" else None
         # Numbers are already Python floats and ints (the validator made them); dates and
         # timestamps may need the dialect's conversion (SQLite stores them as text).
         self.processors = [
@@ -124,48 +122,30 @@ class _InsertMany:
         """Insert the rows given column by column, each followed by the ``shared`` values
         (the tags, provenance and timestamps every row of the batch carries)."""
         count = len(columns[0])
-        values = [*columns, *([value] * count for value in shared)]
         if conn.dialect.driver == "psycopg":
-            self._copy(conn, values)
+            self._copy(conn, [*columns, *([value] * count for value in shared)])
             return
+        columns = list(columns)
+        shared_values = list(shared)
         for i, proc in self.processors:
             if i >= len(columns):
-                values[i] = [proc(shared[i - len(columns)])] * count
+                shared_values[i - len(columns)] = proc(shared[i - len(columns)])
                 continue
             # Each distinct value converted once: a batch repeats its dates.
-            converted = {v: proc(v) for v in set(values[i]) if v is not None}
+            converted = {v: proc(v) for v in set(columns[i]) if v is not None}
             converted[None] = None
-            values[i] = list(map(converted.__getitem__, values[i]))
+            columns[i] = list(map(converted.__getitem__, columns[i]))
+        if self.sqlite is not None:
+            self.sqlite(conn, columns, shared_values)
+            return
+        values = [*columns, *([value] * count for value in shared_values)]
         if self.order is not None:
             values = [values[i] for i in self.order]
-        if self.multi_sql is not None:
-            rows = self._insert_multi(conn, values, count)
-            if not rows:
-                return
-        else:
-            rows = list(zip(*values, strict=True))
+        rows: list = list(zip(*values, strict=True))
         if self.names is not None:
             rows = [dict(zip(self.names, r, strict=True)) for r in rows]
         for i in range(0, len(rows), _EXECUTEMANY_ROWS):
             conn.exec_driver_sql(self.sql, rows[i : i + _EXECUTEMANY_ROWS])
-
-    def _insert_multi(self, conn: Connection, values: list[list[object]], count: int) -> list:
-        """Rows in statements of ``_ROWS_PER_STATEMENT``; returns the rows left over.
-
-        Many rows a statement because sqlite3 hands the GIL back and forth once per statement
-        it steps, and the next batch is being validated in another thread meanwhile. The
-        parameter lists are laid out row-major by NumPy, without a tuple per row.
-        """
-        table = np.empty((count, len(values)), dtype=object)
-        for j, column in enumerate(values):
-            table[:, j] = column
-        whole = count - count % _ROWS_PER_STATEMENT
-        if whole:
-            conn.exec_driver_sql(
-                self.multi_sql,  # type: ignore[arg-type]
-                list(map(tuple, table[:whole].reshape(-1, _ROWS_PER_STATEMENT * len(values)))),
-            )
-        return list(map(tuple, table[whole:]))
 
     def _copy(self, conn: Connection, values: list[list[object]]) -> None:
         # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
@@ -183,6 +163,64 @@ class _InsertMany:
             raise sa.exc.DBAPIError.instance(
                 self.copy_sql, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
             ) from exc
+
+
+class _SqliteInsert:
+    """SQLite: many rows an INSERT, with numbered parameters laid out column by column.
+
+    In ``VALUES (?1, ?9, ?109, ...), (?1, ?10, ?110, ...)`` the values every row shares are
+    bound once a statement, and a statement's parameters are slices of the columns one after
+    the other: no tuple per row is built, and sqlite3 binds a fifth fewer values. Many rows
+    a statement, too, because sqlite3 holds the GIL while it binds and hands it back only
+    while it steps, and the next batch is being validated in another thread meanwhile.
+    """
+
+    def __init__(self, one_row_sql: str, order: list[int] | None) -> None:
+        self._head, _, group = one_row_sql.partition(" VALUES ")
+        assert group.count("?") == len(ROW_COLUMNS), group
+        self._order = order or list(range(len(ROW_COLUMNS)))
+        self._statements: dict[int, str] = {}
+
+    def rows_per_statement(self, conn: Connection) -> int:
+        raw = conn.connection.dbapi_connection
+        limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+        shared, per_row = len(ROW_COLUMNS) - len(ALL_COLUMNS), len(ALL_COLUMNS)
+        return max(1, min(_ROWS_PER_STATEMENT, (limit - shared) // per_row))
+
+    def statement(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            per_row, first = len(ALL_COLUMNS), len(ROW_COLUMNS) - len(ALL_COLUMNS) + 1
+
+            def number(column: int, row: int) -> int:
+                if column >= per_row:  # shared by every row: ?1 .. ?8
+                    return column - per_row + 1
+                return first + column * rows + row
+
+            groups = (
+                "(" + ", ".join(f"?{number(column, row)}" for column in self._order) + ")"
+                for row in range(rows)
+            )
+            sql = self._statements[rows] = f"{self._head} VALUES {', '.join(groups)}"
+        return sql
+
+    def __call__(self, conn: Connection, columns: list[list[object]], shared: list[object]) -> None:
+        count = len(columns[0])
+        size = self.rows_per_statement(conn)
+        whole = count - count % size
+        if whole:
+            conn.exec_driver_sql(
+                self.statement(size),
+                [
+                    tuple(itertools.chain(shared, *(c[start : start + size] for c in columns)))
+                    for start in range(0, whole, size)
+                ],
+            )
+        if whole < count:
+            conn.exec_driver_sql(
+                self.statement(count - whole),
+                tuple(itertools.chain(shared, *(c[whole:] for c in columns))),
+            )
 
 
 def _pg_binary_type(column_type: sa.types.TypeEngine) -> str:
