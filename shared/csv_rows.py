@@ -19,6 +19,7 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 # A quoted field may span lines; a record larger than this is refused rather than buffered.
 csv.field_size_limit(2 * MAX_LINE_BYTES)
 NEWLINE = ord("\n")
+CR = ord("\r")
 
 
 class _TooLong:
@@ -194,15 +195,23 @@ class LineBlock:
 def _plain(data: bytes, newlines: np.ndarray) -> bool:
     """Whether every line of ``data`` is one record that splitting on commas reads exactly
     as the csv module does."""
-    if b'"' in data or data.count(b"\r") != data.count(b"\r\n"):
+    if b'"' in data:
         return False
-    if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
-        return False  # blank lines are not records
-    if len(data) > MAX_LINE_BYTES:
-        import numpy as np
+    import numpy as np
 
-        if int(np.diff(newlines, prepend=-1).max()) > MAX_LINE_BYTES:
+    # Each line's length with its newline, from the offsets already found: one pass over
+    # the offsets instead of scanning the bytes for each kind of blank line.
+    lengths = np.diff(newlines, prepend=-1)
+    if int(lengths.min()) == 1:
+        return False  # a blank line is not a record
+    if b"\r" in data:
+        if data.count(b"\r") != data.count(b"\r\n"):
             return False
+        short = newlines[lengths == 2]
+        if short.size and (np.frombuffer(data, dtype=np.uint8)[short - 1] == CR).any():
+            return False  # a blank CRLF line
+    if int(lengths.max()) > MAX_LINE_BYTES:
+        return False
     if not data.isascii():
         try:
             data.decode("utf-8")
