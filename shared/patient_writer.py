@@ -30,6 +30,8 @@ _INTEGRITY_RETRIES = 3
 # pyodbc's fast_executemany holds a whole call's parameters in memory at their declared
 # sizes (sourceUri alone is 4 KB a row), so a large batch goes to it in parts.
 _EXECUTEMANY_ROWS = 5000
+# Converted values kept per column (a few years of dates; the cache is cleared beyond this).
+_CONVERTED_VALUES = 10_000
 # SQLite: rows per INSERT statement at most (32 parameters a row; SQLite takes up to 32,766
 # parameters a statement since 3.32, 999 before).
 _ROWS_PER_STATEMENT = 100
@@ -115,6 +117,9 @@ class _InsertMany:
             if not isinstance(patient_data.c[name].type, sa.Float | sa.Integer)
             and (proc := patient_data.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
+        self._converted: dict[int, dict[object, object]] = {
+            i: {None: None} for i, _ in self.processors
+        }
 
     def __call__(
         self, conn: Connection, columns: list[list[object]], shared: tuple[object, ...]
@@ -131,9 +136,14 @@ class _InsertMany:
             if i >= len(columns):
                 shared_values[i - len(columns)] = proc(shared[i - len(columns)])
                 continue
-            # Each distinct value converted once: a batch repeats its dates.
-            converted = {v: proc(v) for v in set(columns[i]) if v is not None}
-            converted[None] = None
+            # Each distinct value converted once, and remembered: a file repeats its dates
+            # batch after batch. Imports running side by side share the plan: entries are
+            # only ever added, and a full cache is replaced rather than cleared.
+            converted = self._converted[i]
+            if len(converted) > _CONVERTED_VALUES:
+                converted = self._converted[i] = {None: None}
+            for value in set(columns[i]).difference(converted):
+                converted[value] = proc(value)
             columns[i] = list(map(converted.__getitem__, columns[i]))
         if self.sqlite is not None:
             self.sqlite(conn, columns, shared_values)

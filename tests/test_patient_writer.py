@@ -1,0 +1,55 @@
+"""The bulk insert path stores exactly what SQLAlchemy Core's own insert stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from devtools import los_generator
+from shared import ingest_runs, patient_writer
+from shared.csv_rows import HEADER_ALIASES
+from shared.row_validation import ALL_COLUMNS, RowValidator
+from shared.schema import patient_data
+from shared.tags import EphiTags
+
+CORE_EIDS = 10_000_000  # Core's copies of the rows are stored under eid + this
+
+
+def validated_rows(count: int) -> list[tuple[object, ...]]:
+    reader = csv.reader(io.StringIO(los_generator.csv_bytes(count, seed=5).decode("utf-8-sig")))
+    validator = RowValidator([HEADER_ALIASES.get(c.lower(), c) for c in next(reader)])
+    return [validator.validate(fields) for fields in reader]
+
+
+def core_copy(row: tuple[object, ...], shared: tuple[object, ...]) -> dict[str, object]:
+    values = list(row)
+    values[ALL_COLUMNS.index("eid")] += CORE_EIDS  # type: ignore[operator]
+    return dict(zip(patient_writer.ROW_COLUMNS, (*values, *shared), strict=True))
+
+
+def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
+    # Small statements and a small conversion cache: whole statements and a remainder, and
+    # the cache of converted dates replaced between the two batches.
+    monkeypatch.setattr(patient_writer, "_ROWS_PER_STATEMENT", 7)
+    monkeypatch.setattr(patient_writer, "_CONVERTED_VALUES", 3)
+    rows = validated_rows(45)
+    run = ingest_runs.begin(db, "http://127.0.0.1/devstoreaccount1/up/a.csv", '"0x1"', None)
+    now = ingest_runs.utcnow()
+    tags = EphiTags("ePHI", "owner@example.org", "test", "cardiology")
+    shared = (*tags.columns().values(), "http://127.0.0.1/up/a.csv", run.id, now, now)
+
+    with db.begin() as conn:
+        for part in (rows[:30], rows[30:]):
+            columns = [list(values) for values in zip(*part, strict=True)]
+            patient_writer._insert_rows(conn, columns, shared)
+        conn.execute(patient_data.insert(), [core_copy(row, shared) for row in rows])
+
+    # As the driver returns them: dates and timestamps in the form the database holds.
+    with db.connect() as conn:
+        raw = conn.exec_driver_sql('SELECT * FROM "PatientData"').all()
+    eid = list(patient_data.c.keys()).index("eid")
+    stored = {row[eid]: tuple(row) for row in raw}
+    ours = {k: v[:eid] + v[eid + 1 :] for k, v in stored.items() if k < CORE_EIDS}
+    core = {k - CORE_EIDS: v[:eid] + v[eid + 1 :] for k, v in stored.items() if k >= CORE_EIDS}
+    assert len(ours) == len(rows)
+    assert ours == core
