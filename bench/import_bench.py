@@ -107,11 +107,10 @@ def ours(db_url: str, storage: str, blob_url: str, etag: str, csv_path: str) -> 
         SQL_CONNECTION_STRING=db_url,
         EPHI_OWNER="siteadmin@contoso-health.example",
     )
-    import azure.core.exceptions
-
     # A warm worker: the modules bulk_import imports on its first event are loaded, as the
     # baselines' pandas and drivers are, before the clock starts. The Storage SDK is one of
     # them (``shared.storage`` imports it when the first client is built): ~0.3 s here.
+    import azure.core.exceptions
     import azure.storage.blob  # noqa: F401
 
     import function_app
