@@ -10,8 +10,11 @@ migrated database:
   committed rows, in a warm worker (the function's modules already imported);
 * ``pandas``: what a user would write: ``pandas.read_csv`` then ``DataFrame.to_sql``
   (file already on local disk, no validation);
-* ``floor``: the database's own bulk path for the same rows, parsed beforehand and not
-  timed: sqlite3 ``executemany`` in one transaction, PostgreSQL ``COPY``.
+* ``floor``: the insert itself: the same rows as ours stores (validated, typed, tagged,
+  parsed beforehand and not timed) into the same ``PatientData`` table with its keys, through
+  the driver's own bulk path: sqlite3 ``executemany`` in one transaction, PostgreSQL ``COPY``;
+* ``bare``: the file's text fields into a table of TEXT columns without keys, the same way:
+  the least any write of these rows costs (shown for reference).
 
 The baselines write to SQLite in its default rollback-journal mode, their fastest here; ours
 writes to the database as the migration left it (WAL).
