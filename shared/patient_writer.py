@@ -30,7 +30,7 @@ _INTEGRITY_RETRIES = 3
 # pyodbc's fast_executemany holds a whole call's parameters in memory at their declared
 # sizes (sourceUri alone is 4 KB a row), so a large batch goes to it in parts.
 _EXECUTEMANY_ROWS = 5000
-# Converted values kept per column (a few years of dates; the cache is cleared beyond this).
+# Converted values kept per column (a few years of dates); a fuller cache starts afresh.
 _CONVERTED_VALUES = 10_000
 # SQLite: rows per INSERT statement at most (32 parameters a row; SQLite takes up to 32,766
 # parameters a statement since 3.32, 999 before).
@@ -178,11 +178,12 @@ class _InsertMany:
 class _SqliteInsert:
     """SQLite: many rows an INSERT, with numbered parameters laid out column by column.
 
-    In ``VALUES (?1, ?9, ?109, ...), (?1, ?10, ?110, ...)`` the values every row shares are
-    bound once a statement, and a statement's parameters are slices of the columns one after
-    the other: no tuple per row is built, and sqlite3 binds a fifth fewer values. Many rows
-    a statement, too, because sqlite3 holds the GIL while it binds and hands it back only
-    while it steps, and the next batch is being validated in another thread meanwhile.
+    With 100 rows a statement, ``VALUES (?9, ?109, ..., ?1, ..., ?8), (?10, ?110, ...), ...``:
+    the values every row shares (?1-?8) are bound once a statement, and the statement's
+    parameters are slices of the columns one after the other, so no tuple per row is built
+    and sqlite3 binds a fifth fewer values. Many rows a statement, too, because sqlite3
+    holds the GIL while it binds and hands it back only while it steps, and the next batch
+    is being validated in another thread meanwhile.
     """
 
     def __init__(self, one_row_sql: str, order: list[int] | None) -> None:
