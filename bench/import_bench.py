@@ -140,24 +140,21 @@ def pandas_to_sql(
     return elapsed, _peak_rss_mb()
 
 
-def _stored_form(csv_path: str) -> tuple[list[str], list[tuple[object, ...]]]:
+def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[object, ...]]]:
     """The file's rows as PatientData stores them (validated, typed, tagged, with provenance),
     and the columns they go to: what a bare bulk insert of the same rows would send."""
-    import csv
-
-    from shared.csv_rows import HEADER_ALIASES
+    from shared.csv_rows import CsvRecords
     from shared.patient_writer import ROW_COLUMNS
-    from shared.row_validation import RowValidator
+    from shared.row_validation import ALL_COLUMNS, RowValidator
 
     now = "2026-01-01 00:00:00.000000"
-    extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", 1, now, now)
-    with open(csv_path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        validator = RowValidator([HEADER_ALIASES.get(c.lower(), c) for c in next(reader)])
-        rows = []
-        for fields in reader:
-            row = validator.validate(fields)
-            rows.append((*(v.isoformat() if hasattr(v, "isoformat") else v for v in row), *extra))
+    extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", run_id, now, now)
+    records = CsvRecords([Path(csv_path).read_bytes()], ALL_COLUMNS)
+    validator = RowValidator(records.header)
+    rows = []
+    for record in records:
+        row = validator.validate(record.fields)
+        rows.append((*(v.isoformat() if hasattr(v, "isoformat") else v for v in row), *extra))
     return list(ROW_COLUMNS), rows
 
 
@@ -166,14 +163,13 @@ def floor(
 ) -> tuple[float, float]:
     """The same rows as ours stores, parsed and validated beforehand (not timed), through the
     driver's own bulk path into the same table, with its keys: the insert itself."""
-    header, rows = _stored_form(csv_path)
-    run = (
-        'INSERT INTO "IngestRuns" ("sourceKey", "blobUrl", "etag", "status", "rowsRead", '
-        '"rowsStored", "rowsRejected", "checkpointLine", "startedAt", "heartbeatAt") '
-        "VALUES ('bench', 'bench://stays.csv', 'e', 'running', 0, 0, 0, 0, "
-        "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-    )
-    return _bulk_insert(db_url, "PatientData", header, rows, setup=[run])
+    from shared import ingest_runs
+
+    engine = sa.create_engine(db_url)
+    run = ingest_runs.begin(engine, "bench://stays.csv", etag, None)
+    engine.dispose()
+    header, rows = _stored_form(csv_path, run.id)
+    return _bulk_insert(db_url, "PatientData", header, rows, setup=[])
 
 
 def bare_floor(

@@ -191,17 +191,19 @@ class _SqliteInsert:
         assert group.count("?") == len(ROW_COLUMNS), group
         self._order = order or list(range(len(ROW_COLUMNS)))
         self._statements: dict[int, str] = {}
+        # Values that differ row by row (the file's columns), and values every row shares.
+        self._per_row = len(ALL_COLUMNS)
+        self._shared = len(ROW_COLUMNS) - self._per_row
 
     def rows_per_statement(self, conn: Connection) -> int:
         raw = conn.connection.dbapi_connection
         limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
-        shared, per_row = len(ROW_COLUMNS) - len(ALL_COLUMNS), len(ALL_COLUMNS)
-        return max(1, min(_ROWS_PER_STATEMENT, (limit - shared) // per_row))
+        return max(1, min(_ROWS_PER_STATEMENT, (limit - self._shared) // self._per_row))
 
     def statement(self, rows: int) -> str:
         sql = self._statements.get(rows)
         if sql is None:
-            per_row, first = len(ALL_COLUMNS), len(ROW_COLUMNS) - len(ALL_COLUMNS) + 1
+            per_row, first = self._per_row, self._shared + 1
 
             def number(column: int, row: int) -> int:
                 if column >= per_row:  # shared by every row: ?1 .. ?8

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
 from devtools import los_generator
 from shared import ingest_runs, patient_writer
-from shared.csv_rows import HEADER_ALIASES
+from shared.csv_rows import CsvRecords
 from shared.row_validation import ALL_COLUMNS, RowValidator
 from shared.schema import patient_data
 from shared.tags import EphiTags
@@ -16,9 +13,9 @@ CORE_EIDS = 10_000_000  # Core's copies of the rows are stored under eid + this
 
 
 def validated_rows(count: int) -> list[tuple[object, ...]]:
-    reader = csv.reader(io.StringIO(los_generator.csv_bytes(count, seed=5).decode("utf-8-sig")))
-    validator = RowValidator([HEADER_ALIASES.get(c.lower(), c) for c in next(reader)])
-    return [validator.validate(fields) for fields in reader]
+    records = CsvRecords([los_generator.csv_bytes(count, seed=5)], ALL_COLUMNS)
+    validator = RowValidator(records.header)
+    return [validator.validate(record.fields) for record in records]
 
 
 def core_copy(row: tuple[object, ...], shared: tuple[object, ...]) -> dict[str, object]:
