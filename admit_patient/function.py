@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import fhir_http
-from shared.authz import http_auth_level
-from shared.fhir_payload import Payload
-from shared.operation_outcome import FhirError
-from shared.settings import Settings
+from shared.fhir import http as fhir_http
+from shared.fhir.authz import http_auth_level
+from shared.fhir.operation_outcome import FhirError
+from shared.fhir.payload import Payload
+from shared.platform.settings import Settings
 
 bp = func.Blueprint()
 
@@ -20,7 +20,9 @@ def admit_patient(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _admit(payload: Payload, settings: Settings) -> fhir_http.Answer:
-    from shared import admissions, database, fhir_mapping
+    from shared.fhir import admissions
+    from shared.fhir import mapping as fhir_mapping
+    from shared.platform import database
 
     admission = fhir_mapping.map_admission(payload, settings)
     try:

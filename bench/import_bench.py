@@ -112,12 +112,16 @@ def ours(db_url: str, storage: str, blob_url: str, etag: str, csv_path: str) -> 
     )
     # A warm worker: the modules bulk_import imports on its first event are loaded, as the
     # baselines' pandas and drivers are, before the clock starts. The Storage SDK is one of
-    # them (``shared.storage`` imports it when the first client is built): ~0.3 s here.
+    # them (``shared.platform.storage`` imports it when the first client is built): ~0.3 s here.
     import azure.core.exceptions
     import azure.storage.blob  # noqa: F401
 
     import function_app
-    from shared import database, importer, storage  # noqa: F401
+    from shared.bulk import importer  # noqa: F401
+    from shared.platform import (
+        database,  # noqa: F401
+        storage,
+    )
 
     [fn] = [f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"]
     event = events.as_delivered(events.event_grid_schema(blob_url, etag))
@@ -143,9 +147,9 @@ def pandas_to_sql(
 def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[object, ...]]]:
     """The file's rows as PatientData stores them (validated, typed, tagged, with provenance),
     and the columns they go to: what a bare bulk insert of the same rows would send."""
-    from shared.csv_rows import CsvRecords
-    from shared.patient_writer import ROW_COLUMNS
-    from shared.row_validation import ALL_COLUMNS, RowValidator
+    from shared.bulk.csv_rows import CsvRecords
+    from shared.bulk.patient_writer import ROW_COLUMNS
+    from shared.bulk.row_validation import ALL_COLUMNS, RowValidator
 
     now = "2026-01-01 00:00:00.000000"
     extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", run_id, now, now)
@@ -163,7 +167,7 @@ def floor(
 ) -> tuple[float, float]:
     """The same rows as ours stores, parsed and validated beforehand (not timed), through the
     driver's own bulk path into the same table, with its keys: the insert itself."""
-    from shared import ingest_runs
+    from shared.bulk import ingest_runs
 
     engine = sa.create_engine(db_url)
     run = ingest_runs.begin(engine, "bench://stays.csv", etag, None)

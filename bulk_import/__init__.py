@@ -1,4 +1,4 @@
-"""The ``bulk_import`` function: Event Grid BlobCreated → :mod:`shared.importer`."""
+"""The ``bulk_import`` function: Event Grid BlobCreated → :mod:`shared.bulk.importer`."""
 
 from bulk_import.function import bp
 

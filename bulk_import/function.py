@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from shared import blob_events
+from shared.bulk import blob_events
 
 log = logging.getLogger("bulk_import")
 
@@ -33,8 +33,9 @@ def bulk_import(event: func.EventGridEvent) -> None:
 
     # Imported here, not at module load: the host indexes functions on a cold start and
     # should not pay for SQLAlchemy and the Storage SDK before the first event.
-    from shared import database, importer, storage
-    from shared.settings import get_settings
+    from shared.bulk import importer
+    from shared.platform import database, storage
+    from shared.platform.settings import get_settings
 
     settings = get_settings()
     uploads = storage.get_uploads(settings)

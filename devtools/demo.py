@@ -46,7 +46,7 @@ def deliver(body: dict) -> None:
 
 
 def report(url: str) -> None:
-    from shared.schema import ingest_rejects, ingest_runs, patient_data
+    from shared.records.schema import ingest_rejects, ingest_runs, patient_data
 
     engine = sa.create_engine(url)
     with engine.connect() as conn:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import fhir_http
-from shared.authz import http_auth_level
-from shared.fhir_payload import Payload
-from shared.operation_outcome import FhirError
-from shared.settings import Settings
+from shared.fhir import http as fhir_http
+from shared.fhir.authz import http_auth_level
+from shared.fhir.operation_outcome import FhirError
+from shared.fhir.payload import Payload
+from shared.platform.settings import Settings
 
 bp = func.Blueprint()
 
@@ -24,7 +24,9 @@ def discharge_patient(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _discharge(payload: Payload, settings: Settings) -> fhir_http.Answer:
-    from shared import admissions, database, fhir_mapping
+    from shared.fhir import admissions
+    from shared.fhir import mapping as fhir_mapping
+    from shared.platform import database
 
     request = fhir_mapping.map_discharge(payload)
     ids = {"encounter_id": request.fhir_encounter_id, "eid": request.eid}

@@ -8,8 +8,8 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
-from shared.database import engine_url
-from shared.schema import metadata
+from shared.platform.database import engine_url
+from shared.records.schema import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

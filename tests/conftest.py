@@ -16,8 +16,8 @@ from alembic import command
 from alembic.config import Config
 
 from devtools import azurite, events
-from shared import database, identity, secrets, settings, storage
-from shared.schema import audit_log, ingest_rejects, ingest_runs, patient_data
+from shared.platform import database, identity, secrets, settings, storage
+from shared.records.schema import audit_log, ingest_rejects, ingest_runs, patient_data
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

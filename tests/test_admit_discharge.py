@@ -8,8 +8,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from shared.fhir_mapping import eid_for
-from shared.schema import audit_log, patient_data
+from shared.fhir.mapping import eid_for
+from shared.records.schema import audit_log, patient_data
 from tests import fhir_samples as fx
 from tests.conftest import OWNER, http, reset_process_state, shared_file
 
@@ -62,7 +62,7 @@ def test_blueprint_admission_as_shipped(app_env, db):
     assert (stored.gender, stored.facid, stored.rcount) == ("M", "B", "0")
     assert str(stored.vdate) == "2017-11-24" and stored.discharged is None
     assert (stored.asthma, stored.pneum, stored.depress, stored.irondef) == (1, 1, 1, 0)
-    # Each code sets only the flag it means (see shared/fhir_mapping.py).
+    # Each code sets only the flag it means (see shared/fhir/mapping.py).
     assert (stored.psychother, stored.psychologicaldisordermajor) == (1, 0)
     assert (stored.fibrosisandother, stored.malnutrition) == (1, 0)
     assert stored.hematocrit == pytest.approx(12.841591387494276) and stored.pulse == 65

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from devtools import los_generator
-from shared.block_validation import BlockValidator
-from shared.csv_rows import CsvRecords, LineBlock, Record
-from shared.row_validation import ALL_COLUMNS, Invalid, RowValidator
+from shared.bulk.block_validation import BlockValidator
+from shared.bulk.csv_rows import CsvRecords, LineBlock, Record
+from shared.bulk.row_validation import ALL_COLUMNS, Invalid, RowValidator
 
 Outcome = dict[int, str]  # line -> repr of the stored row, or "reject: eid: reason"
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from devtools import events, los_generator
-from shared.schema import ingest_rejects, ingest_runs, patient_data
+from shared.records.schema import ingest_rejects, ingest_runs, patient_data
 from tests.conftest import OWNER, deliver, shared_file
 
 

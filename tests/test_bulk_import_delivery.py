@@ -16,14 +16,15 @@ import pytest
 import sqlalchemy as sa
 
 from devtools import events, los_generator
-from shared import database, ingest_runs, patient_writer
-from shared.csv_rows import CsvRecords
-from shared.patient_writer import Batch, ConcurrentDelivery, write_batch
-from shared.row_validation import ALL_COLUMNS, RowValidator
-from shared.schema import ingest_rejects, patient_data
-from shared.schema import ingest_runs as runs_table
-from shared.settings import SettingsError
-from shared.tags import EphiTags
+from shared.bulk import ingest_runs, patient_writer
+from shared.bulk.csv_rows import CsvRecords
+from shared.bulk.patient_writer import Batch, ConcurrentDelivery, write_batch
+from shared.bulk.row_validation import ALL_COLUMNS, RowValidator
+from shared.platform import database
+from shared.platform.settings import SettingsError
+from shared.records.schema import ingest_rejects, patient_data
+from shared.records.schema import ingest_runs as runs_table
+from shared.records.tags import EphiTags
 from tests.conftest import PROJECT_ROOT, deliver, reset_process_state
 from tests.test_bulk_import import runs
 

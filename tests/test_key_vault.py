@@ -8,8 +8,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from shared import database, secrets
-from shared.settings import SettingsError
+from shared.platform import database, secrets
+from shared.platform.settings import SettingsError
 from tests import fhir_samples as fx
 from tests.conftest import SECRET_NAME, http, reset_process_state
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from devtools import azurite, events, los_generator
-from shared.schema import FLOAT_MEASUREMENTS
+from shared.records.schema import FLOAT_MEASUREMENTS
 from tests.conftest import deliver, reset_process_state, shared_file
 from tests.test_bulk_import_bad_input import csv as make_csv
 from tests.test_bulk_import_bad_input import good_rows, with_value

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from shared.schema import metadata
+from shared.records.schema import metadata
 from tests.conftest import PROJECT_ROOT
 
 BLUEPRINT_COLUMNS = [

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from devtools import los_generator
-from shared import ingest_runs, patient_writer
-from shared.csv_rows import CsvRecords
-from shared.row_validation import ALL_COLUMNS, RowValidator
-from shared.schema import patient_data
-from shared.tags import EphiTags
+from shared.bulk import ingest_runs, patient_writer
+from shared.bulk.csv_rows import CsvRecords
+from shared.bulk.row_validation import ALL_COLUMNS, RowValidator
+from shared.records.schema import patient_data, utcnow
+from shared.records.tags import EphiTags
 
 CORE_EIDS = 10_000_000  # Core's copies of the rows are stored under eid + this
 
@@ -31,7 +31,7 @@ def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
     monkeypatch.setattr(patient_writer, "_CONVERTED_VALUES", 3)
     rows = validated_rows(45)
     run = ingest_runs.begin(db, "http://127.0.0.1/devstoreaccount1/up/a.csv", '"0x1"', None)
-    now = ingest_runs.utcnow()
+    now = utcnow()
     tags = EphiTags("ePHI", "owner@example.org", "test", "cardiology")
     shared = (*tags.columns().values(), "http://127.0.0.1/up/a.csv", run.id, now, now)
 

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from devtools import los_generator
-from shared.csv_rows import CsvRecords
-from shared.row_validation import ALL_COLUMNS, Invalid, RowValidator, as_dict
+from shared.bulk.csv_rows import CsvRecords
+from shared.bulk.row_validation import ALL_COLUMNS, Invalid, RowValidator, as_dict
 
 GOOD = {
     "First": "Ann",

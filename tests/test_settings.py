@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError, load_settings
 
 BASE = {"PATIENT_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "EPHI_OWNER": "admin@x.example"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.storage import UntrustedBlobUrl, resolve_blob_url
+from shared.platform.storage import UntrustedBlobUrl, resolve_blob_url
 
 AZURE = "https://contosoehr.blob.core.windows.net/"
 AZURITE = "http://127.0.0.1:10000/devstoreaccount1/"

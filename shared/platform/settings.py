@@ -2,7 +2,7 @@
 
 A bad value raises :class:`SettingsError` naming the setting, so the site administrator knows
 which application setting to fix. Secrets (the SQL connection string) are not held here in
-plain sight of ``repr``: see :mod:`shared.secrets`.
+plain sight of ``repr``: see :mod:`shared.platform.secrets`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.tags import EphiTags
+from shared.records.tags import EphiTags
 
 
 class SettingsError(Exception):

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from shared import ingest_runs
-from shared.blob_events import BlobCreated
-from shared.block_validation import BlockRows, BlockValidator
-from shared.csv_rows import CsvRecords, FileRejected, Record
-from shared.ingest_runs import Run
-from shared.patient_writer import Batch, write_batch
-from shared.row_validation import ALL_COLUMNS, Invalid, RowValidator
-from shared.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
-from shared.settings import Settings
-from shared.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
+from shared.bulk import ingest_runs
+from shared.bulk.blob_events import BlobCreated
+from shared.bulk.block_validation import BlockRows, BlockValidator
+from shared.bulk.csv_rows import CsvRecords, FileRejected, Record
+from shared.bulk.ingest_runs import Run
+from shared.bulk.patient_writer import Batch, write_batch
+from shared.bulk.row_validation import ALL_COLUMNS, Invalid, RowValidator
+from shared.platform.settings import Settings
+from shared.platform.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
+from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from shared.csv_rows import FileRejected
-from shared.schema import BLUEPRINT_COLUMNS, FLAG_COLUMNS
+from shared.bulk.csv_rows import FileRejected
+from shared.records.schema import BLUEPRINT_COLUMNS, FLAG_COLUMNS
 
 NAME_COLUMNS = ("FirstName", "MiddleName", "LastName")
 REQUIRED_VALUES = ("eid", "vdate", "gender", "facid")

@@ -35,11 +35,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.fhir_payload import Entry, Payload, validate
-from shared.operation_outcome import FhirError, Issue
-from shared.row_validation import ALL_COLUMNS, MAX_EID, MAX_NAME, RCOUNT_VALUES
-from shared.schema import FLAG_COLUMNS
-from shared.settings import Settings
+from shared.bulk.row_validation import ALL_COLUMNS, MAX_EID, MAX_NAME, RCOUNT_VALUES
+from shared.fhir.operation_outcome import FhirError, Issue
+from shared.fhir.payload import Entry, Payload, validate
+from shared.platform.settings import Settings
+from shared.records.schema import FLAG_COLUMNS
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

@@ -1,6 +1,6 @@
 """One SQLAlchemy engine per process, built from the SQL connection string.
 
-The connection string (see :mod:`shared.secrets`) is either a SQLAlchemy URL
+The connection string (see :mod:`shared.platform.secrets`) is either a SQLAlchemy URL
 (``sqlite:///...``, ``postgresql+psycopg://...``, ``mssql+pyodbc://...``) or an ODBC
 connection string as the Azure portal shows it for Azure SQL
 (``Driver={ODBC Driver 18 for SQL Server};Server=tcp:....database.windows.net,1433;...``).
@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from shared import secrets
-from shared.settings import SettingsError
+from shared.platform import secrets
+from shared.platform.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def token_struct(token: str) -> bytes:
 
 
 def _entra_token_on_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict) -> None:
-    from shared.identity import get_credential
+    from shared.platform.identity import get_credential
 
     # azure-identity caches the token and renews it before it expires; each new pooled
     # connection gets a valid one.

@@ -1,9 +1,9 @@
-"""The row rules of :mod:`shared.row_validation`, checked a block of plain lines at a time.
+"""The row rules of :mod:`shared.bulk.row_validation`, checked a block of plain lines at a time.
 
-A :class:`~shared.csv_rows.LineBlock` is parsed by pandas' C reader into typed columns and
+A :class:`~shared.bulk.csv_rows.LineBlock` is parsed by pandas' C reader into typed columns and
 the rules are checked column by column. A line this module cannot vouch for (a broken rule,
 a field with surrounding blanks, a control character, a value the C reader will not parse)
-goes through :class:`~shared.row_validation.RowValidator` on its own, so every reason, and
+goes through :class:`~shared.bulk.row_validation.RowValidator` on its own, so every reason, and
 every value stored, is exactly what the row-by-row path gives: this module only finds out
 faster that the other lines are valid.
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from shared.csv_rows import LineBlock, record_of
-from shared.row_validation import (
+from shared.bulk.csv_rows import LineBlock, record_of
+from shared.bulk.row_validation import (
     ALL_COLUMNS,
     FLOAT_RANGES,
     INT_RANGES,
@@ -45,7 +45,7 @@ from shared.row_validation import (
     Invalid,
     RowValidator,
 )
-from shared.schema import FLAG_COLUMNS
+from shared.records.schema import FLAG_COLUMNS
 
 _COMMA, _NEWLINE, _CR, _SPACE, _DELETE, _UNDERSCORE = 44, 10, 13, 32, 127, 95
 # Bytes a number may be written with, and the delimiters around it.

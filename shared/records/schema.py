@@ -7,6 +7,8 @@ columns. Migrations (``migrations/``) create these tables; the functions never r
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
@@ -14,6 +16,12 @@ from sqlalchemy.dialects import mssql
 UTC_TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
 
 metadata = sa.MetaData()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, the form every timestamp column holds."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
 
 FLAG_COLUMNS: tuple[str, ...] = (
     "dialysisrenalendstage",

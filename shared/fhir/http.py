@@ -15,10 +15,10 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.authz import FUNCTION_KEY, authorize
-from shared.fhir_payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
-from shared.operation_outcome import FhirError, operation_outcome
-from shared.settings import Settings, SettingsError, get_settings
+from shared.fhir.authz import FUNCTION_KEY, authorize
+from shared.fhir.operation_outcome import FhirError, operation_outcome
+from shared.fhir.payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
+from shared.platform.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "30"
@@ -64,7 +64,7 @@ class _Call:
         reason: str | None = None,
     ) -> None:
         # Imported here: it brings SQLAlchemy, which indexing at cold start should not pay for.
-        from shared import audit
+        from shared.fhir import audit
 
         if self.engine is None:
             self.engine = _engine_if_available()
@@ -106,7 +106,7 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
     try:
         settings = get_settings()
         call.principal = authorize(req.headers, settings).name
-        from shared.database import get_engine, with_rotation
+        from shared.platform.database import get_engine, with_rotation
 
         call.engine = get_engine()
         document = decode_body(
@@ -123,7 +123,7 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
             _unavailable("the service is not configured; the site administrator has been told")
         )
     except Exception as exc:
-        from shared.secrets import SecretUnavailable
+        from shared.platform.secrets import SecretUnavailable
 
         if isinstance(exc, SecretUnavailable):
             log.warning("%s %s: %s", action, call.correlation, exc)
@@ -155,7 +155,7 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
 def _engine_if_available() -> Any:
     """The engine for an audit row written before the request got that far, if there is one."""
     try:
-        from shared.database import get_engine
+        from shared.platform.database import get_engine
 
         return get_engine()
     except Exception:  # no database to write to: audit.record logs the event instead

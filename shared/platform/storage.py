@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.identity import get_credential
-from shared.settings import Settings, SettingsError
+from shared.platform.identity import get_credential
+from shared.platform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient

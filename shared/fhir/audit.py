@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from shared.ingest_runs import utcnow
-from shared.schema import audit_log
+from shared.records.schema import audit_log, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.operation_outcome import FhirError, Issue
+from shared.fhir.operation_outcome import FhirError, Issue
 
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})

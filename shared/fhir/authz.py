@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.operation_outcome import FhirError
-from shared.settings import Settings
+from shared.fhir.operation_outcome import FhirError
+from shared.platform.settings import Settings
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
@@ -40,7 +40,7 @@ def http_auth_level() -> str:
     Function keys unless Easy Auth stands in front; then the platform authenticates and the
     roles are checked here, so the functions themselves are anonymous.
     """
-    from shared.settings import SettingsError, auth_mode
+    from shared.platform.settings import SettingsError, auth_mode
 
     try:
         return "ANONYMOUS" if auth_mode() == "easyauth" else "FUNCTION"

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shared.schema import RUN_RUNNING, ingest_runs
+from shared.records.schema import RUN_RUNNING, ingest_runs, utcnow
 
 MAX_ERROR = 2000
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC, the form every timestamp column holds."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def source_key(url: str, etag: str) -> str:

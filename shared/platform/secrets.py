@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.settings import Settings, SettingsError, get_settings
+from shared.platform.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _secret_client(settings: Settings) -> Any:
     if _client is None:
         from azure.keyvault.secrets import SecretClient
 
-        from shared.identity import get_credential
+        from shared.platform.identity import get_credential
 
         _client = SecretClient(
             settings.key_vault_url,

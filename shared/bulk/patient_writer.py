@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shared.ingest_runs import Run, utcnow
-from shared.row_validation import ALL_COLUMNS
-from shared.schema import RUN_RUNNING, ingest_rejects, ingest_runs, patient_data
-from shared.tags import EphiTags
+from shared.bulk.ingest_runs import Run
+from shared.bulk.row_validation import ALL_COLUMNS
+from shared.records.schema import RUN_RUNNING, ingest_rejects, ingest_runs, patient_data, utcnow
+from shared.records.tags import EphiTags
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shared.fhir_mapping import Admission, Discharge
-from shared.ingest_runs import utcnow
-from shared.row_validation import ALL_COLUMNS
-from shared.schema import patient_data
-from shared.tags import EphiTags
+from shared.bulk.row_validation import ALL_COLUMNS
+from shared.fhir.mapping import Admission, Discharge
+from shared.records.schema import patient_data, utcnow
+from shared.records.tags import EphiTags
 
 ADMIT_SOURCE = "api:admit_patient"
 # Compared to tell "the same admission again" from "another admission with this eid".

@@ -1,0 +1,1 @@
+"""The platform: settings, managed identity, Key Vault secrets, database engine, storage."""

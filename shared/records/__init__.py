@@ -1,0 +1,1 @@
+"""The records core: the ``PatientData`` schema, the rule book every way in reads, the row."""
