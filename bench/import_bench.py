@@ -149,11 +149,11 @@ def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[obje
     and the columns they go to: what a bare bulk insert of the same rows would send."""
     from shared.bulk.csv_rows import CsvRecords
     from shared.bulk.patient_writer import ROW_COLUMNS
-    from shared.bulk.row_validation import ALL_COLUMNS, RowValidator
+    from shared.bulk.row_validation import COLUMNS, RowValidator
 
     now = "2026-01-01 00:00:00.000000"
     extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", run_id, now, now)
-    records = CsvRecords([Path(csv_path).read_bytes()], ALL_COLUMNS)
+    records = CsvRecords([Path(csv_path).read_bytes()], COLUMNS)
     validator = RowValidator(records.header)
     rows = []
     for record in records:

@@ -46,7 +46,22 @@ def assert_outcome(response, status: int, code: str | None = None) -> dict:
 # --- the blueprint's payloads, as shipped ---------------------------------------------------
 
 
-def test_blueprint_admission_as_shipped(app_env, db):
+def test_blueprint_admission_as_shipped_is_refused_for_its_implausible_sodium(app_env, db):
+    # Sodium 6.5 mmol/L: the CSV path refuses it, so the admission does too, pointing at the
+    # Observation's element and never quoting the value.
+    response = http(
+        "admit_patient",
+        fx.blueprint_as_shipped("admit_100001.json"),
+        content_type="application/json",
+    )
+    outcome = assert_outcome(response, 422, "value")
+    assert [i["expression"] for i in outcome["issue"]] == [["observations[2].valueQuantity"]]
+    assert "sodium is outside the plausible range 80-220 mmol/L" in response.get_body().decode()
+    assert "6.47" not in response.get_body().decode()
+    assert row(db, 100001) is None
+
+
+def test_blueprint_admission(app_env, db):
     response = http(
         "admit_patient", fx.blueprint("admit_100001.json"), content_type="application/json"
     )
@@ -66,7 +81,7 @@ def test_blueprint_admission_as_shipped(app_env, db):
     assert (stored.psychother, stored.psychologicaldisordermajor) == (1, 0)
     assert (stored.fibrosisandother, stored.malnutrition) == (1, 0)
     assert stored.hematocrit == pytest.approx(12.841591387494276) and stored.pulse == 65
-    assert stored.glucose == pytest.approx(80.058021612445827 * 18.016)  # mmol/L → mg/dL
+    assert stored.glucose == pytest.approx(fx.PLAUSIBLE["2339-0"] * 18.016)  # mmol/L → mg/dL
     assert stored.secondarydiagnosisnonicd9 is None  # never 0 for a missing measurement
     assert stored.absentFeatures == "secondarydiagnosisnonicd9"
     assert (stored.dataProfile, stored.owner, stored.sourceUri) == (

@@ -11,7 +11,7 @@ import pytest
 from devtools import los_generator
 from shared.bulk.block_validation import BlockValidator
 from shared.bulk.csv_rows import CsvRecords, LineBlock, Record
-from shared.bulk.row_validation import ALL_COLUMNS, Invalid, RowValidator
+from shared.bulk.row_validation import COLUMNS, Invalid, RowValidator
 
 Outcome = dict[int, str]  # line -> repr of the stored row, or "reject: eid: reason"
 
@@ -28,7 +28,7 @@ def _record_outcome(record: Record, validator: RowValidator, out: Outcome) -> No
 
 
 def row_by_row(data: bytes) -> Outcome:
-    records = CsvRecords([data], ALL_COLUMNS)
+    records = CsvRecords([data], COLUMNS)
     validator = RowValidator(records.header)
     out: Outcome = {}
     for record in records:
@@ -38,7 +38,7 @@ def row_by_row(data: bytes) -> Outcome:
 
 def block_by_block(chunks: list[bytes], max_lines: int = 1000) -> tuple[Outcome, int]:
     """The outcome, and how many rows were vouched for column-wise."""
-    records = CsvRecords(chunks, ALL_COLUMNS)
+    records = CsvRecords(chunks, COLUMNS)
     validator = RowValidator(records.header)
     blocks = BlockValidator(validator)
     out: Outcome = {}
@@ -49,10 +49,8 @@ def block_by_block(chunks: list[bytes], max_lines: int = 1000) -> tuple[Outcome,
             continue
         assert isinstance(item, LineBlock)
         checked = blocks.validate(item)
-        column_wise += len(checked.lines)
-        for line, row in zip(checked.lines, zip(*checked.columns, strict=True), strict=True):
-            out[line] = repr(row)
-        for line, row in checked.rows:
+        column_wise += checked.columnwise
+        for line, row in zip(checked.valid.lines, checked.valid.rows(), strict=True):
             out[line] = repr(row)
         for line, eid, reason in checked.rejects:
             out[line] = f"reject: {eid}: {reason}"
@@ -244,17 +242,15 @@ def test_taking_part_of_a_block_keeps_line_order() -> None:
     lines = lines_of(generated(50))
     lines[3] = edit(lines[3], "gender", "X")
     lines[7] = edit(lines[7], "gender", "m")
-    records = CsvRecords([b"".join(lines)], ALL_COLUMNS)
+    records = CsvRecords([b"".join(lines)], COLUMNS)
     [block] = list(records.blocks(1000))
     checked = BlockValidator(RowValidator(records.header)).validate(block)
     head, last = checked.take(10)
     assert last == 11  # lines 2-11 are the first ten records
-    assert head.lines + [line for line, _ in head.rows] + [line for line, *_ in head.rejects]
-    assert sorted(
-        head.lines + [line for line, _ in head.rows] + [line for line, *_ in head.rejects]
-    ) == list(range(2, 12))
+    assert head.valid.lines == [2, 3, 5, 6, 7, 8, 9, 10, 11]  # line 8 (gender m): row by row
+    assert [reject.line for reject in head.rejects] == [4]
     assert len(head) == 10 and len(checked) == 40
-    assert min(checked.lines) == 12
+    assert min(checked.valid.lines) == 12
 
 
 @pytest.mark.parametrize("shape", ["names", "production"])

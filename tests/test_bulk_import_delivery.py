@@ -19,7 +19,8 @@ from devtools import events, los_generator
 from shared.bulk import ingest_runs, patient_writer
 from shared.bulk.csv_rows import CsvRecords
 from shared.bulk.patient_writer import Batch, ConcurrentDelivery, write_batch
-from shared.bulk.row_validation import ALL_COLUMNS, RowValidator
+from shared.records.rows import PatientRow, ValidRows
+from shared.bulk.row_validation import COLUMNS, RowValidator
 from shared.platform import database
 from shared.platform.settings import SettingsError
 from shared.records.schema import ingest_rejects, patient_data
@@ -219,10 +220,16 @@ def test_missing_connection_string_raises_naming_the_setting(app_env, uploads, s
     assert "postgresql" not in str(error.value) and "sqlite" not in str(error.value)
 
 
-def a_valid_row(eid: int) -> dict[str, object]:
-    records = CsvRecords([los_generator.csv_bytes(1, start_eid=eid)], ALL_COLUMNS)
+def a_valid_row(eid: int) -> PatientRow:
+    records = CsvRecords([los_generator.csv_bytes(1, start_eid=eid)], COLUMNS)
     [record] = records
     return RowValidator(records.header).validate(record.fields)
+
+
+def one_row_batch(eid: int, line: int = 2) -> Batch:
+    valid = ValidRows()
+    valid.append(line, a_valid_row(eid))
+    return Batch(valid, last_line=line)
 
 
 def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
@@ -230,11 +237,9 @@ def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
     run = ingest_runs.begin(engine, "http://x/patient-uploads/a.csv", "0x1", "event-1")
     other_delivery = dataclasses.replace(run)  # read the run at the same checkpoint
     tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
-    write_batch(engine, run, Batch(rows=[(2, a_valid_row(1))], last_line=2), tags, "src")
+    write_batch(engine, run, one_row_batch(1), tags, "src")
     with pytest.raises(ConcurrentDelivery):
-        write_batch(
-            engine, other_delivery, Batch(rows=[(2, a_valid_row(2))], last_line=2), tags, "src"
-        )
+        write_batch(engine, other_delivery, one_row_batch(2, 2), tags, "src")
     with db.connect() as conn:
         assert conn.execute(sa.select(patient_data.c.eid)).scalars().all() == [1]
         assert conn.execute(sa.select(runs_table.c.rowsRead)).scalar() == 1
@@ -246,7 +251,7 @@ def test_an_eid_stored_by_an_admission_mid_batch_becomes_a_reject(app_env, db, m
     engine = database.get_engine()
     run = ingest_runs.begin(engine, "http://x/patient-uploads/b.csv", "0x1", "event-2")
     tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
-    write_batch(engine, run, Batch(rows=[(2, a_valid_row(7))], last_line=2), tags, "src")
+    write_batch(engine, run, one_row_batch(7, 2), tags, "src")
     real_lookup = patient_writer._stored_eids
     lookups: list[int] = []
 
@@ -255,7 +260,9 @@ def test_an_eid_stored_by_an_admission_mid_batch_becomes_a_reject(app_env, db, m
         return set() if len(lookups) == 1 else real_lookup(conn, eids)
 
     monkeypatch.setattr(patient_writer, "_stored_eids", missed_the_admission)
-    batch = Batch(rows=[(3, a_valid_row(7)), (4, a_valid_row(8))], last_line=4)
+    batch = one_row_batch(7, line=3)
+    batch.valid.append(4, a_valid_row(8))
+    batch.last_line = 4
     write_batch(engine, run, batch, tags, "src")
     assert len(lookups) == 2
     with db.connect() as conn:

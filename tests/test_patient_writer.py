@@ -5,7 +5,7 @@ from __future__ import annotations
 from devtools import los_generator
 from shared.bulk import ingest_runs, patient_writer
 from shared.bulk.csv_rows import CsvRecords
-from shared.bulk.row_validation import ALL_COLUMNS, RowValidator
+from shared.bulk.row_validation import COLUMNS, RowValidator
 from shared.records.schema import patient_data, utcnow
 from shared.records.tags import EphiTags
 
@@ -13,14 +13,14 @@ CORE_EIDS = 10_000_000  # Core's copies of the rows are stored under eid + this
 
 
 def validated_rows(count: int) -> list[tuple[object, ...]]:
-    records = CsvRecords([los_generator.csv_bytes(count, seed=5)], ALL_COLUMNS)
+    records = CsvRecords([los_generator.csv_bytes(count, seed=5)], COLUMNS)
     validator = RowValidator(records.header)
     return [validator.validate(record.fields) for record in records]
 
 
 def core_copy(row: tuple[object, ...], shared: tuple[object, ...]) -> dict[str, object]:
     values = list(row)
-    values[ALL_COLUMNS.index("eid")] += CORE_EIDS  # type: ignore[operator]
+    values[COLUMNS.index("eid")] += CORE_EIDS  # type: ignore[operator]
     return dict(zip(patient_writer.ROW_COLUMNS, (*values, *shared), strict=True))
 
 

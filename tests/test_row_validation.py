@@ -8,7 +8,7 @@ import pytest
 
 from devtools import los_generator
 from shared.bulk.csv_rows import CsvRecords
-from shared.bulk.row_validation import ALL_COLUMNS, Invalid, RowValidator, as_dict
+from shared.bulk.row_validation import COLUMNS, Invalid, RowValidator
 
 GOOD = {
     "First": "Ann",
@@ -43,12 +43,12 @@ GOOD = {
     "facid": "B",
     "lengthofstay": "4",
 }
-HEADER = tuple(c if c in ALL_COLUMNS else c + "Name" for c in GOOD)
+HEADER = tuple(c if c in COLUMNS else c + "Name" for c in GOOD)
 
 
 def validate(**changes: str) -> dict[str, object]:
     values = {**GOOD, **changes}
-    return as_dict(RowValidator(HEADER).validate([values[c] for c in GOOD]))
+    return RowValidator(HEADER).validate([values[c] for c in GOOD])._asdict()
 
 
 def reason(**changes: str) -> str:
@@ -112,14 +112,14 @@ def test_required_values(column):
         ({"gender": "X"}, "gender must be M or F"),
         ({"facid": "BB"}, "facid must be one letter or digit (a facility id)"),
         ({"pulse": "900"}, "pulse is outside the plausible range 10-350 beats/min"),
-        ({"pulse": "91.5"}, "pulse is not a whole number"),
+        ({"pulse": "91.5"}, "pulse is not a whole number written in digits"),
         ({"sodium": "high"}, "sodium is not a number"),
         ({"sodium": "nan"}, "sodium is not a number"),
         ({"glucose": "inf"}, "glucose is not a number"),
         ({"sodium": "13900"}, "sodium is outside the plausible range 80-220 mmol/L"),
         ({"eid": "0"}, "eid must be between 1 and 2147483647"),
         ({"eid": "99999999999"}, "eid must be between 1 and 2147483647"),
-        ({"eid": "10a"}, "eid is not a whole number"),
+        ({"eid": "10a"}, "eid is not a whole number written in digits"),
         ({"discharged": "9/20/2012"}, "discharged is before vdate"),
         ({"lengthofstay": "5"}, "lengthofstay does not match the days from vdate to discharged"),
         ({"lengthofstay": "-1"}, "lengthofstay must be between 0 and 3650 days"),
@@ -133,7 +133,7 @@ def test_rule_breaks_are_reasons_without_values(changes, expected):
 
 def test_every_broken_rule_is_listed():
     assert reason(asthma="7", pulse="x", gender="?") == (
-        "gender must be M or F; asthma must be 0 or 1; pulse is not a whole number"
+        "gender must be M or F; asthma must be 0 or 1; pulse is not a whole number written in digits"
     )
 
 
@@ -155,9 +155,9 @@ def test_blanks_around_values_are_trimmed_and_case_normalised():
 @pytest.mark.parametrize("shape", los_generator.SHAPES)
 def test_generated_files_of_every_shape_are_valid(shape):
     data = los_generator.csv_bytes(500, shape=shape, seed=3)
-    records = CsvRecords([data], ALL_COLUMNS)
+    records = CsvRecords([data], COLUMNS)
     validator = RowValidator(records.header)
-    rows = [as_dict(validator.validate(r.fields)) for r in records]
+    rows = [validator.validate(r.fields)._asdict() for r in records]
     assert len(rows) == 500
     assert all(r["lengthofstay"] is not None for r in rows)
     assert ("FirstName" in records.header) == (shape == "names")

@@ -1,4 +1,4 @@
-"""The row rules of :mod:`shared.bulk.row_validation`, checked a block of plain lines at a time.
+"""The rule book (:mod:`shared.records.rules`), checked a block of plain lines at a time.
 
 A :class:`~shared.bulk.csv_rows.LineBlock` is parsed by pandas' C reader into typed columns and
 the rules are checked column by column. A line this module cannot vouch for (a broken rule,
@@ -13,15 +13,17 @@ Why the column-wise checks agree with the row rules:
   whitespace or control characters (lines that have them go row by row);
 * numbers: pandas parses a decimal text to the same double as ``float()`` and refuses
   what ``float()`` would accept but the rules refuse ("nan", "1_000", non-ASCII digits);
-  infinities fail the range checks; a whole-number column accepts a value when it is an
-  integer in range, as ``parse_int`` does; flags must be exactly one character;
-* text columns (dates, gender, facility, rcount) go through the row validator's own
-  converters, once per distinct value.
+  infinities fail the range checks; a whole number is vouched for only when it is an
+  integer in range written with exactly as many bytes as its digits and no exponent, so
+  "91.0", "+91", "1e2" and "007" go to the row rules, which decide;
+* dates and codes go through the row validator's own converters, once per distinct value;
+* names: at most ``max_length`` bytes (longer ones go row by row, the rule counts characters);
+* a rule this module does not know how to check (``Rule.columnwise`` false) sends every
+  line with a value in its column row by row: a new rule can slow a file, never slip past.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import heapq
 import io
@@ -33,69 +35,53 @@ import numpy as np
 import pandas as pd
 
 from shared.bulk.csv_rows import LineBlock, record_of
-from shared.bulk.row_validation import (
-    ALL_COLUMNS,
-    FLOAT_RANGES,
-    INT_RANGES,
-    MAX_EID,
-    MAX_LENGTH_OF_STAY,
-    MAX_NAME,
-    NAME_COLUMNS,
-    REQUIRED_VALUES,
-    Invalid,
-    RowValidator,
-)
-from shared.records.schema import FLAG_COLUMNS
+from shared.bulk.row_validation import RowValidator
+from shared.records.rows import COLUMNS, PatientRow, Reject, ValidRows
+from shared.records.rules import RULE, Invalid, Kind, Rule
 
 _COMMA, _NEWLINE, _CR, _SPACE, _DELETE, _UNDERSCORE = 44, 10, 13, 32, 127, 95
+_LOWER_CASE_BIT, _E = 0x20, ord("e")
+# 10, 100, ...: a whole number's count of digits is one more than the powers it reaches.
+_TENS = 10.0 ** np.arange(1, 19)
 # Bytes a number may be written with, and the delimiters around it.
 _NUMBER_BYTES = np.zeros(256, dtype=bool)
 _NUMBER_BYTES[list(b"0123456789.eE+-,\r\n")] = True
 
-_TEXT_COLUMNS = ("vdate", "discharged", "gender", "facid", "rcount")
-_WHOLE_RANGES: dict[str, tuple[float, float]] = {
-    "eid": (1, MAX_EID),
-    "lengthofstay": (0, MAX_LENGTH_OF_STAY),
-    "predlengthofstay": (0, MAX_LENGTH_OF_STAY),
-    **{name: (r.low, r.high) for name, r in INT_RANGES.items()},
-    **{name: (0, 1) for name in FLAG_COLUMNS},
-}
-_FLOAT_RANGES = {name: (r.low, r.high) for name, r in FLOAT_RANGES.items()}
+
+@dataclass
+class Checked:
+    """What a block came to: valid rows (whichever path checked them) and rejects, each in
+    line order."""
+
+    valid: ValidRows = field(default_factory=ValidRows)
+    rejects: list[Reject] = field(default_factory=list)
+    columnwise: int = 0  # how many of the valid rows were vouched for column-wise
+
+    def __len__(self) -> int:
+        return len(self.valid) + len(self.rejects)
+
+    def take(self, count: int) -> tuple[Checked, int]:
+        """Remove the first ``count`` records (in line order); return them and the line of
+        the last one."""
+        if self.rejects:
+            merged = heapq.merge(self.valid.lines, (r.line for r in self.rejects))
+            last = next(itertools.islice(merged, count - 1, None))
+        else:
+            last = self.valid.lines[count - 1]
+        k = sum(1 for r in self.rejects if r.line <= last)
+        head = Checked(self.valid.split(last), self.rejects[:k])
+        self.rejects = self.rejects[k:]
+        return head, last
 
 
 @dataclass
-class BlockRows:
-    """What a block came to: rows checked column-wise (``lines`` and ``columns``, in
-    :data:`ALL_COLUMNS` order), rows validated one by one, and rejects."""
+class _Out:
+    """A block's results while it is checked: rows vouched for column-wise, rows the row
+    path validated (merged in line order at the end), rejects."""
 
-    lines: list[int] = field(default_factory=list)
-    columns: list[list[object]] = field(default_factory=lambda: [[] for _ in ALL_COLUMNS])
-    rows: list[tuple[int, tuple[object, ...]]] = field(default_factory=list)
-    rejects: list[tuple[int, str | None, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.lines) + len(self.rows) + len(self.rejects)
-
-    def take(self, count: int) -> tuple[BlockRows, int]:
-        """Remove the first ``count`` records (in line order); return them and the line of
-        the last one."""
-        if self.rows or self.rejects:
-            merged = heapq.merge(
-                self.lines, (ln for ln, _ in self.rows), (ln for ln, _, _ in self.rejects)
-            )
-            last = next(itertools.islice(merged, count - 1, None))
-        else:
-            last = self.lines[count - 1]
-        head = BlockRows()
-        k = bisect.bisect_right(self.lines, last)
-        head.lines, self.lines = self.lines[:k], self.lines[k:]
-        head.columns = [column[:k] for column in self.columns]
-        self.columns = [column[k:] for column in self.columns]
-        k = bisect.bisect_right(self.rows, last, key=lambda row: row[0])
-        head.rows, self.rows = self.rows[:k], self.rows[k:]
-        k = bisect.bisect_right(self.rejects, last, key=lambda reject: reject[0])
-        head.rejects, self.rejects = self.rejects[:k], self.rejects[k:]
-        return head, last
+    valid: ValidRows = field(default_factory=ValidRows)
+    rows: list[tuple[int, PatientRow]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
 
 
 class BlockValidator:
@@ -106,31 +92,37 @@ class BlockValidator:
         header = row_validator.header
         self._header = header
         self._width = len(header)
-        # Every number is read as a double (ids and counts too): the ranges and the
-        # whole-number check then decide, as parse_int does with "91.0".
-        self._dtypes = {
-            i: ("float64" if _kind(name) != "object" else object) for i, name in enumerate(header)
+        self._rules = [RULE[name] for name in header]
+        numeric = [_numeric(rule) for rule in self._rules]
+        # Every number is read as a double (ids and counts too): the ranges, the
+        # whole-number check and the digits check then decide.
+        self._dtypes: dict[int, object] = {
+            i: ("float64" if n else object) for i, n in enumerate(numeric)
         }
-        self._as_text = dict.fromkeys(range(self._width), object)
-        self._numeric_field = np.array([_kind(name) != "object" for name in header])
+        self._as_text: dict[int, object] = dict.fromkeys(range(self._width), object)
+        self._numeric_field = np.array(numeric)
+        self._whole_field = np.array(
+            [n and r.kind is Kind.WHOLE for n, r in zip(numeric, self._rules, strict=True)]
+        )
         self._number_converters = {
-            i: row_validator.converter(name)
-            for i, name in enumerate(header)
-            if _kind(name) != "object"
+            i: row_validator.converter(name) for i, name in enumerate(header) if numeric[i]
         }
-        self._names = [i for i, name in enumerate(header) if name in NAME_COLUMNS]
-        self._flags = [i for i, name in enumerate(header) if name in FLAG_COLUMNS]
         self._converters = {
-            name: row_validator.converter(name) for name in _TEXT_COLUMNS if name in header
+            i: row_validator.converter(rule.column)
+            for i, rule in enumerate(self._rules)
+            if rule.columnwise and rule.kind in (Kind.DATE, Kind.CODE)
         }
 
-    def validate(self, block: LineBlock) -> BlockRows:
-        out = BlockRows()
+    def validate(self, block: LineBlock) -> Checked:
+        out = _Out()
         lines = np.arange(block.first_line, block.last_line + 1)
         self._validate(block, block.data, block.newlines, lines, out)
         out.rows.sort(key=lambda row: row[0])
-        out.rejects.sort(key=lambda reject: reject[0])
-        return out
+        one_by_one = ValidRows()
+        for line, row in out.rows:
+            one_by_one.append(line, row)
+        out.rejects.sort(key=lambda reject: reject.line)
+        return Checked(ValidRows.merged([out.valid, one_by_one]), out.rejects, len(out.valid))
 
     # --- structure: which lines are regular enough to check column-wise ----------------
 
@@ -140,7 +132,7 @@ class BlockValidator:
         data: bytes,
         newlines: np.ndarray,
         lines: np.ndarray,
-        out: BlockRows,
+        out: _Out,
         retry: bool = True,
     ) -> None:
         buf = np.frombuffer(data, dtype=np.uint8)
@@ -177,7 +169,7 @@ class BlockValidator:
         newlines: np.ndarray,
         lines: np.ndarray,
         aside: np.ndarray,
-        out: BlockRows,
+        out: _Out,
     ) -> tuple[bytes, np.ndarray, np.ndarray] | None:
         """Lines where ``aside`` is set go row by row; the others are returned, or None."""
         for index in np.flatnonzero(aside).tolist():
@@ -214,7 +206,7 @@ class BlockValidator:
         commas: np.ndarray,
         lines: np.ndarray,
         frame: pd.DataFrame | None,
-        out: BlockRows,
+        out: _Out,
     ) -> None:
         """Lines with the header's number of fields and no control characters; ``frame``
         is their typed parse, None when the C reader refused a number."""
@@ -252,16 +244,17 @@ class BlockValidator:
                 (before == _COMMA) | (before == _NEWLINE) | (after == _COMMA) | (after == _NEWLINE)
             ) | (after == _CR)
             doubtful[np.searchsorted(newlines, odd[at_edge])] = True
-        if self._names or self._flags:
-            line_ends = newlines - (buf[newlines - 1] == _CR)
-            field_starts = np.column_stack((_line_starts(newlines), commas + 1))
-            field_ends = np.column_stack((commas, line_ends))
-            for i in self._names:
-                # Bytes, while the rule counts characters: longer ones go row by row.
-                doubtful |= field_ends[:, i] - field_starts[:, i] > MAX_NAME
-            for i in self._flags:
-                doubtful |= field_ends[:, i] - field_starts[:, i] > 1
-        self._check(block, frame, numbers, doubtful, lines, out)
+        line_ends = newlines - (buf[newlines - 1] == _CR)
+        field_starts = np.column_stack((_line_starts(newlines), commas + 1))
+        lengths = np.column_stack((commas, line_ends)) - field_starts
+        if self._whole_field.any():
+            # An exponent in a whole number ("1e2" is 100, as long as "100"): row by row.
+            exponent = np.flatnonzero((buf | _LOWER_CASE_BIT) == _E)
+            if len(exponent):
+                line = np.searchsorted(newlines, exponent)
+                field = np.searchsorted(commas.ravel(), exponent) - line * (self._width - 1)
+                doubtful[line[self._whole_field[field]]] = True
+        self._check(block, frame, numbers, lengths, doubtful, lines, out)
 
     # --- values ------------------------------------------------------------------------
 
@@ -270,29 +263,39 @@ class BlockValidator:
         block: LineBlock,
         frame: pd.DataFrame,
         numbers: dict[int, np.ndarray],
+        lengths: np.ndarray,
         doubtful: np.ndarray,
         lines: np.ndarray,
-        out: BlockRows,
+        out: _Out,
     ) -> None:
-        values: dict[str, object] = {}
-        for i, name in enumerate(self._header):
+        values: dict[str, np.ndarray] = {}
+        for i, rule in enumerate(self._rules):
             column = numbers[i] if i in numbers else frame[i].to_numpy()
-            kind = _kind(name)
-            if kind != "object":
-                low, high = _WHOLE_RANGES.get(name) or _FLOAT_RANGES[name]
+            name = rule.column
+            if self._numeric_field[i]:
+                assert rule.low is not None and rule.high is not None
                 empty = np.isnan(column)
-                ok = (column >= low) & (column <= high)
-                if kind == "whole":
-                    ok &= column == np.floor(column)
-                doubtful |= ~(ok | (empty & (name not in REQUIRED_VALUES)))
+                ok = (column >= rule.low) & (column <= rule.high)
+                if rule.kind is Kind.WHOLE:
+                    # Exactly as many bytes as digits: no sign, point, zeros in front.
+                    digits = np.searchsorted(_TENS, column, side="right") + 1
+                    ok &= (column == np.floor(column)) & (lengths[:, i] == digits)
+                doubtful |= ~(ok | (empty & (not rule.required)))
                 values[name] = column
-            elif name in self._converters:
+            elif i in self._converters:
                 # Once per distinct value: a file repeats its dates and codes.
                 values[name] = _converted(
-                    self._converters[name], column, doubtful, object, name in REQUIRED_VALUES
+                    self._converters[i], column, doubtful, object, rule.required
                 )
-            else:  # names: the text as written
+            elif rule.columnwise and rule.kind is Kind.TEXT:
+                assert rule.max_length is not None
+                # Bytes, while the rule counts characters: longer ones go row by row.
+                doubtful |= lengths[:, i] > rule.max_length
                 values[name] = np.where(pd.isna(column), None, column)
+            else:
+                # A rule this module cannot check: any line with a value here goes row by row.
+                doubtful |= ~pd.isna(column)
+                values[name] = np.full(len(column), None, dtype=object)
         days = self._stay(values, doubtful)
         if days is not None:
             values["lengthofstay"] = days  # the file has no such column: computed
@@ -300,22 +303,23 @@ class BlockValidator:
         for index in np.flatnonzero(doubtful).tolist():
             self._one_by_one(block, int(lines[index]), out)
         good = ~doubtful
-        out.lines.extend(lines[good].tolist())
-        for target, name in enumerate(ALL_COLUMNS):
+        count = int(good.sum())
+        out.valid.lines.extend(lines[good].tolist())
+        for target, name in enumerate(COLUMNS):
             if name in values:
                 column = np.asarray(values[name])[good]
-                out.columns[target].extend(_python_values(column, _kind(name)))
+                out.valid.columns[target].extend(_python_values(column, RULE[name]))
             else:
-                out.columns[target].extend([None] * int(good.sum()))
+                out.valid.columns[target].extend([None] * count)
 
-    def _stay(self, values: dict[str, object], doubtful: np.ndarray) -> np.ndarray | None:
+    def _stay(self, values: dict[str, np.ndarray], doubtful: np.ndarray) -> np.ndarray | None:
         """Marks stays that end before they start or whose length of stay disagrees; fills
         a missing length of stay in. Returns the days of each stay when the file has no
         lengthofstay column."""
         if "discharged" not in values:
             return None
-        vdate = _ordinals(values["vdate"])  # type: ignore[arg-type]
-        discharged = _ordinals(values["discharged"])  # type: ignore[arg-type]
+        vdate = _ordinals(values["vdate"])
+        discharged = _ordinals(values["discharged"])
         days = discharged - vdate
         present = ~np.isnan(discharged)
         doubtful |= present & (days < 0)
@@ -328,19 +332,19 @@ class BlockValidator:
         values["lengthofstay"] = np.where(present & missing, days, stated)
         return None
 
-    def _one_by_one(self, block: LineBlock, line: int, out: BlockRows) -> None:
+    def _one_by_one(self, block: LineBlock, line: int, out: _Out) -> None:
         """Line ``line`` of ``block`` through the row-by-row path."""
         fields = next(csv.reader([block.line(line - block.first_line)]), [])
         record = record_of(line, line, fields, self._width)
         if record is None:
             return
         if record.problem is not None:
-            out.rejects.append((line, self._rows.eid_text(fields), record.problem))
+            out.rejects.append(Reject(line, self._rows.eid_text(fields), record.problem))
             return
         try:
             out.rows.append((line, self._rows.validate(fields)))
         except Invalid as exc:
-            out.rejects.append((line, self._rows.eid_text(fields), str(exc)))
+            out.rejects.append(Reject(line, self._rows.eid_text(fields), str(exc)))
 
 
 def _parse(data: bytes, width: int, dtypes: dict[int, object]) -> pd.DataFrame | None:
@@ -387,11 +391,9 @@ def _line_starts(newlines: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], newlines[:-1] + 1))
 
 
-def _kind(column: str) -> str:
-    """How a column's values are held: "whole" or "float" numbers, or "object"."""
-    if column in _WHOLE_RANGES:
-        return "whole"
-    return "float" if column in _FLOAT_RANGES else "object"
+def _numeric(rule: Rule) -> bool:
+    """Whether the column is read as numbers and checked by its range here."""
+    return rule.columnwise and rule.kind in (Kind.WHOLE, Kind.DECIMAL)
 
 
 def _ordinals(dates: np.ndarray) -> np.ndarray:
@@ -400,12 +402,12 @@ def _ordinals(dates: np.ndarray) -> np.ndarray:
     return table[codes]
 
 
-def _python_values(column: np.ndarray, kind: str) -> list[object]:
+def _python_values(column: np.ndarray, rule: Rule) -> list[object]:
     """Python values as the row path makes them: ints, floats, None for an empty field."""
-    if kind == "object":
+    if column.dtype == object:
         return column.tolist()
     empty = np.isnan(column.astype(np.float64))
-    if kind == "whole":
+    if rule.kind is Kind.WHOLE:
         if not empty.any():
             return column.astype(np.int64).tolist()
         out = column.astype(object)

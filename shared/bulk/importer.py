@@ -20,13 +20,14 @@ from sqlalchemy.engine import Engine
 
 from shared.bulk import ingest_runs
 from shared.bulk.blob_events import BlobCreated
-from shared.bulk.block_validation import BlockRows, BlockValidator
+from shared.bulk.block_validation import BlockValidator, Checked
 from shared.bulk.csv_rows import CsvRecords, FileRejected, Record
 from shared.bulk.ingest_runs import Run
 from shared.bulk.patient_writer import Batch, write_batch
-from shared.bulk.row_validation import ALL_COLUMNS, Invalid, RowValidator
+from shared.bulk.row_validation import Invalid, RowValidator
 from shared.platform.settings import Settings
 from shared.platform.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
+from shared.records.rows import COLUMNS, Reject
 from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def import_blob_event(
 
     try:
         chunks = uploads.chunks(ref, etag)
-        records = CsvRecords(chunks, ALL_COLUMNS)
+        records = CsvRecords(chunks, COLUMNS)
         validator = RowValidator(records.header)
     except BlobGone as exc:
         ingest_runs.finish(
@@ -213,9 +214,8 @@ class _EarlierBatchFailed(Exception):
     """Not written: an earlier batch failed (that batch's error is the one raised)."""
 
 
-def _add_block(batch: Batch, checked: BlockRows, last_line: int) -> None:
-    batch.blocks.append((checked.lines, checked.columns))
-    batch.rows.extend(checked.rows)
+def _add_block(batch: Batch, checked: Checked, last_line: int) -> None:
+    batch.valid.extend(checked.valid)
     batch.rejects.extend(checked.rejects)
     batch.last_line = last_line
 
@@ -224,12 +224,12 @@ def _add_record(batch: Batch, record: Record, validator: RowValidator, done: int
     if record.line <= done:
         return  # committed by an earlier delivery of this blob version
     if record.problem is not None:
-        batch.rejects.append((record.line, validator.eid_text(record.fields), record.problem))
+        batch.rejects.append(Reject(record.line, validator.eid_text(record.fields), record.problem))
     else:
         try:
-            batch.rows.append((record.line, validator.validate(record.fields)))
+            batch.valid.append(record.line, validator.validate(record.fields))
         except Invalid as exc:
-            batch.rejects.append((record.line, validator.eid_text(record.fields), str(exc)))
+            batch.rejects.append(Reject(record.line, validator.eid_text(record.fields), str(exc)))
     batch.last_line = record.end_line
 
 

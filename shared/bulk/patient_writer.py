@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from shared.bulk.ingest_runs import Run
-from shared.bulk.row_validation import ALL_COLUMNS
+from shared.records.rows import COLUMNS, Reject, ValidRows
 from shared.records.schema import RUN_RUNNING, ingest_rejects, ingest_runs, patient_data, utcnow
 from shared.records.tags import EphiTags
 
@@ -43,44 +43,22 @@ class ConcurrentDelivery(Exception):
 
 @dataclass
 class Batch:
-    """Records from one stretch of the file, up to and including physical line ``last_line``.
+    """Records from one stretch of the file, up to and including physical line ``last_line``:
+    the valid rows, column by column, and the rejects."""
 
-    Valid rows come one by one in ``rows`` (line, tuple in :data:`ALL_COLUMNS` order) or a
-    block at a time in ``blocks`` (lines, one list per column in that order); ``rejects``
-    holds (line, eid as written, reason).
-    """
-
-    rows: list[tuple[int, tuple[object, ...]]] = field(default_factory=list)
-    rejects: list[tuple[int, str | None, str]] = field(default_factory=list)
+    valid: ValidRows = field(default_factory=ValidRows)
+    rejects: list[Reject] = field(default_factory=list)
     last_line: int = 0
-    blocks: list[tuple[list[int], list[list[object]]]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.rejects) + sum(len(lines) for lines, _ in self.blocks)
-
-    def columns(self) -> tuple[list[int], list[list[object]]]:
-        """Every valid row's line, and the rows column by column."""
-        lines: list[int] = []
-        columns: list[list[object]] = [[] for _ in ALL_COLUMNS]
-        for block_lines, block_columns in self.blocks:
-            lines.extend(block_lines)
-            for column, values in zip(columns, block_columns, strict=True):
-                column.extend(values)
-        if self.rows:
-            lines.extend(line for line, _ in self.rows)
-            for column, values in zip(
-                columns, zip(*(row for _, row in self.rows), strict=True), strict=True
-            ):
-                column.extend(values)
-        return lines, columns
+        return len(self.valid) + len(self.rejects)
 
 
-_EID = ALL_COLUMNS.index("eid")
 # What a bulk row writes: every PatientData column but the ones only FHIR admissions fill.
 ROW_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in patient_data.columns if c.name not in ("fhirEncounterId", "absentFeatures")
 )
-assert ROW_COLUMNS[: len(ALL_COLUMNS)] == ALL_COLUMNS
+assert ROW_COLUMNS[: len(COLUMNS)] == COLUMNS
 
 
 class _InsertMany:
@@ -192,7 +170,7 @@ class _SqliteInsert:
         self._order = order or list(range(len(ROW_COLUMNS)))
         self._statements: dict[int, str] = {}
         # Values that differ row by row (the file's columns), and values every row shares.
-        self._per_row = len(ALL_COLUMNS)
+        self._per_row = len(COLUMNS)
         self._shared = len(ROW_COLUMNS) - self._per_row
 
     def rows_per_statement(self, conn: Connection) -> int:
@@ -314,28 +292,20 @@ def write_batch(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_u
 def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: str) -> None:
     now = utcnow()
     extra = (*tags.columns().values(), source_uri, run.id, now, now)
-    lines, columns = batch.columns()
+    lines, columns = batch.valid.lines, batch.valid.columns
     with engine.begin() as conn:
-        eids = columns[_EID]
-        stored = _stored_eids(conn, eids)  # type: ignore[arg-type]
-        rejects = [
-            {"runId": run.id, "lineNumber": line, "eid": eid, "reason": reason, "createdAt": now}
-            for line, eid, reason in batch.rejects
-        ]
+        eids: list[int] = batch.valid.column("eid")
+        stored = _stored_eids(conn, eids)
+        refused = batch.rejects
         if stored or len(set(eids)) != len(eids):
             keep, duplicates = _first_of_each_eid(lines, eids, stored)
             columns = [[column[i] for i in keep] for column in columns]
-            rejects.extend(
-                {
-                    "runId": run.id,
-                    "lineNumber": line,
-                    "eid": str(eid),
-                    "reason": reason,
-                    "createdAt": now,
-                }
-                for line, eid, reason in duplicates
-            )
-        count = len(columns[_EID])
+            refused = [*refused, *duplicates]
+        rejects = [
+            {"runId": run.id, "lineNumber": line, "eid": eid, "reason": reason, "createdAt": now}
+            for line, eid, reason in refused
+        ]
+        count = len(columns[0])
         moved = conn.execute(
             ingest_runs.update()
             .where(
@@ -366,21 +336,21 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
 
 
 def _first_of_each_eid(
-    lines: list[int], eids: list[object], stored: set[int]
-) -> tuple[list[int], list[tuple[int, object, str]]]:
+    lines: list[int], eids: list[int], stored: set[int]
+) -> tuple[list[int], list[Reject]]:
     """Which rows to insert (indexes), and a reject for each row whose eid is already
     stored or came earlier in the file."""
     keep: list[int] = []
-    duplicates: list[tuple[int, object, str]] = []
-    first_line: dict[object, int] = {}
+    duplicates: list[Reject] = []
+    first_line: dict[int, int] = {}
     for i in sorted(range(len(lines)), key=lines.__getitem__):
         line, eid = lines[i], eids[i]
         if eid in stored:
-            duplicates.append(
-                (line, eid, f"eid {eid} is already stored; a bulk file never overwrites a stay")
-            )
+            reason = f"eid {eid} is already stored; a bulk file never overwrites a stay"
+            duplicates.append(Reject(line, str(eid), reason))
         elif eid in first_line:
-            duplicates.append((line, eid, f"eid {eid} is a duplicate of line {first_line[eid]}"))
+            reason = f"eid {eid} is a duplicate of line {first_line[eid]}"
+            duplicates.append(Reject(line, str(eid), reason))
         else:
             first_line[eid] = line
             keep.append(i)

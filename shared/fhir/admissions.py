@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shared.bulk.row_validation import ALL_COLUMNS
 from shared.fhir.mapping import Admission, Discharge
+from shared.records.rows import COLUMNS
 from shared.records.schema import patient_data, utcnow
 from shared.records.tags import EphiTags
 
 ADMIT_SOURCE = "api:admit_patient"
 # Compared to tell "the same admission again" from "another admission with this eid".
-_CLINICAL = tuple(c for c in ALL_COLUMNS if c != "predlengthofstay")
+_CLINICAL = tuple(c for c in COLUMNS if c != "predlengthofstay")
 
 
 class AdmissionConflict(Exception):
@@ -59,7 +59,7 @@ def _load(conn: sa.Connection, eid: int) -> sa.Row | None:
 def _same(stored: sa.Row, admission: Admission) -> bool:
     if stored.fhirEncounterId not in (None, admission.fhir_encounter_id):
         return False
-    return all(getattr(stored, c) == admission.values[c] for c in _CLINICAL)
+    return all(getattr(stored, c) == getattr(admission.row, c) for c in _CLINICAL)
 
 
 def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
@@ -69,7 +69,7 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
     if stored is None:
         now = utcnow()
         row = {
-            **admission.values,
+            **admission.row._asdict(),
             **tags.columns(),
             "sourceUri": ADMIT_SOURCE,
             "ingestRunId": None,
@@ -87,13 +87,13 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
                 stored = _load(conn, admission.eid)
             assert stored is not None
         else:
-            values = admission.values
+            row = admission.row
             return Stay(
-                admission.eid,
+                row.eid,
                 admission.fhir_encounter_id,
-                values["vdate"],  # type: ignore[arg-type]
-                values["discharged"],  # type: ignore[arg-type]
-                values["lengthofstay"],  # type: ignore[arg-type]
+                row.vdate,
+                row.discharged,
+                row.lengthofstay,
                 changed=True,
             )
     if not _same(stored, admission):

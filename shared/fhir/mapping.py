@@ -2,14 +2,16 @@
 
 | PatientData column            | FHIR source                                                    |
 |-------------------------------|----------------------------------------------------------------|
-| FirstName, MiddleName         | Patient.name (use=official, else the first) .given[0], [1]     |
+| FirstName, MiddleName         | Patient.name (use=official, else the first) .given[0], [1] of  |
+|                               | the Patient Encounter.subject names (422 if it names none)     |
 | LastName                      | that name's .family                                            |
 | gender                        | Patient.gender: male → M, female → F (others refused: 422)     |
 | eid                           | Encounter.id: a numeric id as it is; any other id → a stable   |
 |                               | integer ≥ 1,000,000,000 (sha-256), the id kept in             |
 |                               | fhirEncounterId                                                |
 | vdate                         | Encounter.period.start (its calendar date, in its own offset)  |
-| discharged, lengthofstay      | Encounter.period.end; days = discharged − vdate                |
+| discharged, lengthofstay      | Encounter.period.end; days = discharged − vdate; a stated      |
+|                               | Encounter.length (in days) must agree                          |
 | facid                         | Encounter.serviceProvider: FACILITY_IDS by Organization id,    |
 |                               | identifier or name; else a one-character Organization id or    |
 |                               | display ("Organization/B"); else DEFAULT_FACILITY_ID           |
@@ -25,6 +27,10 @@ Choosing the admission encounter: the one Encounter with status in-progress, arr
 triaged, if exactly one (two or more: 422, ambiguous); otherwise the most recent inpatient
 one (class IMP, ACUTE, NONAC); otherwise the most recent Encounter. If it has
 ``period.end`` the admission records the discharge too (a historical load).
+
+The values gathered are then checked by the rule book (:func:`shared.records.rules.check_row`),
+the same rules a CSV row meets: a value it refuses is a 422 whose ``expression`` points at
+the element it came from, never at the value.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.bulk.row_validation import ALL_COLUMNS, MAX_EID, MAX_NAME, RCOUNT_VALUES
 from shared.fhir.operation_outcome import FhirError, Issue
 from shared.fhir.payload import Entry, Payload, validate
 from shared.platform.settings import Settings
+from shared.records.rows import PatientRow
+from shared.records.rules import MAX_EID, RowInvalid, check_row
 from shared.records.schema import FLAG_COLUMNS
 
 LOINC = "http://loinc.org"
@@ -68,7 +75,6 @@ class Measurement:
 
     codes: frozenset[str]
     units: dict[str, float]
-    whole: bool = False
 
 
 # The blueprint's codes first, then common alternatives for the same measurement.
@@ -84,10 +90,10 @@ MEASUREMENTS: dict[str, Measurement] = {
         frozenset({"2160-0", "38483-4"}), {"mg/dl": 1.0, "umol/l": 1 / 88.42, "µmol/l": 1 / 88.42}
     ),
     "bmi": Measurement(frozenset({"39156-5"}), {"kg/m2": 1.0, "kg/m^2": 1.0}),
-    "pulse": Measurement(frozenset({"8867-4"}), _PER_MINUTE, whole=True),
+    "pulse": Measurement(frozenset({"8867-4"}), _PER_MINUTE),
     "respiration": Measurement(frozenset({"9279-1"}), _PER_MINUTE),
     "secondarydiagnosisnonicd9": Measurement(
-        frozenset({"54554-1"}), {"": 1.0, "{#}": 1.0, "1": 1.0, "{count}": 1.0}, whole=True
+        frozenset({"54554-1"}), {"": 1.0, "{#}": 1.0, "1": 1.0, "{count}": 1.0}
     ),
 }
 MAPPED_LOINC = frozenset(code for m in MEASUREMENTS.values() for code in m.codes)
@@ -117,9 +123,12 @@ assert set(CONDITION_FLAGS) == set(FLAG_COLUMNS)
 @dataclass
 class Admission:
     fhir_encounter_id: str
-    eid: int
-    values: dict[str, object]  # PatientData columns (ALL_COLUMNS)
+    row: PatientRow
     absent: list[str] = field(default_factory=list)
+
+    @property
+    def eid(self) -> int:
+        return self.row.eid
 
 
 @dataclass(frozen=True)
@@ -232,7 +241,7 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
     validate([*patients, *encounters, *conditions, *observations])
 
     encounter = choose_admission(encounters)
-    patient = _patient_of(encounter, patients, payload)
+    patient = _patient_of(encounter, payload)
     model = encounter.model
     if not model.id:
         raise FhirError.one(
@@ -248,15 +257,18 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
         )
     vdate = _day(start)
     end = _day(model.period.end)
-    if end is not None and end < vdate:
-        raise FhirError.one(
-            422,
-            "business-rule",
-            "period.end is before period.start",
-            f"{encounter.expression}.period.end",
-        )
-    values: dict[str, object] = dict.fromkeys(ALL_COLUMNS)
-    values.update(_names(patient))
+    # Where each value came from: a value the rules refuse is pointed at there.
+    source = {column: f"{patient.expression}.name" for column in _NAME_PARTS}
+    source.update(
+        eid=f"{encounter.expression}.id",
+        vdate=f"{encounter.expression}.period.start",
+        discharged=f"{encounter.expression}.period.end",
+        lengthofstay=f"{encounter.expression}.length",
+        gender=f"{patient.expression}.gender",
+        facid=f"{encounter.expression}.serviceProvider",
+        rcount="rcount" if payload.rcount is not None else f"{encounter.expression}",
+    )
+    values: dict[str, object] = _names(patient)
     values.update(
         eid=eid_for(model.id),
         vdate=vdate,
@@ -264,49 +276,84 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
         facid=_facility(encounter, payload, settings),
         rcount=_rcount(payload, encounter, encounters),
         discharged=end,
-        lengthofstay=(end - vdate).days if end else None,
+        lengthofstay=_length(encounter),
     )
     values.update(_flags(conditions, vdate, end))
-    measured, absent = _measurements(observations, encounter, payload)
+    measured, absent = _measurements(observations, encounter, payload, source)
     values.update(measured)
-    return Admission(model.id, values["eid"], values, absent)  # type: ignore[arg-type]
+    try:
+        row = check_row(values)
+    except RowInvalid as exc:
+        raise FhirError(
+            422,
+            [
+                Issue(
+                    "business-rule" if column == "discharged" else "value",
+                    reason,
+                    source.get(column, encounter.expression),
+                )
+                for column, reason in exc.problems
+            ],
+        ) from None
+    return Admission(model.id, row, absent)
 
 
-def _patient_of(encounter: Entry, patients: list[Entry], payload: Payload) -> Entry:
-    subject = encounter.model.subject.reference if encounter.model.subject else None
-    referenced = payload.resolve(subject)
-    if referenced is not None and referenced.type == "Patient":
-        return referenced
-    if len(patients) == 1:
-        return patients[0]
-    if not patients:
-        raise FhirError.one(422, "required", "the request holds no Patient", "Patient")
-    raise FhirError.one(
-        422,
-        "business-rule",
-        "the request holds several Patients and the Encounter's subject names none of them",
-        f"{encounter.expression}.subject",
-    )
+_NAME_PARTS = ("FirstName", "MiddleName", "LastName")
 
 
-def _names(patient: Entry) -> dict[str, str | None]:
+def _patient_of(encounter: Entry, payload: Payload) -> Entry:
+    """The Patient the Encounter's subject names: never a guess, so a stay cannot be filed
+    under the wrong person."""
+    subject = encounter.model.subject
+    reference = subject.reference if subject else None
+    where = f"{encounter.expression}.subject"
+    if not reference:
+        raise FhirError.one(
+            422, "required", "the Encounter has no subject reference to its Patient", where
+        )
+    referenced = payload.resolve(reference)
+    if referenced is None or referenced.type != "Patient":
+        raise FhirError.one(
+            422,
+            "not-found",
+            "the Encounter's subject does not name a Patient in this request; send the "
+            "Patient with the Encounter (by fullUrl, urn:uuid: or Patient/id)",
+            where,
+        )
+    return referenced
+
+
+def _names(patient: Entry) -> dict[str, object]:
     names = patient.model.name or []
     name = next((n for n in names if n.use == "official"), names[0] if names else None)
     given = list(name.given or []) if name else []
-    values = {
-        "FirstName": given[0] if given else None,
-        "MiddleName": given[1] if len(given) > 1 else None,
-        "LastName": name.family if name else None,
-    }
-    for column, value in values.items():
-        if value is not None and len(value) > MAX_NAME:
-            raise FhirError.one(
-                422,
-                "too-long",
-                f"the {column} part of the Patient's name is longer than {MAX_NAME} characters",
-                f"{patient.expression}.name",
-            )
-    return values
+    return dict(
+        zip(
+            _NAME_PARTS,
+            (
+                given[0] if given else None,
+                given[1] if len(given) > 1 else None,
+                name.family if name else None,
+            ),
+            strict=True,
+        )
+    )
+
+
+def _length(encounter: Entry) -> float | None:
+    """A stated Encounter.length in days (the rules check it against the period)."""
+    length = encounter.model.length
+    if length is None or length.value is None:
+        return None
+    unit = (length.code or length.unit or "").strip().casefold()
+    if unit not in ("d", "day", "days"):
+        raise FhirError.one(
+            422,
+            "value",
+            "Encounter.length must be in days (UCUM code d)",
+            f"{encounter.expression}.length",
+        )
+    return float(length.value)
 
 
 def _gender(patient: Entry) -> str:
@@ -358,9 +405,7 @@ def _facility(encounter: Entry, payload: Payload, settings: Settings) -> str:
 
 def _rcount(payload: Payload, admission: Entry, encounters: list[Entry]) -> str:
     if payload.rcount is not None:
-        if payload.rcount not in RCOUNT_VALUES:
-            raise FhirError.one(422, "value", "rcount must be 0, 1, 2, 3, 4 or 5+", "rcount")
-        return payload.rcount
+        return payload.rcount  # checked by the rules like any other value
     start = _start(admission)
     assert start is not None
     earlier = [
@@ -406,7 +451,7 @@ def _observation_time(entry: Entry) -> dt.datetime | None:
 
 
 def _measurements(
-    observations: list[Entry], admission: Entry, payload: Payload
+    observations: list[Entry], admission: Entry, payload: Payload, source: dict[str, str]
 ) -> tuple[dict[str, object], list[str]]:
     start = _start(admission)
     assert start is not None
@@ -434,11 +479,14 @@ def _measurements(
             values[column] = None
             absent.append(column)
             continue
-        values[column] = _value(chosen[1], column, measurement)
+        values[column], element = _value(chosen[1], column, measurement)
+        source[column] = f"{chosen[1].expression}.{element}"
     return values, absent
 
 
-def _value(entry: Entry, column: str, measurement: Measurement) -> float | int:
+def _value(entry: Entry, column: str, measurement: Measurement) -> tuple[float, str]:
+    """The Observation's value in our unit; the rules then check its range and, for counts,
+    that it is whole."""
     model = entry.model
     quantity = model.valueQuantity
     if quantity is not None and quantity.value is not None:
@@ -454,17 +502,15 @@ def _value(entry: Entry, column: str, measurement: Measurement) -> float | int:
                 f"({', '.join(u or '(none)' for u in measurement.units)}); send it in one of them",
                 f"{entry.expression}.valueQuantity",
             )
-        value = float(quantity.value) * factor
-    elif getattr(model, "valueInteger", None) is not None and "" in measurement.units:
-        value = float(model.valueInteger)
-    else:
-        raise FhirError.one(
-            422,
-            "value",
-            f"the {column} Observation carries no valueQuantity",
-            f"{entry.expression}.value[x]",
-        )
-    return round(value) if measurement.whole else value
+        return float(quantity.value) * factor, "valueQuantity"
+    if getattr(model, "valueInteger", None) is not None and "" in measurement.units:
+        return float(model.valueInteger), "valueInteger"
+    raise FhirError.one(
+        422,
+        "value",
+        f"the {column} Observation carries no valueQuantity",
+        f"{entry.expression}.value[x]",
+    )
 
 
 # --- discharge -----------------------------------------------------------------------------
