@@ -19,10 +19,10 @@ from devtools import events, los_generator
 from shared.bulk import ingest_runs, patient_writer
 from shared.bulk.csv_rows import CsvRecords
 from shared.bulk.patient_writer import Batch, ConcurrentDelivery, write_batch
-from shared.records.rows import PatientRow, ValidRows
 from shared.bulk.row_validation import COLUMNS, RowValidator
 from shared.platform import database
 from shared.platform.settings import SettingsError
+from shared.records.rows import PatientRow, ValidRows
 from shared.records.schema import ingest_rejects, patient_data
 from shared.records.schema import ingest_runs as runs_table
 from shared.records.tags import EphiTags

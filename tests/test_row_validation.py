@@ -133,7 +133,8 @@ def test_rule_breaks_are_reasons_without_values(changes, expected):
 
 def test_every_broken_rule_is_listed():
     assert reason(asthma="7", pulse="x", gender="?") == (
-        "gender must be M or F; asthma must be 0 or 1; pulse is not a whole number written in digits"
+        "gender must be M or F; asthma must be 0 or 1; "
+        "pulse is not a whole number written in digits"
     )
 
 
