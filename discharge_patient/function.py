@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
 from shared.fhir import http as fhir_http
@@ -9,6 +11,9 @@ from shared.fhir.authz import http_auth_level
 from shared.fhir.operation_outcome import FhirError
 from shared.fhir.payload import Payload
 from shared.platform.settings import Settings
+
+if TYPE_CHECKING:  # at run time it is imported on first call, not at cold start
+    from shared.fhir.mapping import Discharge
 
 bp = func.Blueprint()
 
@@ -29,40 +34,41 @@ def _discharge(payload: Payload, settings: Settings) -> fhir_http.Answer:
     from shared.platform import database
 
     request = fhir_mapping.map_discharge(payload)
-    ids = {"encounter_id": request.fhir_encounter_id, "eid": request.eid}
+    encounter_id, eid = request.fhir_encounter_id, request.eid
     try:
         stay = admissions.discharge(database.get_engine(), request)
     except admissions.UnknownEncounter:
         raise _error(
-            404, "not-found", f"encounter {request.fhir_encounter_id} was never admitted", ids
+            404, "not-found", f"encounter {encounter_id} was never admitted", request
         ) from None
     except admissions.DischargeBeforeAdmission:
         raise _error(
             422,
             "business-rule",
             "period.end is before the stored admission date",
-            ids,
-            "Encounter.period.end",
+            request,
+            request.end_expression,
         ) from None
     except admissions.DischargeConflict:
         raise _error(
             409,
             "conflict",
-            f"encounter {request.fhir_encounter_id} was already discharged on another date",
-            ids,
+            f"encounter {encounter_id} was already discharged on another date",
+            request,
         ) from None
     return fhir_http.Answer(
         status=200,
         resource=fhir_http.encounter_resource(stay),
         outcome="success" if stay.changed else "unchanged",
+        encounter_id=encounter_id,
+        eid=eid,
         headers={},
-        **ids,  # type: ignore[arg-type]
     )
 
 
 def _error(
-    status: int, code: str, text: str, ids: dict, expression: str | None = None
+    status: int, code: str, text: str, request: Discharge, expression: str | None = None
 ) -> FhirError:
     error = FhirError.one(status, code, text, expression)
-    error.encounter_id, error.eid = ids["encounter_id"], ids["eid"]
+    error.encounter_id, error.eid = request.fhir_encounter_id, request.eid
     return error

@@ -96,10 +96,10 @@ class BlockValidator:
         numeric = [_numeric(rule) for rule in self._rules]
         # Every number is read as a double (ids and counts too): the ranges, the
         # whole-number check and the digits check then decide.
-        self._dtypes: dict[int, object] = {
+        self._dtypes: dict[int, str | type[object]] = {
             i: ("float64" if n else object) for i, n in enumerate(numeric)
         }
-        self._as_text: dict[int, object] = dict.fromkeys(range(self._width), object)
+        self._as_text: dict[int, str | type[object]] = dict.fromkeys(range(self._width), object)
         self._numeric_field = np.array(numeric)
         self._whole_field = np.array(
             [n and r.kind is Kind.WHOLE for n, r in zip(numeric, self._rules, strict=True)]
@@ -291,7 +291,9 @@ class BlockValidator:
                 assert rule.max_length is not None
                 # Bytes, while the rule counts characters: longer ones go row by row.
                 doubtful |= lengths[:, i] > rule.max_length
-                values[name] = np.where(pd.isna(column), None, column)
+                text = column.astype(object)
+                text[pd.isna(column)] = None
+                values[name] = text
             else:
                 # A rule this module cannot check: any line with a value here goes row by row.
                 doubtful |= ~pd.isna(column)
@@ -347,7 +349,7 @@ class BlockValidator:
             out.rejects.append(Reject(line, self._rows.eid_text(fields), str(exc)))
 
 
-def _parse(data: bytes, width: int, dtypes: dict[int, object]) -> pd.DataFrame | None:
+def _parse(data: bytes, width: int, dtypes: dict[int, str | type[object]]) -> pd.DataFrame | None:
     try:
         return pd.read_csv(
             io.BytesIO(data),
@@ -375,7 +377,7 @@ def _converted(
     """``texts`` (NaN where empty) through a row-rule converter, once per distinct text;
     marks the lines whose value it refuses (and, if ``empty_refused``, the empty ones)."""
     codes, distinct = pd.factorize(texts, use_na_sentinel=True)
-    table = np.full(len(distinct) + 1, None if dtype is object else np.nan, dtype=dtype)
+    table: np.ndarray = np.full(len(distinct) + 1, None if dtype is object else np.nan, dtype=dtype)
     refused = np.zeros(len(distinct) + 1, dtype=bool)
     refused[-1] = empty_refused  # code -1: an empty field
     for k, text in enumerate(distinct.tolist()):
@@ -404,17 +406,20 @@ def _ordinals(dates: np.ndarray) -> np.ndarray:
 
 def _python_values(column: np.ndarray, rule: Rule) -> list[object]:
     """Python values as the row path makes them: ints, floats, None for an empty field."""
-    if column.dtype == object:
-        return column.tolist()
-    empty = np.isnan(column.astype(np.float64))
-    if rule.kind is Kind.WHOLE:
-        if not empty.any():
-            return column.astype(np.int64).tolist()
-        out = column.astype(object)
-        out[~empty] = column[~empty].astype(np.int64).astype(object)
-    else:
-        if not empty.any():
-            return column.astype(np.float64).tolist()
-        out = column.astype(object)
-    out[empty] = None
-    return out.tolist()
+    if column.dtype != object:
+        empty = np.isnan(column.astype(np.float64))
+        if rule.kind is Kind.WHOLE:
+            if not empty.any():
+                column = column.astype(np.int64)
+            else:
+                out = column.astype(object)
+                out[~empty] = column[~empty].astype(np.int64).astype(object)
+                out[empty] = None
+                column = out
+        elif empty.any():
+            column = column.astype(object)
+            column[empty] = None
+        else:
+            column = column.astype(np.float64)
+    values: list[object] = column.tolist()
+    return values

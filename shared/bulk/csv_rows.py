@@ -135,7 +135,7 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         while (raw := self._source.line()) is not None:
             self.count += 1
-            if raw is TOO_LONG:
+            if isinstance(raw, _TooLong):
                 self.bad[self.count] = f"line {self.count} is longer than {MAX_LINE_BYTES:,} bytes"
                 yield "\n"
                 continue

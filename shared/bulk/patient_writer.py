@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -129,7 +130,7 @@ class _InsertMany:
         values = [*columns, *([value] * count for value in shared_values)]
         if self.order is not None:
             values = [values[i] for i in self.order]
-        rows: list = list(zip(*values, strict=True))
+        rows: list[Any] = list(zip(*values, strict=True))
         if self.names is not None:
             rows = [dict(zip(self.names, r, strict=True)) for r in rows]
         for i in range(0, len(rows), _EXECUTEMANY_ROWS):
@@ -138,10 +139,13 @@ class _InsertMany:
     def _copy(self, conn: Connection, values: list[list[object]]) -> None:
         # PostgreSQL's bulk path is binary COPY, inside the batch's transaction like any
         # insert; psycopg's C dumpers write the values, no text formatting in Python.
+        import psycopg
+
         raw = conn.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
         dbapi = conn.dialect.loaded_dbapi
         try:
-            with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:  # type: ignore[union-attr]
+            with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
                 copy.set_types(self.copy_types)
                 for row in zip(*values, strict=True):
                     copy.write_row(row)
@@ -175,7 +179,8 @@ class _SqliteInsert:
 
     def rows_per_statement(self, conn: Connection) -> int:
         raw = conn.connection.dbapi_connection
-        limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+        assert isinstance(raw, sqlite3.Connection)
+        limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         return max(1, min(_ROWS_PER_STATEMENT, (limit - self._shared) // self._per_row))
 
     def statement(self, rows: int) -> str:
@@ -214,7 +219,7 @@ class _SqliteInsert:
             )
 
 
-def _pg_binary_type(column_type: sa.types.TypeEngine) -> str:
+def _pg_binary_type(column_type: sa.types.TypeEngine[Any]) -> str:
     """The PostgreSQL type a column's values are sent as in a binary COPY."""
     for kind, name in (
         (sa.Float, "float8"),  # SQLAlchemy's Float is double precision on PostgreSQL

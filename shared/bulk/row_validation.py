@@ -82,7 +82,7 @@ class RowValidator:
         if problems:
             raise Invalid("; ".join(problems))
         stay = PatientRow._make(row)
-        days, reason = length_of_stay(stay.vdate, stay.discharged, stay.lengthofstay)
-        if reason is not None:
-            raise Invalid(reason)
+        days, broken = length_of_stay(stay.vdate, stay.discharged, stay.lengthofstay)
+        if broken is not None:
+            raise Invalid(broken)
         return stay if days == stay.lengthofstay else stay._replace(lengthofstay=days)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -48,15 +49,15 @@ class Stay:
     changed: bool
 
 
-def _stay(row: sa.Row, changed: bool) -> Stay:
+def _stay(row: sa.Row[Any], changed: bool) -> Stay:
     return Stay(row.eid, row.fhirEncounterId, row.vdate, row.discharged, row.lengthofstay, changed)
 
 
-def _load(conn: sa.Connection, eid: int) -> sa.Row | None:
+def _load(conn: sa.Connection, eid: int) -> sa.Row[Any] | None:
     return conn.execute(sa.select(patient_data).where(patient_data.c.eid == eid)).first()
 
 
-def _same(stored: sa.Row, admission: Admission) -> bool:
+def _same(stored: sa.Row[Any], admission: Admission) -> bool:
     if stored.fhirEncounterId not in (None, admission.fhir_encounter_id):
         return False
     return all(getattr(stored, c) == getattr(admission.row, c) for c in _CLINICAL)
@@ -87,13 +88,13 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
                 stored = _load(conn, admission.eid)
             assert stored is not None
         else:
-            row = admission.row
+            stay = admission.row
             return Stay(
-                row.eid,
+                stay.eid,
                 admission.fhir_encounter_id,
-                row.vdate,
-                row.discharged,
-                row.lengthofstay,
+                stay.vdate,
+                stay.discharged,
+                stay.lengthofstay,
                 changed=True,
             )
     if not _same(stored, admission):

@@ -39,7 +39,7 @@ Handler = Callable[[Payload, Settings], Answer]
 
 def correlation_id(req: func.HttpRequest) -> str:
     for header in ("x-correlation-id", "x-request-id", "traceparent"):
-        value = req.headers.get(header)
+        value: str | None = req.headers.get(header)
         if value:
             return value[:128]
     return str(uuid.uuid4())

@@ -45,7 +45,7 @@ from shared.fhir.operation_outcome import FhirError, Issue
 from shared.fhir.payload import Entry, Payload, validate
 from shared.platform.settings import Settings
 from shared.records.rows import PatientRow
-from shared.records.rules import MAX_EID, RowInvalid, check_row
+from shared.records.rules import MAX_EID, RULE, Invalid, RowInvalid, check_row
 from shared.records.schema import FLAG_COLUMNS
 
 LOINC = "http://loinc.org"
@@ -136,6 +136,7 @@ class Discharge:
     fhir_encounter_id: str
     eid: int
     discharged: dt.date
+    end_expression: str  # where the request states it, for errors about it
 
 
 def eid_for(encounter_id: str) -> int:
@@ -242,6 +243,10 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
 
     encounter = choose_admission(encounters)
     patient = _patient_of(encounter, payload)
+    alone = len(patients) == 1
+    encounters = _about(encounters, patient, payload, alone)
+    conditions = _about(conditions, patient, payload, alone)
+    observations = _about(observations, patient, payload, alone)
     model = encounter.model
     if not model.id:
         raise FhirError.one(
@@ -256,6 +261,13 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
             f"{encounter.expression}.period.start",
         )
     vdate = _day(start)
+    if vdate is None:
+        raise FhirError.one(
+            422,
+            "value",
+            "period.start must be a full date (YYYY-MM-DD, or a date and time)",
+            f"{encounter.expression}.period.start",
+        )
     end = _day(model.period.end)
     # Where each value came from: a value the rules refuse is pointed at there.
     source = {column: f"{patient.expression}.name" for column in _NAME_PARTS}
@@ -321,6 +333,19 @@ def _patient_of(encounter: Entry, payload: Payload) -> Entry:
             where,
         )
     return referenced
+
+
+def _about(entries: list[Entry], patient: Entry, payload: Payload, alone: bool) -> list[Entry]:
+    """The entries whose subject is ``patient``: another person's condition, measurement or
+    stay in the same request must never shape this patient's row. An entry that names no
+    subject counts only when the request holds one Patient."""
+    kept = []
+    for entry in entries:
+        subject = entry.model.subject
+        reference = subject.reference if subject else None
+        if alone if reference is None else payload.resolve(reference) is patient:
+            kept.append(entry)
+    return kept
 
 
 def _names(patient: Entry) -> dict[str, object]:
@@ -540,12 +565,14 @@ def map_discharge(payload: Payload) -> Discharge:
         raise FhirError.one(
             422, "required", "the Encounter has no id", f"{encounter.expression}.id"
         )
+    where = f"{encounter.expression}.period.end"
     end = _day(model.period.end) if model.period else None
     if end is None:
         raise FhirError.one(
-            422,
-            "required",
-            "the Encounter has no period.end (the discharge date)",
-            f"{encounter.expression}.period.end",
+            422, "required", "the Encounter has no period.end (the discharge date)", where
         )
-    return Discharge(model.id, eid_for(model.id), end)
+    try:
+        RULE["discharged"].check(end)  # the rule book's dates: not before 1900, not future
+    except Invalid as exc:
+        raise FhirError.one(422, "value", str(exc), where) from None
+    return Discharge(model.id, eid_for(model.id), end, where)

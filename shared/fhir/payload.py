@@ -159,12 +159,15 @@ def gather(document: Any) -> Payload:
         payload = _from_bundle(document)
     elif resource_type is None and "encounter" in document:
         payload = _from_blueprint(document)
+    elif resource_type == "Encounter":
+        # An EHR discharges by updating the Encounter itself (FHIR update).
+        payload = Payload([Entry(document, "Encounter")], blueprint=False)
     else:
         raise FhirError.one(
             400,
             "not-supported",
-            "expected a FHIR Bundle (transaction, batch or collection) or the blueprint's "
-            '{"patient", "encounter", "observations", "conditions"} object',
+            "expected a FHIR Bundle (transaction, batch or collection), an Encounter, or the "
+            'blueprint\'s {"patient", "encounter", "observations", "conditions"} object',
             "resourceType",
         )
     for entry in payload.entries:

@@ -85,7 +85,9 @@ def token_struct(token: str) -> bytes:
     return struct.pack(f"<I{len(raw)}s", len(raw), raw)
 
 
-def _entra_token_on_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict) -> None:
+def _entra_token_on_connect(
+    dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
+) -> None:
     from shared.platform.identity import get_credential
 
     # azure-identity caches the token and renews it before it expires; each new pooled
@@ -154,9 +156,8 @@ def is_login_failure(exc: BaseException) -> bool:
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
     orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or (
-        orig.args[0] if getattr(orig, "args", None) else None
-    )
+    args = getattr(orig, "args", None)
+    state = getattr(orig, "sqlstate", None) or (args[0] if args else None)
     text = str(orig).lower()
     # Connection-time errors often carry no SQLSTATE; then the server's words tell.
     return (

@@ -47,6 +47,7 @@ def _secret_client(settings: Settings) -> Any:
 
         from shared.platform.identity import get_credential
 
+        assert settings.key_vault_url is not None  # only asked for when a vault is set
         _client = SecretClient(
             settings.key_vault_url,
             get_credential(),

@@ -11,7 +11,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.platform.identity import get_credential
 from shared.platform.settings import Settings, SettingsError
@@ -94,7 +94,7 @@ class UploadsContainer:
     def _build(self) -> BlobServiceClient:
         from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-        options = {
+        options: dict[str, Any] = {
             "max_single_get_size": CHUNK_BYTES,
             "max_chunk_get_size": CHUNK_BYTES,
             # A few quick retries; past them the invocation fails and Event Grid redelivers

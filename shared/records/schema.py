@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 
 # Naive UTC timestamps; DATETIME2 on SQL Server (its DATETIME rounds to 1/300 s).
-UTC_TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
+UTC_TIMESTAMP = sa.DateTime().with_variant(mssql.DATETIME2, "mssql")
 
 metadata = sa.MetaData()
 
