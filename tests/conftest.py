@@ -299,7 +299,11 @@ def http(
     if isinstance(body, str):
         body = body.encode()
     all_headers = {**({"content-type": content_type} if content_type else {}), **(headers or {})}
-    route = {"admit_patient": "patients/admit", "discharge_patient": "patients/discharge"}[name]
+    route = {
+        "admit_patient": "patients/admit",
+        "discharge_patient": "patients/discharge",
+        "capability_statement": "metadata",
+    }[name]
     request = func.HttpRequest(
         method=method,
         url=f"http://localhost:7071/api/{route}",

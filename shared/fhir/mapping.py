@@ -343,7 +343,7 @@ def _about(entries: list[Entry], patient: Entry, payload: Payload, alone: bool) 
     for entry in entries:
         subject = entry.model.subject
         reference = subject.reference if subject else None
-        if alone if reference is None else payload.resolve(reference) is patient:
+        if (payload.resolve(reference) is patient) if reference else alone:
             kept.append(entry)
     return kept
 
