@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+from devtools import blueprint_payloads
 from tests.conftest import shared_file
 
 
@@ -15,20 +16,13 @@ def blueprint_as_shipped(name: str) -> bytes:
     return shared_file("blueprint", name).read_bytes()
 
 
-# The blueprint's admission payloads carry sodium of 6.5 and 11.6 mmol/L and glucose of
-# 180.9 mmol/L (3,259 mg/dL): values no living patient has, which the rule book refuses in
-# a CSV and so in an admission. The tests that need an admission use them with those
-# Observations brought into range; everything else is as shipped.
-PLAUSIBLE = {"2947-0": 139.0, "2339-0": 5.4}
+PLAUSIBLE = blueprint_payloads.PLAUSIBLE
 
 
 def blueprint_json(name: str) -> dict[str, Any]:
-    document = json.loads(blueprint_as_shipped(name).decode("utf-16"))
-    for observation in document.get("observations") or []:
-        code = observation["code"]["coding"][0]["code"]
-        if code in PLAUSIBLE:
-            observation["valueQuantity"]["value"] = PLAUSIBLE[code]
-    return document
+    """A blueprint demo payload, its implausible values brought into range (see
+    :mod:`devtools.blueprint_payloads`); everything else as shipped."""
+    return blueprint_payloads.plausible(blueprint_payloads.read(shared_file("blueprint", name)))
 
 
 def blueprint(name: str) -> bytes:

@@ -1,6 +1,7 @@
 """Request bodies to validated FHIR R4 resources: decode, size and shape checks, R4B validation.
 
-Accepts a FHIR R4 Bundle (transaction, batch or collection) or the blueprint's demo shape
+Accepts a FHIR R4 Bundle (transaction, batch or collection), a bare Encounter (how an EHR
+updates one to discharge it), or the blueprint's demo shape
 ``{"patient", "encounter", "observations", "conditions"}`` (numeric encounter ids and
 STU3-style status strings, as it ships, sent UTF-16 with a BOM). Only the resources the
 length-of-stay mapping reads are validated, with ``fhir.resources``' R4 models
