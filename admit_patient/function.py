@@ -23,8 +23,12 @@ def _admit(payload: Payload, settings: Settings) -> fhir_http.Answer:
     from shared.fhir import admissions
     from shared.fhir import mapping as fhir_mapping
     from shared.platform import database
+    from shared.records import predictions
 
     admission = fhir_mapping.map_admission(payload, settings)
+    admission.row, prediction = predictions.predict_admission(admission.row, settings)
+    if prediction is not None:
+        admission.prediction_model = prediction.model_id
     try:
         stay = admissions.admit(database.get_engine(), admission, settings.tags)
     except admissions.AdmissionConflict:
@@ -41,4 +45,5 @@ def _admit(payload: Payload, settings: Settings) -> fhir_http.Answer:
         encounter_id=admission.fhir_encounter_id,
         eid=admission.eid,
         headers={"Location": f"Encounter/{admission.fhir_encounter_id}"},
+        warning=prediction.problem if prediction is not None else None,
     )

@@ -68,6 +68,7 @@ def test_patient_data_keeps_the_blueprint_columns_in_order(db):
         "updatedAt",
         "fhirEncounterId",
         "absentFeatures",
+        "predictionModel",
     ]
 
 

@@ -6,22 +6,22 @@ from devtools import los_generator
 from shared.bulk import ingest_runs, patient_writer
 from shared.bulk.csv_rows import CsvRecords
 from shared.bulk.row_validation import COLUMNS, RowValidator
+from shared.records.rows import PatientRow
 from shared.records.schema import patient_data, utcnow
 from shared.records.tags import EphiTags
 
 CORE_EIDS = 10_000_000  # Core's copies of the rows are stored under eid + this
 
 
-def validated_rows(count: int) -> list[tuple[object, ...]]:
+def validated_rows(count: int) -> list[PatientRow]:
     records = CsvRecords([los_generator.csv_bytes(count, seed=5)], COLUMNS)
     validator = RowValidator(records.header)
     return [validator.validate(record.fields) for record in records]
 
 
-def core_copy(row: tuple[object, ...], shared: tuple[object, ...]) -> dict[str, object]:
-    values = list(row)
-    values[COLUMNS.index("eid")] += CORE_EIDS  # type: ignore[operator]
-    return dict(zip(patient_writer.ROW_COLUMNS, (*values, *shared), strict=True))
+def core_copy(row: PatientRow, model: str | None, shared: tuple[object, ...]) -> dict[str, object]:
+    values = row._replace(eid=row.eid + CORE_EIDS)
+    return dict(zip(patient_writer.ROW_COLUMNS, (*values, model, *shared), strict=True))
 
 
 def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
@@ -30,16 +30,21 @@ def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
     monkeypatch.setattr(patient_writer, "_ROWS_PER_STATEMENT", 7)
     monkeypatch.setattr(patient_writer, "_CONVERTED_VALUES", 3)
     rows = validated_rows(45)
+    # Every third row scored by a model (the model's id per row), the others not.
+    models = ["los-0123456789abcdef" if i % 3 else None for i in range(len(rows))]
     run = ingest_runs.begin(db, "http://127.0.0.1/devstoreaccount1/up/a.csv", '"0x1"', None)
     now = utcnow()
     tags = EphiTags("ePHI", "owner@example.org", "test", "cardiology")
     shared = (*tags.columns().values(), "http://127.0.0.1/up/a.csv", run.id, now, now)
 
     with db.begin() as conn:
-        for part in (rows[:30], rows[30:]):
-            columns = [list(values) for values in zip(*part, strict=True)]
-            patient_writer._insert_rows(conn, columns, shared)
-        conn.execute(patient_data.insert(), [core_copy(row, shared) for row in rows])
+        for part in (slice(0, 30), slice(30, None)):
+            columns = [list(values) for values in zip(*rows[part], strict=True)]
+            patient_writer._insert_rows(conn, [*columns, models[part]], shared)
+        conn.execute(
+            patient_data.insert(),
+            [core_copy(row, model, shared) for row, model in zip(rows, models, strict=True)],
+        )
 
     # As the driver returns them: dates and timestamps in the form the database holds.
     with db.connect() as conn:

@@ -27,6 +27,7 @@ from shared.bulk.patient_writer import Batch, write_batch
 from shared.bulk.row_validation import Invalid, RowValidator
 from shared.platform.settings import Settings
 from shared.platform.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
+from shared.records import predictions
 from shared.records.rows import COLUMNS, Reject
 from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
 
@@ -178,6 +179,9 @@ class _BatchWriter:
         self._write = functools.partial(
             write_batch, engine, run, tags=settings.tags, source_uri=source_uri
         )
+        self._settings = settings
+        self._run = run
+        self._unscored: str | None = None  # why batches go unscored (logged once a run)
         self._progress = progress
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-import-writer")
         self._pending: collections.deque[Future[None]] = collections.deque()
@@ -192,11 +196,20 @@ class _BatchWriter:
         if self._failed.is_set():
             raise _EarlierBatchFailed
         try:
+            self._score(batch)
             self._write(batch=batch)
         except BaseException:
             self._failed.set()
             raise
         self._progress.tick()  # here, where the run's counts move
+
+    def _score(self, batch: Batch) -> None:
+        """Fill the predicted stay of rows that have none, in one call on this thread (the
+        model library works without the GIL while the next block is validated)."""
+        batch.models, problem = predictions.predict_batch(batch.valid, self._settings)
+        if problem is not None and problem != self._unscored:
+            log.warning("run %s: rows stored without a predicted stay: %s", self._run.id, problem)
+        self._unscored = problem
 
     def __enter__(self) -> _BatchWriter:
         return self

@@ -50,16 +50,23 @@ class Batch:
     valid: ValidRows = field(default_factory=ValidRows)
     rejects: list[Reject] = field(default_factory=list)
     last_line: int = 0
+    # The model id behind each valid row's predlengthofstay (None: none, or from the file);
+    # set when the batch was scored.
+    models: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.valid) + len(self.rejects)
 
 
-# What a bulk row writes: every PatientData column but the ones only FHIR admissions fill.
-ROW_COLUMNS: tuple[str, ...] = tuple(
-    c.name for c in patient_data.columns if c.name not in ("fhirEncounterId", "absentFeatures")
+# What a bulk row writes: the values that differ row by row (the stay, and the model that
+# filled its predicted stay), then the ones every row of a batch shares (tags, provenance,
+# timestamps). The columns only FHIR admissions fill are left out.
+PER_ROW_COLUMNS: tuple[str, ...] = (*COLUMNS, "predictionModel")
+ROW_COLUMNS: tuple[str, ...] = PER_ROW_COLUMNS + tuple(
+    c.name
+    for c in patient_data.columns
+    if c.name not in (*PER_ROW_COLUMNS, "fhirEncounterId", "absentFeatures")
 )
-assert ROW_COLUMNS[: len(COLUMNS)] == COLUMNS
 
 
 class _InsertMany:
@@ -174,7 +181,7 @@ class _SqliteInsert:
         self._order = order or list(range(len(ROW_COLUMNS)))
         self._statements: dict[int, str] = {}
         # Values that differ row by row (the file's columns), and values every row shares.
-        self._per_row = len(COLUMNS)
+        self._per_row = len(PER_ROW_COLUMNS)
         self._shared = len(ROW_COLUMNS) - self._per_row
 
     def rows_per_statement(self, conn: Connection) -> int:
@@ -297,7 +304,9 @@ def write_batch(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_u
 def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: str) -> None:
     now = utcnow()
     extra = (*tags.columns().values(), source_uri, run.id, now, now)
-    lines, columns = batch.valid.lines, batch.valid.columns
+    lines = batch.valid.lines
+    models = batch.models if batch.models is not None else [None] * len(lines)
+    columns: list[list[Any]] = [*batch.valid.columns, models]
     with engine.begin() as conn:
         eids: list[int] = batch.valid.column("eid")
         stored = _stored_eids(conn, eids)

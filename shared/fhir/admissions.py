@@ -47,10 +47,21 @@ class Stay:
     discharged: dt.date | None
     length_of_stay: int | None
     changed: bool
+    predicted_stay: int | None = None
+    prediction_model: str | None = None
 
 
 def _stay(row: sa.Row[Any], changed: bool) -> Stay:
-    return Stay(row.eid, row.fhirEncounterId, row.vdate, row.discharged, row.lengthofstay, changed)
+    return Stay(
+        row.eid,
+        row.fhirEncounterId,
+        row.vdate,
+        row.discharged,
+        row.lengthofstay,
+        changed,
+        row.predlengthofstay,
+        row.predictionModel,
+    )
 
 
 def _load(conn: sa.Connection, eid: int) -> sa.Row[Any] | None:
@@ -78,6 +89,7 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
             "updatedAt": now,
             "fhirEncounterId": admission.fhir_encounter_id,
             "absentFeatures": ",".join(admission.absent) or None,
+            "predictionModel": admission.prediction_model,
         }
         try:
             with engine.begin() as conn:
@@ -96,6 +108,8 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
                 stay.discharged,
                 stay.lengthofstay,
                 changed=True,
+                predicted_stay=stay.predlengthofstay,
+                prediction_model=admission.prediction_model,
             )
     if not _same(stored, admission):
         raise AdmissionConflict(admission.eid)
@@ -123,5 +137,12 @@ def discharge(engine: Engine, request: Discharge) -> Stay:
         if updated.rowcount != 1:
             raise DischargeConflict(request.eid)  # raced with another discharge
     return Stay(
-        request.eid, stored.fhirEncounterId, stored.vdate, request.discharged, days, changed=True
+        request.eid,
+        stored.fhirEncounterId,
+        stored.vdate,
+        request.discharged,
+        days,
+        changed=True,
+        predicted_stay=stored.predlengthofstay,
+        prediction_model=stored.predictionModel,
     )

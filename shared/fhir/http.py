@@ -32,6 +32,7 @@ class Answer:
     encounter_id: str | None
     eid: int | None
     headers: dict[str, str]
+    warning: str | None = None  # for the audit trail and the log: it succeeded, but ...
 
 
 Handler = Callable[[Payload, Settings], Answer]
@@ -139,7 +140,9 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
         return call.refuse(
             FhirError.one(500, "exception", f"internal error; correlation id {call.correlation}")
         )
-    call.audit(answer.outcome, answer.status, answer.encounter_id, answer.eid)
+    call.audit(answer.outcome, answer.status, answer.encounter_id, answer.eid, answer.warning)
+    if answer.warning:
+        log.warning("%s %s: %s", action, call.correlation, answer.warning)
     log.info(
         "%s %s: encounter %s (eid %s) %s, %s",
         action,
@@ -188,6 +191,9 @@ def _respond(
 
 EID_SYSTEM = "urn:patient-ingest:PatientData:eid"
 UCUM = "http://unitsofmeasure.org"
+# A complex extension on the Encounter: the predicted stay as a Duration in days, and the
+# model (its card's id) that predicted it.
+PREDICTED_STAY_EXTENSION = "urn:patient-ingest:StructureDefinition:predicted-length-of-stay"
 
 
 def encounter_resource(stay: Any) -> dict[str, Any]:
@@ -213,4 +219,19 @@ def encounter_resource(stay: Any) -> dict[str, Any]:
             "system": UCUM,
             "code": "d",
         }
+    if stay.predicted_stay is not None:
+        parts: list[dict[str, Any]] = [
+            {
+                "url": "value",
+                "valueDuration": {
+                    "value": stay.predicted_stay,
+                    "unit": "days",
+                    "system": UCUM,
+                    "code": "d",
+                },
+            }
+        ]
+        if stay.prediction_model:
+            parts.append({"url": "model", "valueString": stay.prediction_model})
+        resource["extension"] = [{"url": PREDICTED_STAY_EXTENSION, "extension": parts}]
     return resource

@@ -125,6 +125,7 @@ class Admission:
     fhir_encounter_id: str
     row: PatientRow
     absent: list[str] = field(default_factory=list)
+    prediction_model: str | None = None  # the model that filled row.predlengthofstay
 
     @property
     def eid(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ class Settings:
     sql_connection_secret_name: str
     secret_cache_seconds: float
     key_vault_verify_challenge_resource: bool
+    los_model_url: str | None = None
+    los_model_refresh_seconds: float = 300.0
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -139,6 +142,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sql_connection_secret_name=_secret_name(env),
         secret_cache_seconds=_float(env, "SECRET_CACHE_SECONDS", 300.0, 0.0, 86400.0),
         key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
+        los_model_url=_model_url(env),
+        los_model_refresh_seconds=_float(env, "LOS_MODEL_REFRESH_SECONDS", 300.0, 1.0, 86400.0),
+    )
+
+
+def _model_url(env: Mapping[str, str]) -> str | None:
+    """A blob URL on the storage account (read with the managed identity) or a local path."""
+    value = _text(env, "LOS_MODEL_URL")
+    if value is None:
+        return None
+    scheme = urllib.parse.urlsplit(value).scheme.lower()
+    if scheme in ("http", "https") or not scheme or len(scheme) == 1:  # C:\ is a path
+        return value
+    raise SettingsError(
+        "LOS_MODEL_URL",
+        "must be an https:// blob URL on the storage account or a local file path",
     )
 
 

@@ -154,6 +154,45 @@ class UploadsContainer:
         return downloader.chunks()
 
 
+class AccountBlob:
+    """One blob of the configured account, named by URL (another account's URL is refused),
+    read through the account's client: a model published to the models container."""
+
+    def __init__(self, uploads: UploadsContainer, url: str) -> None:
+        self._uploads = uploads
+        parts = urllib.parse.urlsplit(url)
+        trusted = urllib.parse.urlsplit(uploads.service.url)
+        if (
+            _origin(parts) != _origin(trusted)
+            or parts.username
+            or parts.query
+            or not parts.path.startswith(trusted.path.rstrip("/") + "/")
+        ):
+            raise UntrustedBlobUrl("the url is not a blob of the configured storage account")
+        container, _, name = parts.path[len(trusted.path.rstrip("/")) + 1 :].partition("/")
+        name = urllib.parse.unquote(name)
+        if not container or not name or any(s in ("", ".", "..") for s in name.split("/")):
+            raise UntrustedBlobUrl("the url names no blob")
+        self.container, self.name = container, name
+        self.description = f"blob {container}/{name}"
+
+    def read_if_changed(self, etag: str | None) -> tuple[bytes, str] | None:
+        """The blob's bytes and ETag, or None when its ETag is still ``etag`` (one request)."""
+        from azure.core import MatchConditions
+
+        client = self._uploads.service.get_blob_client(self.container, self.name)
+        options: dict[str, Any] = {"max_concurrency": 1}
+        if etag is not None:
+            options.update(etag=etag, match_condition=MatchConditions.IfModified)
+        from azure.core.exceptions import ResourceNotModifiedError
+
+        try:
+            downloader = client.download_blob(**options)
+            return downloader.readall(), str(downloader.properties.etag)
+        except ResourceNotModifiedError:
+            return None
+
+
 _uploads_lock = threading.Lock()
 _uploads: UploadsContainer | None = None
 

@@ -81,6 +81,9 @@ patient_data = sa.Table(
     # length-of-stay features the bundle lacked (stored NULL, listed here by name).
     sa.Column("fhirEncounterId", sa.Unicode(64), nullable=True),
     sa.Column("absentFeatures", sa.Unicode(400), nullable=True),
+    # The length-of-stay model that filled predlengthofstay (its model card's id); NULL when
+    # the value came with the row or no model was set.
+    sa.Column("predictionModel", sa.Unicode(64), nullable=True),
 )
 
 # The blueprint's patientdb columns, in its order: what its experiments and reports read.

@@ -1,0 +1,71 @@
+"""A stay's features, built by one function for training, admissions and bulk imports alike,
+so the same row gets the same prediction whichever way it came in.
+
+The blueprint's model read the row's flags, measurements, ``rcount`` (``5+`` as 5), gender
+and facility; the r-server solution added the count of conditions. A missing measurement
+stays missing (NaN: the trees route it), never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from shared.records.schema import FLAG_COLUMNS
+
+MEASUREMENT_COLUMNS: tuple[str, ...] = (
+    "hematocrit",
+    "neutrophils",
+    "sodium",
+    "glucose",
+    "bloodureanitro",
+    "creatinine",
+    "bmi",
+    "pulse",
+    "respiration",
+    "secondarydiagnosisnonicd9",
+)
+# The PatientData columns the features are built from.
+INPUT_COLUMNS: tuple[str, ...] = ("rcount", "gender", *FLAG_COLUMNS, *MEASUREMENT_COLUMNS, "facid")
+# The model's inputs, in order; a model trained on another list is refused when loaded.
+FEATURES: tuple[str, ...] = (
+    "rcount",
+    "gender_female",
+    *FLAG_COLUMNS,
+    *MEASUREMENT_COLUMNS,
+    "number_of_issues",
+    "facility_code",
+)
+# How each engineered feature is made (for the model card).
+ENCODING: dict[str, str] = {
+    "rcount": "readmissions in the last 180 days, 5+ as 5",
+    "gender_female": "1 for F, 0 for M",
+    "number_of_issues": "how many of the 11 condition flags are set",
+    "facility_code": "the facility letter's code point (A = 65); trees split it per facility",
+    "measurements": "as stored; missing stays missing (NaN), never 0",
+}
+
+_RCOUNT: dict[object, float] = {"0": 0.0, "1": 1.0, "2": 2.0, "3": 3.0, "4": 4.0, "5+": 5.0}
+_GENDER: dict[object, float] = {"F": 1.0, "M": 0.0}
+_NAN = float("nan")
+
+
+def feature_matrix(columns: Mapping[str, Sequence[object]]) -> np.ndarray:
+    """Rows given column by column (:data:`INPUT_COLUMNS`; None where empty) → a float32
+    matrix, one row per stay, one column per :data:`FEATURES` entry."""
+    count = len(columns["facid"])
+    out = np.empty((count, len(FEATURES)), dtype=np.float32)
+    out[:, 0] = [_RCOUNT.get(v, _NAN) for v in columns["rcount"]]
+    out[:, 1] = [_GENDER.get(v, _NAN) for v in columns["gender"]]
+    at = 2
+    for name in (*FLAG_COLUMNS, *MEASUREMENT_COLUMNS):
+        # np.array turns None into NaN for a float dtype.
+        out[:, at] = np.array(columns[name], dtype=np.float64)
+        at += 1
+    flags = out[:, 2 : 2 + len(FLAG_COLUMNS)]
+    out[:, at] = np.nansum(flags, axis=1)
+    out[:, at + 1] = [
+        ord(v) if isinstance(v, str) and len(v) == 1 else _NAN for v in columns["facid"]
+    ]
+    return out
