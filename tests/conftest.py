@@ -17,6 +17,7 @@ from alembic.config import Config
 
 from devtools import azurite, events
 from shared.platform import database, identity, secrets, settings, storage
+from shared.records import predictions
 from shared.records.schema import audit_log, ingest_rejects, ingest_runs, patient_data
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +146,7 @@ def reset_process_state() -> None:
     database.reset_engine()
     identity.reset_credential()
     storage.reset_uploads()
+    predictions.reset_predictor()
 
 
 # --- Azure services with no emulator: managed identity and Key Vault --------------------
@@ -243,6 +245,7 @@ def app_env(
         "IDENTITY_",
         "AZURE_",
         "SECRET_",
+        "LOS_",
     )
     for name in [n for n in os.environ if n.startswith(prefixes)]:
         monkeypatch.delenv(name)

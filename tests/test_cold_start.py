@@ -18,6 +18,9 @@ HEAVY = (
     "pandas",
     "psycopg",
     "pyodbc",
+    "xgboost",
+    "scipy",
+    "los_model",
 )
 
 
