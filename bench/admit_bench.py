@@ -6,7 +6,9 @@
 Each run admits a fresh encounter (the encounter id is rewritten per run, so every call
 stores a row) through ``admit_patient`` as the host invokes it. The baseline is
 ``fhir.resources.R4B`` validating the whole bundle (``Bundle.model_validate``), warm.
-Prints p50/p95 and the ratio of our p50 to the baseline's.
+Prints p50/p95 and the ratio of our p50 to the baseline's; then the same admissions with a
+length-of-stay model set (``LOS_MODEL_URL``), what scoring adds to p50, and how long
+loading the model takes.
 """
 
 from __future__ import annotations
@@ -125,6 +127,39 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Synthea admit p50 / whole-bundle validation p50: {synthea / baseline:.2f} (target ≤ 0.25)"
     )
+    with_model(blueprint, bundle, args.runs, results)
+
+
+def with_model(
+    blueprint: dict[str, Any], bundle: dict[str, Any], runs: int, without: dict[str, list[float]]
+) -> None:
+    from bench.models import train_model
+    from los_model.artifact import load_model
+    from shared.platform.settings import reset_settings
+    from shared.records.predictions import reset_predictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "los-model.json"
+        model = train_model(path)
+        loads = []
+        for _ in range(20):
+            t = time.perf_counter()
+            load_model(model)
+            loads.append((time.perf_counter() - t) * 1000)
+        os.environ["LOS_MODEL_URL"] = str(path)
+        reset_settings()
+        reset_predictor()
+        scored = {
+            "blueprint payload, model on": measure_admit(blueprint, runs, 700_000),
+            "Synthea bundle, model on": measure_admit(bundle, runs, 800_000),
+        }
+    print(
+        f"model load ({len(model) / 1e3:.0f} KB XGBoost JSON): p50 {percentile(loads, 0.5):.1f} ms"
+    )
+    for (name, timings), before in zip(scored.items(), list(without.values())[:2], strict=True):
+        p50 = percentile(timings, 0.5)
+        added = p50 - percentile(before, 0.5)
+        print(f"{name:42s} p50 {p50:7.1f} ms  ({added:+.2f} ms with the model; target ≤ 1 ms)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ migrated database:
 
 * ``ours``: blob in Azurite → Event Grid event → ``bulk_import`` (as the host invokes it) →
   committed rows, in a warm worker (the function's modules already imported);
+* ``scored``: the same with a length-of-stay model set (``LOS_MODEL_URL``, trained here on
+  other generated stays with ``los_model``'s parameters, loaded before the clock as in a warm
+  worker): every row's ``predlengthofstay`` filled, a batch per call;
 * ``pandas``: what a user would write: ``pandas.read_csv`` then ``DataFrame.to_sql``
   (file already on local disk, no validation);
 * ``floor``: the insert itself: the same rows as ours stores (validated, typed, tagged,
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.models import train_model
 from devtools import azurite, events, los_generator
 
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
@@ -104,6 +108,20 @@ def stored_rows(url: str, table: str = "PatientData") -> int:
 
 
 def ours(db_url: str, storage: str, blob_url: str, etag: str, csv_path: str) -> tuple[float, float]:
+    return _ours(db_url, storage, blob_url, etag, None)
+
+
+def scored(
+    db_url: str, storage: str, blob_url: str, etag: str, csv_path: str
+) -> tuple[float, float]:
+    return _ours(db_url, storage, blob_url, etag, str(Path(csv_path).parent / "los-model.json"))
+
+
+def _ours(
+    db_url: str, storage: str, blob_url: str, etag: str, model: str | None
+) -> tuple[float, float]:
+    if model:
+        os.environ["LOS_MODEL_URL"] = model
     os.environ.update(
         PATIENT_STORAGE_CONNECTION=storage,
         PATIENT_UPLOADS_CONTAINER=CONTAINER,
@@ -123,6 +141,12 @@ def ours(db_url: str, storage: str, blob_url: str, etag: str, csv_path: str) -> 
         storage,
     )
 
+    if model:
+        from shared.platform.settings import get_settings
+        from shared.records import predictions
+
+        predictor = predictions.get_predictor(get_settings())
+        assert predictor is not None and predictor.current()[0] is not None, "model not loaded"
     [fn] = [f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"]
     event = events.as_delivered(events.event_grid_schema(blob_url, etag))
     start = time.perf_counter()
@@ -158,7 +182,8 @@ def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[obje
     rows = []
     for record in records:
         row = validator.validate(record.fields)
-        rows.append((*(v.isoformat() if hasattr(v, "isoformat") else v for v in row), *extra))
+        values = (v.isoformat() if hasattr(v, "isoformat") else v for v in row)
+        rows.append((*values, None, *extra))  # None: no predictionModel
     return list(ROW_COLUMNS), rows
 
 
@@ -236,12 +261,14 @@ def _bulk_insert(
 
 CONTENDERS: dict[str, Callable[..., tuple[float, float]]] = {
     "ours": ours,
+    "scored": scored,
     "pandas": pandas_to_sql,
     "floor": floor,
     "bare": bare_floor,
 }
 CHECK_TABLE = {
     "ours": "PatientData",
+    "scored": "PatientData",
     "pandas": "PandasData",
     "floor": "PatientData",
     "bare": "FloorData",
@@ -275,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--only", default="ours,pandas,floor,bare")
+    parser.add_argument("--only", default="ours,scored,pandas,floor,bare")
     args = parser.parse_args(argv)
     names = args.only.split(",")
 
@@ -295,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{args.rows:,} generated rows, {size / 1e6:.1f} MB, Python {os.sys.version.split()[0]}"
         )
+        if "scored" in names:
+            train_model(workdir / "los-model.json")
 
         for kind in args.databases.split(","):
             results: dict[str, tuple[float, float]] = {}
@@ -312,6 +341,11 @@ def main(argv: list[str] | None = None) -> None:
             for name, (seconds, rss) in results.items():
                 rate = args.rows / seconds
                 print(f"  {name:7s} {seconds:7.2f} s {rate:>10,.0f} rows/s  peak RSS {rss:6.1f} MB")
+            if "scored" in results and "floor" in results:
+                t = results["scored"][0]
+                print(f"  scored vs floor: {results['floor'][0] / t:.2f}x the floor's speed")
+                if "ours" in results:
+                    print(f"  scoring adds {t / results['ours'][0] - 1:+.0%} to ours")
             if "ours" in results:
                 t = results["ours"][0]
                 if "pandas" in results:

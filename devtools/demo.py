@@ -1,18 +1,24 @@
-"""The bulk import, run locally end to end on the embedded default.
+"""The loop, run locally end to end on the embedded default: import stays, train the
+length-of-stay model on them, admit a new patient and print the stay predicted for them.
 
 Starts Azurite, migrates a fresh SQLite database, uploads a CSV to the uploads container,
 delivers the BlobCreated event to ``bulk_import`` exactly as the Functions host would, then
 delivers it again (Event Grid delivers at least once) and prints what was stored and
-rejected. Run it through ``scripts/demo.sh``.
+rejected. Then ``python -m los_model train`` writes a model to ``.local/model``, and
+``admit_patient`` (with ``LOS_MODEL_URL`` pointing at it) admits a made-up patient. Run it
+through ``scripts/demo.sh``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
 import logging
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,16 +39,24 @@ def migrate(url: str) -> None:
     command.upgrade(config, "head")
 
 
-def deliver(body: dict) -> None:
+@functools.cache
+def _indexed() -> dict[str, Any]:
+    # Once, as the host indexes the app at start-up: indexing twice in a process is refused.
     import function_app
 
-    [bulk_import] = [
-        f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"
-    ]
-    user_function = bulk_import.get_user_function()
-    user_function(events.as_delivered(body))
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def user_function(name: str) -> Any:
+    """The function the host would invoke for ``name``."""
+    return _indexed()[name].get_user_function()
+
+
+def deliver(body: dict) -> None:
+    bulk_import = user_function("bulk_import")
+    bulk_import(events.as_delivered(body))
     # A second delivery of the very same event, as Event Grid may do.
-    user_function(events.as_delivered(body))
+    bulk_import(events.as_delivered(body))
 
 
 def report(url: str) -> None:
@@ -101,10 +115,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Run bulk_import locally against Azurite and SQLite."
     )
     parser.add_argument("--csv", type=Path, help="file to import (default: generated stays)")
-    parser.add_argument("--rows", type=int, default=1000, help="generated rows (default 1000)")
+    parser.add_argument("--rows", type=int, default=5000, help="generated rows (default 5000)")
     parser.add_argument(
         "--bad-rows", type=float, default=0.02, help="fraction of invalid generated rows"
     )
+    parser.add_argument("--no-model", action="store_true", help="import only; no model, no admit")
     args = parser.parse_args(argv)
 
     LOCAL.mkdir(exist_ok=True)
@@ -140,6 +155,109 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("EPHI_OWNER", "siteadmin@contoso-health.example")
         deliver(events.event_grid_schema(blob.url, etag, len(data)))
     report(db_url)
+    if not args.no_model:
+        train_and_admit()
+
+
+def train_and_admit() -> None:
+    """Train on what was imported, then admit a new patient with the model set."""
+    import json
+    import shutil
+
+    from los_model import __main__ as los_model_cli
+    from los_model.artifact import MODEL_FILE
+    from shared.platform.settings import reset_settings
+
+    model_dir = LOCAL / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    print(f"\ntraining: python -m los_model train --out {model_dir.relative_to(PROJECT_ROOT)}")
+    if los_model_cli.main(["train", "--out", str(model_dir)]) != 0:
+        return
+    os.environ["LOS_MODEL_URL"] = str(model_dir / MODEL_FILE)
+    os.environ["DEFAULT_FACILITY_ID"] = "B"
+    reset_settings()
+
+    import azure.functions as func
+
+    request = func.HttpRequest(
+        "POST",
+        "http://localhost:7071/api/patients/admit",
+        headers={"content-type": "application/fhir+json"},
+        body=json.dumps(example_admission()).encode(),
+    )
+    response = user_function("admit_patient")(request)
+    encounter = json.loads(response.get_body())
+    print(f"\nadmit_patient: {response.status_code}, Encounter/{encounter.get('id')}")
+    for extension in encounter.get("extension", []):
+        parts = {e["url"]: e for e in extension["extension"]}
+        days = parts["value"]["valueDuration"]["value"]
+        print(f"  predicted stay: {days} days (model {parts['model']['valueString']})")
+
+
+def example_admission() -> dict[str, Any]:
+    """A made-up patient admitted today: two readmissions, pneumonia and asthma, a few labs."""
+    today = dt.date.today().isoformat()
+    patient_ref = "urn:uuid:demo-patient"
+
+    def observation(code: str, value: float, unit: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": patient_ref},
+            "effectiveDateTime": today,
+            "valueQuantity": {
+                "value": value,
+                "unit": unit,
+                "system": "http://unitsofmeasure.org",
+                "code": unit,
+            },
+        }
+
+    def encounter(eid: str, start: dt.date, status: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Encounter",
+            "id": eid,
+            "status": status,
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": patient_ref},
+            "period": {"start": start.isoformat()},
+        }
+
+    def condition(snomed: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Condition",
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": snomed}]},
+            "subject": {"reference": patient_ref},
+        }
+
+    resources: list[dict[str, Any]] = [
+        {
+            "resourceType": "Patient",
+            "name": [{"family": "Example", "given": ["Demo"]}],
+            "gender": "female",
+        },
+        encounter("900001", dt.date.today(), "in-progress"),
+        encounter("demo-earlier-1", dt.date.today() - dt.timedelta(days=40), "finished"),
+        encounter("demo-earlier-2", dt.date.today() - dt.timedelta(days=95), "finished"),
+        condition("233604007"),  # pneumonia
+        condition("195967001"),  # asthma
+        observation("4544-3", 10.5, "%"),  # hematocrit
+        observation("2947-0", 134.0, "mmol/L"),  # sodium
+        observation("6299-2", 30.0, "mg/dL"),  # urea nitrogen
+        observation("9279-1", 7.4, "/min"),  # respiration
+    ]
+    entries = [{"resource": r} for r in resources]
+    entries[0]["fullUrl"] = patient_ref
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ stays missing (NaN: the trees route it), never 0.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -48,7 +49,8 @@ ENCODING: dict[str, str] = {
 
 _RCOUNT: dict[object, float] = {"0": 0.0, "1": 1.0, "2": 2.0, "3": 3.0, "4": 4.0, "5+": 5.0}
 _GENDER: dict[object, float] = {"F": 1.0, "M": 0.0}
-_NAN = float("nan")
+_FACILITY: dict[object, float] = {c: float(ord(c)) for c in string.ascii_uppercase + string.digits}
+_NUMBERS = (*FLAG_COLUMNS, *MEASUREMENT_COLUMNS)
 
 
 def feature_matrix(columns: Mapping[str, Sequence[object]]) -> np.ndarray:
@@ -56,16 +58,11 @@ def feature_matrix(columns: Mapping[str, Sequence[object]]) -> np.ndarray:
     matrix, one row per stay, one column per :data:`FEATURES` entry."""
     count = len(columns["facid"])
     out = np.empty((count, len(FEATURES)), dtype=np.float32)
-    out[:, 0] = [_RCOUNT.get(v, _NAN) for v in columns["rcount"]]
-    out[:, 1] = [_GENDER.get(v, _NAN) for v in columns["gender"]]
-    at = 2
-    for name in (*FLAG_COLUMNS, *MEASUREMENT_COLUMNS):
-        # np.array turns None into NaN for a float dtype.
-        out[:, at] = np.array(columns[name], dtype=np.float64)
-        at += 1
-    flags = out[:, 2 : 2 + len(FLAG_COLUMNS)]
-    out[:, at] = np.nansum(flags, axis=1)
-    out[:, at + 1] = [
-        ord(v) if isinstance(v, str) and len(v) == 1 else _NAN for v in columns["facid"]
-    ]
+    # dict.get gives None for anything else, and NumPy makes None NaN in a float array.
+    out[:, 0] = np.array(list(map(_RCOUNT.get, columns["rcount"])), dtype=np.float64)
+    out[:, 1] = np.array(list(map(_GENDER.get, columns["gender"])), dtype=np.float64)
+    numbers = out[:, 2 : 2 + len(_NUMBERS)]
+    numbers[:] = np.array([columns[name] for name in _NUMBERS], dtype=np.float64).T
+    out[:, -2] = np.nansum(numbers[:, : len(FLAG_COLUMNS)], axis=1)
+    out[:, -1] = np.array(list(map(_FACILITY.get, columns["facid"])), dtype=np.float64)
     return out
