@@ -94,4 +94,5 @@ def test_offline_mode_emits_reviewable_t_sql_without_a_database():
     assert "CREATE TABLE [PatientData]" in sql
     assert "vdate DATE NOT NULL" in sql and "[createdAt] DATETIME2 NOT NULL" in sql
     assert "[FirstName] NVARCHAR(50) NULL" in sql and "eid INTEGER NOT NULL" in sql
+    assert "ALTER TABLE [PatientData] ADD [predictionModel] NVARCHAR(64)" in sql
     assert "\nGO\n" in sql

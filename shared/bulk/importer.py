@@ -188,6 +188,7 @@ class _BatchWriter:
         self._failed = threading.Event()
 
     def submit(self, batch: Batch) -> None:
+        self._score(batch)
         while len(self._pending) >= _QUEUED_BATCHES:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._guarded, batch))
@@ -196,7 +197,6 @@ class _BatchWriter:
         if self._failed.is_set():
             raise _EarlierBatchFailed
         try:
-            self._score(batch)
             self._write(batch=batch)
         except BaseException:
             self._failed.set()
@@ -204,8 +204,9 @@ class _BatchWriter:
         self._progress.tick()  # here, where the run's counts move
 
     def _score(self, batch: Batch) -> None:
-        """Fill the predicted stay of rows that have none, in one call on this thread (the
-        model library works without the GIL while the next block is validated)."""
+        """Fill the predicted stay of rows that have none, in one call, on the reading
+        thread: the writer thread is the slower one on a server database, and XGBoost
+        predicts without the GIL while the writer binds."""
         batch.models, problem = predictions.predict_batch(batch.valid, self._settings)
         if problem is not None and problem != self._unscored:
             log.warning("run %s: rows stored without a predicted stay: %s", self._run.id, problem)
