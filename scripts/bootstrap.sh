@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine, and only what is missing:
-# unixODBC (for pyodbc), a venv in .venv with requirements-dev.txt, Azurite from npm.
+# unixODBC (for pyodbc), a venv in .venv with requirements-dev.txt, checkov in .venv-checkov
+# (requirements-infra.txt), Azurite from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,14 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > .venv/.requirements.sha256
+fi
+
+want=$(sha256sum requirements-infra.txt | cut -d' ' -f1)
+if [ "$(cat .venv-checkov/.requirements.sha256 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing checkov into .venv-checkov"
+  [ -x .venv-checkov/bin/python ] || "$python" -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install -q --disable-pip-version-check -r requirements-infra.txt
+  echo "$want" > .venv-checkov/.requirements.sha256
 fi
 
 if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -1,0 +1,191 @@
+// The patient ingest tier on Azure: Function app (Flex Consumption), its storage, Event Grid,
+// Key Vault, Azure SQL and monitoring, every resource tagged like the rows it stores.
+// Deployed by `azd up` (azure.yaml) or scripts/deploy.sh. The Event Grid subscription is in
+// eventgrid.bicep: it needs the bulk_import function to exist, so it is deployed after the code.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd env); it seeds every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource (a region that offers Flex Consumption).')
+param location string
+
+@description('Object id of the user or group that becomes the Azure SQL Microsoft Entra admin (the deploying site administrator).')
+param principalId string
+
+@description('Display name or UPN of that SQL admin principal.')
+param principalName string
+
+@allowed(['User', 'Group'])
+param principalType string = 'User'
+
+@description('ePHI tags: on every resource and every PatientData row.')
+param dataProfile string = 'ePHI'
+@description('The site administrator\'s UPN: the owner tag.')
+param owner string
+param environmentTag string = 'Pilot'
+param department string = 'Global Ecosystem'
+
+@description('FC1 (Flex Consumption) by default; EP1-EP3 (Elastic Premium) for always-warm workers.')
+@allowed(['FC1', 'EP1', 'EP2', 'EP3'])
+param planSku string = 'FC1'
+
+@description('Client id of the Microsoft Entra app registration for App Service authentication. Empty: function keys instead (AUTH_MODE=function).')
+param authClientId string = ''
+@description('App roles allowed to admit and discharge (with App Service authentication).')
+param careRoles string = 'CareLineManager'
+
+@description('JSON object: Organization id, identifier or name -> facility letter.')
+param facilityIds string = '{}'
+@description('Facility of an admission whose serviceProvider maps to none; empty refuses it (422).')
+param defaultFacilityId string = ''
+@description('Name of the published length-of-stay model in the models container; empty: no predictions.')
+param losModelBlobName string = ''
+
+@description('Microsoft Defender for SQL (about USD 15 per server per month).')
+param enableDefenderForSql bool = true
+@description('VNet integration and private endpoints for storage, Key Vault and SQL (see README: cost and trade-off).')
+param networkIsolation bool = false
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The blueprint’s ePHI tags, on every resource (and the same values on every stored row).
+var tags = {
+  dataProfile: dataProfile
+  owner: owner
+  environment: environmentTag
+  department: department
+  'azd-env-name': environmentName
+}
+var uploadsContainer = 'patient-uploads'
+var sqlSecretName = 'patient-db-connection-string'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+  }
+}
+
+module network 'modules/network.bicep' = if (networkIsolation) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    uploadsContainer: uploadsContainer
+    networkIsolation: networkIsolation
+    subnetId: networkIsolation ? network.outputs.privateEndpointSubnetId : ''
+    dnsZoneId: networkIsolation ? network.outputs.blobZoneId : ''
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module sql 'modules/sql.bicep' = {
+  name: 'sql'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    adminObjectId: principalId
+    adminName: principalName
+    adminType: principalType
+    workspaceId: monitoring.outputs.workspaceId
+    enableDefender: enableDefenderForSql
+    networkIsolation: networkIsolation
+    subnetId: networkIsolation ? network.outputs.privateEndpointSubnetId : ''
+    dnsZoneId: networkIsolation ? network.outputs.sqlZoneId : ''
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    secretName: sqlSecretName
+    sqlServerFqdn: sql.outputs.serverFqdn
+    sqlDatabaseName: sql.outputs.databaseName
+    workspaceId: monitoring.outputs.workspaceId
+    networkIsolation: networkIsolation
+    subnetId: networkIsolation ? network.outputs.privateEndpointSubnetId : ''
+    dnsZoneId: networkIsolation ? network.outputs.vaultZoneId : ''
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    planSku: planSku
+    hostStorageName: storage.outputs.hostAccountName
+    deploymentContainer: storage.outputs.deploymentContainer
+    dataBlobEndpoint: storage.outputs.dataBlobEndpoint
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultUri: keyVault.outputs.vaultUri
+    sqlSecretName: sqlSecretName
+    uploadsContainer: uploadsContainer
+    ephiTags: {
+      dataProfile: dataProfile
+      owner: owner
+      environment: environmentTag
+      department: department
+    }
+    authClientId: authClientId
+    careRoles: careRoles
+    facilityIds: facilityIds
+    defaultFacilityId: defaultFacilityId
+    losModelUrl: empty(losModelBlobName) ? '' : '${storage.outputs.dataBlobEndpoint}models/${losModelBlobName}'
+    subnetId: networkIsolation ? network.outputs.appSubnetId : ''
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    appPrincipalId: functionApp.outputs.principalId
+    hostStorageName: storage.outputs.hostAccountName
+    dataStorageName: storage.outputs.dataAccountName
+    uploadsContainer: uploadsContainer
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+// What azd and scripts/deploy.sh need next; no secret, key or connection string among them.
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_DATA_STORAGE_ACCOUNT string = storage.outputs.dataAccountName
+output AZURE_SQL_SERVER string = sql.outputs.serverFqdn
+output AZURE_SQL_DATABASE string = sql.outputs.databaseName
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output PATIENT_UPLOADS_CONTAINER string = uploadsContainer

@@ -1,0 +1,162 @@
+// The Function app: Linux, Python 3.11, Flex Consumption (or Elastic Premium), a
+// system-assigned identity for storage, Key Vault and SQL, HTTPS only, TLS 1.2, no FTP or
+// basic publishing credentials, host storage reached by identity (no account key). Its app
+// settings are exactly what shared/platform/settings.py reads, less the local-only ones
+// (tests/test_infra.py keeps the two in step).
+param location string
+param tags object
+param resourceToken string
+param planSku string
+param hostStorageName string
+param deploymentContainer string
+param dataBlobEndpoint string
+param applicationInsightsName string
+param keyVaultUri string
+param sqlSecretName string
+param uploadsContainer string
+param ephiTags object
+param authClientId string
+param careRoles string
+param facilityIds string
+param defaultFacilityId string
+param losModelUrl string
+param subnetId string
+
+var flex = planSku == 'FC1'
+var easyAuth = !empty(authClientId)
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: a Flex Consumption plan has no zone-redundancy setting of this form; Elastic Premium zone redundancy needs 3+ instances always on
+  name: 'plan-${resourceToken}'
+  location: location
+  tags: tags
+  kind: flex ? 'functionapp' : 'elastic'
+  sku: flex ? { name: 'FC1', tier: 'FlexConsumption' } : { name: planSku, tier: 'ElasticPremium' }
+  properties: { reserved: true } // Linux
+}
+
+resource app 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: EHRs call admit/discharge over the internet; callers authenticate (Entra ID or function keys) over TLS 1.2
+  // checkov:skip=CKV_AZURE_17: callers authenticate with Entra ID tokens or function keys, not client certificates
+  // checkov:skip=CKV_AZURE_212: a consumption plan scales from zero; Elastic Premium keeps one instance warm
+  // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption; Application Insights watches availability
+  name: 'func-${resourceToken}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    publicNetworkAccess: 'Enabled' // EHRs call admit/discharge over the internet (authenticated)
+    virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
+    functionAppConfig: flex ? {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: deploymentContainer
+          authentication: { type: 'SystemAssignedIdentity' }
+        }
+      }
+      scaleAndConcurrency: { instanceMemoryMB: 2048, maximumInstanceCount: 40 }
+      runtime: { name: 'python', version: '3.11' }
+    } : null
+    siteConfig: {
+      linuxFxVersion: flex ? null : 'Python|3.11'
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      httpLoggingEnabled: true
+      detailedErrorLoggingEnabled: true // logged on the platform, never sent to callers
+      requestTracingEnabled: true
+      remoteDebuggingEnabled: false
+      appSettings: [
+        // The Functions host: identity-based storage, Entra-authenticated telemetry.
+        { name: 'AzureWebJobsStorage__accountName', value: hostStorageName }
+        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: applicationInsights.properties.ConnectionString }
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
+        // Ours (shared/platform/settings.py): no secret among them.
+        { name: 'PATIENT_STORAGE_ACCOUNT_URL', value: dataBlobEndpoint }
+        { name: 'PATIENT_UPLOADS_CONTAINER', value: uploadsContainer }
+        { name: 'KEY_VAULT_URL', value: keyVaultUri }
+        { name: 'SQL_CONNECTION_SECRET_NAME', value: sqlSecretName }
+        { name: 'SECRET_CACHE_SECONDS', value: '300' }
+        { name: 'EPHI_DATA_PROFILE', value: ephiTags.dataProfile }
+        { name: 'EPHI_OWNER', value: ephiTags.owner }
+        { name: 'EPHI_ENVIRONMENT', value: ephiTags.environment }
+        { name: 'EPHI_DEPARTMENT', value: ephiTags.department }
+        { name: 'IMPORT_BATCH_SIZE', value: '5000' }
+        { name: 'IMPORT_PROGRESS_SECONDS', value: '10' }
+        { name: 'STORAGE_RETRY_TOTAL', value: '3' }
+        { name: 'AUTH_MODE', value: easyAuth ? 'easyauth' : 'function' }
+        { name: 'CARE_ROLES', value: careRoles }
+        { name: 'MAX_REQUEST_BYTES', value: '8388608' }
+        { name: 'FACILITY_IDS', value: facilityIds }
+        { name: 'DEFAULT_FACILITY_ID', value: defaultFacilityId }
+        { name: 'LOS_MODEL_URL', value: losModelUrl }
+        { name: 'LOS_MODEL_REFRESH_SECONDS', value: '300' }
+      ]
+    }
+  }
+}
+
+// No FTP and no basic-auth deployment: code is published with the deploying user’s identity.
+resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: { allow: false }
+}
+
+// App Service authentication (Microsoft Entra ID) in front of admit/discharge, when an app
+// registration is given: the functions then check the caller’s app roles (CARE_ROLES).
+// The CapabilityStatement and the Event Grid webhook stay reachable without a user.
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
+  // This is the authentication setting of the site, not a site: checkov applies its
+  // web-app checks to it; the site above answers them.
+  // checkov:skip=CKV_AZURE_13: this resource IS the App Service authentication setting
+  parent: app
+  // checkov:skip=CKV_AZURE_17: a web-app check; see the site
+  // checkov:skip=CKV_AZURE_63: a web-app check; the site enables HTTP logging
+  // checkov:skip=CKV_AZURE_65: a web-app check; the site enables detailed error logging
+  // checkov:skip=CKV_AZURE_66: a web-app check; the site enables request tracing
+  name: 'authsettingsV2'
+  // checkov:skip=CKV_AZURE_80: a web-app check; no .NET here (Python)
+  // checkov:skip=CKV_AZURE_88: a web-app check; Functions keep no state on Azure Files
+  // checkov:skip=CKV_AZURE_222: a web-app check; see the site
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: ['/api/metadata', '/runtime/webhooks/eventgrid']
+    }
+    httpSettings: { requireHttps: true }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: { allowedAudiences: ['api://${authClientId}'] }
+      }
+    }
+  }
+}
+
+output name string = app.name
+output id string = app.id
+output principalId string = app.identity.principalId

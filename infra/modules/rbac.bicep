@@ -1,0 +1,96 @@
+// The Function app identity’s role assignments: each the narrowest role at the narrowest
+// scope that lets it work. Nothing else is granted (tests/test_infra.py checks the list).
+param appPrincipalId string
+param hostStorageName string
+param dataStorageName string
+param uploadsContainer string
+param keyVaultName string
+param applicationInsightsName string
+
+var roles = {
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostStorageName
+}
+
+resource dataStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: dataStorageName
+}
+
+resource uploads 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  name: '${dataStorageName}/default/${uploadsContainer}'
+}
+
+resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  name: '${dataStorageName}/default/models'
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+// Why: the app reads the SQL connection string, its only secret; it never writes secrets.
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, appPrincipalId, roles.keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: bulk_import reads the uploaded CSV; it never writes or deletes an upload.
+resource uploadsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(uploads.id, appPrincipalId, roles.storageBlobDataReader)
+  scope: uploads
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: scoring reads the published length-of-stay model (LOS_MODEL_URL).
+resource modelsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(models.id, appPrincipalId, roles.storageBlobDataReader)
+  scope: models
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: Flex Consumption’s host runs from a package in its own storage account and keeps
+// leases and keys there; it needs to own blobs in that account (and only that one: no
+// patient data is stored in it).
+resource hostOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, appPrincipalId, roles.storageBlobDataOwner)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: Application Insights accepts only Entra-authenticated telemetry (local auth is off).
+resource telemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, appPrincipalId, roles.monitoringMetricsPublisher)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}

@@ -1,0 +1,138 @@
+// Two accounts, so the app’s identity gets broad rights only where the platform needs them:
+// - host: the Functions host’s own storage (deployment package, leases), where Flex
+//   Consumption needs the identity to own blobs;
+// - data: the uploads (read only by the app), the Event Grid dead letters and the models.
+// Both: no shared keys, no public blobs, TLS 1.2, infrastructure encryption, soft delete.
+param location string
+param tags object
+param resourceToken string
+param uploadsContainer string
+param networkIsolation bool
+param subnetId string
+param dnsZoneId string
+param workspaceId string
+
+var deploymentContainer = 'app-package'
+var accounts = [
+  'st${take(resourceToken, 18)}host'
+  'st${take(resourceToken, 18)}data'
+]
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = [
+  for name in accounts: {
+    // checkov:skip=CKV_AZURE_35: the firewall denies by default only with networkIsolation; without a VNet the Functions host (not a trusted service) could not reach it
+    // checkov:skip=CKV_AZURE_59: public network access is off with networkIsolation (a parameter, off by default: see README)
+    // checkov:skip=CKV_AZURE_43: the name is computed: “st” + 13 lowercase letters and digits + “host” or “data” (19 characters)
+    name: name
+    location: location
+    tags: tags
+    kind: 'StorageV2'
+    sku: { name: 'Standard_GZRS' } // ePHI: zone-redundant, and a copy in the paired region
+    properties: {
+      accessTier: 'Hot'
+      allowSharedKeyAccess: false // identities only: no account keys, no SAS signed with them
+      allowBlobPublicAccess: false
+      allowCrossTenantReplication: false
+      defaultToOAuthAuthentication: true
+      minimumTlsVersion: 'TLS1_2'
+      supportsHttpsTrafficOnly: true
+      publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
+      networkAcls: {
+        defaultAction: networkIsolation ? 'Deny' : 'Allow'
+        bypass: 'AzureServices'
+      }
+      encryption: {
+        requireInfrastructureEncryption: true // a second layer of encryption at rest
+        keySource: 'Microsoft.Storage'
+        services: {
+          blob: { enabled: true, keyType: 'Account' }
+          file: { enabled: true, keyType: 'Account' }
+          queue: { enabled: true, keyType: 'Account' }
+          table: { enabled: true, keyType: 'Account' }
+        }
+      }
+    }
+  }
+]
+
+resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = [
+  for (name, i) in accounts: {
+    parent: account[i]
+    name: 'default'
+    properties: {
+      deleteRetentionPolicy: { enabled: true, days: 30 }
+      containerDeleteRetentionPolicy: { enabled: true, days: 30 }
+      isVersioningEnabled: true
+    }
+  }
+]
+
+resource packages 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs[0]
+  name: deploymentContainer
+  properties: { publicAccess: 'None' }
+}
+
+resource uploads 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs[1]
+  name: uploadsContainer
+  properties: { publicAccess: 'None' }
+}
+
+resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs[1]
+  name: 'deadletter'
+  properties: { publicAccess: 'None' }
+}
+
+resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs[1]
+  name: 'models'
+  properties: { publicAccess: 'None' }
+}
+
+// Who read or wrote which blob, kept with the other audit records.
+resource dataBlobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'blob-audit'
+  scope: blobs[1]
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      { category: 'StorageRead', enabled: true }
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+  }
+}
+
+resource endpoint 'Microsoft.Network/privateEndpoints@2024-01-01' = [
+  for (name, i) in (networkIsolation ? accounts : []): {
+    name: 'pe-${name}-blob'
+    location: location
+    tags: tags
+    properties: {
+      subnet: { id: subnetId }
+      privateLinkServiceConnections: [
+        {
+          name: 'blob'
+          properties: { privateLinkServiceId: account[i].id, groupIds: ['blob'] }
+        }
+      ]
+    }
+  }
+]
+
+resource dns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = [
+  for (name, i) in (networkIsolation ? accounts : []): {
+    parent: endpoint[i]
+    name: 'default'
+    properties: {
+      privateDnsZoneConfigs: [{ name: 'zone', properties: { privateDnsZoneId: dnsZoneId } }]
+    }
+  }
+]
+
+output hostAccountName string = account[0].name
+output dataAccountName string = account[1].name
+output dataBlobEndpoint string = account[1].properties.primaryEndpoints.blob
+output deploymentContainer string = '${account[0].properties.primaryEndpoints.blob}${deploymentContainer}'
