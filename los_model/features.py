@@ -13,20 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from shared.records.rules import MEASUREMENT_COLUMNS
 from shared.records.schema import FLAG_COLUMNS
 
-MEASUREMENT_COLUMNS: tuple[str, ...] = (
-    "hematocrit",
-    "neutrophils",
-    "sodium",
-    "glucose",
-    "bloodureanitro",
-    "creatinine",
-    "bmi",
-    "pulse",
-    "respiration",
-    "secondarydiagnosisnonicd9",
-)
 # The PatientData columns the features are built from.
 INPUT_COLUMNS: tuple[str, ...] = ("rcount", "gender", *FLAG_COLUMNS, *MEASUREMENT_COLUMNS, "facid")
 # The model's inputs, in order; a model trained on another list is refused when loaded.

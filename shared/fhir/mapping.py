@@ -45,7 +45,14 @@ from shared.fhir.operation_outcome import FhirError, Issue
 from shared.fhir.payload import Entry, Payload, validate
 from shared.platform.settings import Settings
 from shared.records.rows import PatientRow
-from shared.records.rules import MAX_EID, RULE, Invalid, RowInvalid, check_row
+from shared.records.rules import (
+    MAX_EID,
+    MEASUREMENT_COLUMNS,
+    RULE,
+    Invalid,
+    RowInvalid,
+    check_row,
+)
 from shared.records.schema import FLAG_COLUMNS
 
 LOINC = "http://loinc.org"
@@ -96,6 +103,7 @@ MEASUREMENTS: dict[str, Measurement] = {
         frozenset({"54554-1"}), {"": 1.0, "{#}": 1.0, "1": 1.0, "{count}": 1.0}
     ),
 }
+assert tuple(MEASUREMENTS) == MEASUREMENT_COLUMNS  # every measured column has its Observation
 MAPPED_LOINC = frozenset(code for m in MEASUREMENTS.values() for code in m.codes)
 
 # Each flag its own SNOMED CT codes. The blueprint gave 81659004 (psychological sign or

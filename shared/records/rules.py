@@ -271,6 +271,8 @@ _MEASUREMENTS = {
     )
 }
 assert set(FLOAT_MEASUREMENTS) <= set(_MEASUREMENTS)
+# The measured columns, in the blueprint's order (the FHIR path reads them from Observations).
+MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(_MEASUREMENTS)
 
 _BOOK = {
     **{name: _name(name) for name in ("FirstName", "MiddleName", "LastName")},
