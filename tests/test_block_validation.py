@@ -259,3 +259,21 @@ def test_a_messy_generated_file_gets_the_same_verdicts(shape: str) -> None:
     out, column_wise = block_by_block([data[i : i + 50_000] for i in range(0, len(data), 50_000)])
     assert out == row_by_row(data)
     assert column_wise > 2000
+
+
+def test_a_rule_the_column_wise_path_cannot_check_sends_its_lines_row_by_row(monkeypatch):
+    # A new, stricter pulse rule that the column-wise checks are told they cannot vouch for:
+    # every line with a pulse goes through the row rules, so the rule is never skipped.
+    import dataclasses
+
+    from shared.records import rules
+
+    stricter = dataclasses.replace(
+        rules.RULE["pulse"], high=90, columnwise=False, out_of_range="pulse is above 90"
+    )
+    monkeypatch.setitem(rules.RULE, "pulse", stricter)
+    data = generated(300)
+    by_block, column_wise = block_by_block([data])
+    assert by_block == row_by_row(data)
+    assert column_wise == 0
+    assert any(outcome.endswith("pulse is above 90") for outcome in by_block.values())
