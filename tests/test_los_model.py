@@ -232,11 +232,11 @@ def test_a_new_blob_version_is_picked_up_without_a_restart(app_env, db, monkeypa
         service.create_container("models")
     first, second = small_model(rounds=5), small_model(rounds=30)
     url, _ = uploads.put(first, MODEL_FILE, container="models")
-    use_model(monkeypatch, url, refresh="1")
+    use_model(monkeypatch, url, refresh="2")
     assert admit("5300").status_code == 201
     uploads.put(second, MODEL_FILE, container="models")
     assert admit("5301").status_code == 201  # within the refresh interval: the old model
-    time.sleep(1.1)
+    time.sleep(2.1)
     assert admit("5302").status_code == 201
     models = [r.predictionModel for r in stored(db)]
     assert models == [model_id(first), model_id(first), model_id(second)]
