@@ -98,8 +98,13 @@ class Predictor:
                     log.info("length-of-stay model %s replaced by %s", self._model.id, model.id)
                 self._model, self._version, self._problem = model, version, None
             self._next_check = self._clock() + self.refresh_seconds
-        except (ModelUnavailable, ModelRejected) as exc:
-            problem = f"length-of-stay model from {self.source.description}: {exc}"
+        except Exception as exc:  # whatever goes wrong, no stay may be lost to the model
+            reason = (
+                str(exc)
+                if isinstance(exc, ModelUnavailable | ModelRejected)
+                else f"it could not be loaded ({type(exc).__name__})"
+            )
+            problem = f"length-of-stay model from {self.source.description}: {reason}"
             if self._model is not None:
                 problem += f"; still scoring with {self._model.id}"
             else:

@@ -318,3 +318,18 @@ def test_a_model_trained_on_generated_stays_learns_their_shape(app_env, uploads,
     ours, baseline = card["metrics"]["model"], card["metrics"]["baseline"]
     assert ours["coefficientOfDetermination"] > 0.85
     assert ours["meanAbsoluteError"] < baseline["meanAbsoluteError"] / 2
+
+
+def test_an_unexpected_failure_while_loading_costs_no_admission(
+    app_env, db, monkeypatch, model_file
+):
+    import los_model.scoring
+
+    def broken(data: bytes) -> Any:
+        raise MemoryError  # anything the model library might raise
+
+    monkeypatch.setattr(los_model.scoring, "load_model", broken)
+    use_model(monkeypatch, str(model_file))
+    assert admit("5500").status_code == 201
+    assert stored(db)[0].predlengthofstay is None
+    assert "could not be loaded (MemoryError)" in (audit_reasons(db)[0] or "")
