@@ -14,8 +14,6 @@ from shared.records.rules import REQUIRED_COLUMNS, RULE, Invalid, length_of_stay
 
 __all__ = ["COLUMNS", "Invalid", "RowValidator"]
 
-_LENGTH_OF_STAY = COLUMNS.index("lengthofstay")
-
 
 class RowValidator:
     """Validates records of one file, whose header fixes which field is which column."""

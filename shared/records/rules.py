@@ -306,7 +306,6 @@ _BOOK = {
 # The rule of every column of a row, in the row's column order.
 RULES: tuple[Rule, ...] = tuple(_BOOK[column] for column in COLUMNS)
 RULE: Mapping[str, Rule] = {rule.column: rule for rule in RULES}
-REQUIRED: tuple[str, ...] = tuple(rule.column for rule in RULES if rule.required)
 NAME_COLUMNS: tuple[str, ...] = tuple(r.column for r in RULES if r.kind is Kind.TEXT)
 # Columns a CSV file must have (the others may be left out, stored NULL or computed).
 OPTIONAL_COLUMNS = frozenset({*NAME_COLUMNS, "discharged", "lengthofstay", "predlengthofstay"})
