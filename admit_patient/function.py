@@ -46,4 +46,5 @@ def _admit(payload: Payload, settings: Settings) -> fhir_http.Answer:
         eid=admission.eid,
         headers={"Location": f"Encounter/{admission.fhir_encounter_id}"},
         warning=prediction.problem if prediction is not None else None,
+        issues=admission.warnings,
     )

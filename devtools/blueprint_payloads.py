@@ -1,9 +1,9 @@
 """The blueprint's demo admission payloads, with the values no patient has brought into range.
 
 Its ``admit_100001.json`` and ``admit_100002.json`` carry sodium of 6.5 and 11.6 mmol/L, and
-100002 glucose of 180.9 mmol/L (3,259 mg/dL). The rule book refuses those in a CSV and so in
-an admission (422). Demos and benchmarks that want the payloads admitted use them through
-:func:`plausible`; everything else stays as shipped.
+100002 glucose of 180.9 mmol/L (3,259 mg/dL). As shipped they are admitted without those
+values (each Observation not used, with a warning); tests that want every measurement stored
+use them through :func:`plausible`; everything else stays as shipped.
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ def rows(count: int, seed: int, shape: str, start_eid: int, bad_rows: float) -> 
             values[name] = f"{_bounded_gauss(rng, mean, sd, lo, hi):.{decimals}f}".rstrip(
                 "0"
             ).rstrip(".")
-        values["pulse"] = str(int(_bounded_gauss(rng, 73, 12, 30, 130)))
+        pulse = _bounded_gauss(rng, 73, 12, 30, 130)
+        # The r-server solution's production data writes pulse with decimals (84.04677503).
+        values["pulse"] = f"{pulse:.8f}" if shape == "production" else str(int(pulse))
         values["respiration"] = f"{_bounded_gauss(rng, 6.5, 0.57, 0.2, 10.0):.1f}"
         values["secondarydiagnosisnonicd9"] = str(min(10, int(rng.expovariate(1 / 2.1))))
         stay = _length_of_stay(rng, rcount, sum(flags.values()), values)

@@ -46,19 +46,50 @@ def assert_outcome(response, status: int, code: str | None = None) -> dict:
 # --- the blueprint's payloads, as shipped ---------------------------------------------------
 
 
-def test_blueprint_admission_as_shipped_is_refused_for_its_implausible_sodium(app_env, db):
-    # Sodium 6.5 mmol/L: the CSV path refuses it, so the admission does too, pointing at the
-    # Observation's element and never quoting the value.
-    response = http(
-        "admit_patient",
-        fx.blueprint_as_shipped("admit_100001.json"),
-        content_type="application/json",
-    )
-    outcome = assert_outcome(response, 422, "value")
-    assert [i["expression"] for i in outcome["issue"]] == [["observations[2].valueQuantity"]]
-    assert "sodium is outside the plausible range 80-220 mmol/L" in response.get_body().decode()
-    assert "6.47" not in response.get_body().decode()
-    assert row(db, 100001) is None
+def shipped_admissions() -> list[str]:
+    folder = shared_file("blueprint", "admit_100001.json").parent
+    return sorted(p.name for p in folder.glob("admit_*.json"))
+
+
+def test_every_blueprint_admission_as_shipped_is_admitted_and_discharged(app_env, db):
+    # The blueprint's demo labs carry implausible values (sodium 6.5 and 11.6 mmol/L,
+    # glucose 180.9 mmol/L): each such Observation is not used, the stay is stored, and the
+    # answer says which element was left out and why, never the value.
+    names = shipped_admissions()
+    assert names, "no admit_*.json in ../shared/data/blueprint"
+    shipped_discharge = fx.blueprint_as_shipped("discharge_100001.json")
+    for name in names:
+        eid = int(name.removeprefix("admit_").removesuffix(".json"))
+        response = http(
+            "admit_patient", fx.blueprint_as_shipped(name), content_type="application/json"
+        )
+        assert response.status_code == 201, (name, response.get_body()[:300])
+        text = response.get_body().decode()
+        encounter = json.loads(text)
+        (outcome,) = encounter["contained"]
+        warnings = outcome["issue"]
+        assert warnings and {w["severity"] for w in warnings} == {"warning"}
+        assert all(w["diagnostics"].startswith("not used: ") for w in warnings)
+        for value in ("6.47", "11.6", "180.9"):
+            assert value not in text
+        stored = row(db, eid)
+        dropped = [w["expression"][0] for w in warnings]
+        assert "observations[2].valueQuantity" in dropped  # the sodium of every demo
+        assert stored.sodium is None and "sodium" in stored.absentFeatures.split(",")
+
+        discharge = json.loads(shipped_discharge.decode("utf-16"))
+        discharge["encounter"]["id"] = eid
+        discharge["encounter"]["period"]["start"] = encounter["period"]["start"]
+        response = http(
+            "discharge_patient",
+            fx.as_utf16(discharge),
+            method="PUT",
+            content_type="application/json",
+        )
+        assert response.status_code == 200, (name, response.get_body()[:300])
+        stored = row(db, eid)
+        assert stored.discharged is not None
+        assert stored.lengthofstay == (stored.discharged - stored.vdate).days
 
 
 def test_blueprint_admission(app_env, db):
@@ -191,15 +222,17 @@ def test_the_most_recent_inpatient_encounter_is_admitted_and_readmissions_counte
     assert stored.facid == "C" and stored.lengthofstay == 5
 
 
-def test_an_unknown_unit_is_refused_never_stored(app_env, db):
+def test_an_unknown_unit_is_never_stored_and_the_stay_is(app_env, db):
     data = fx.bundle(
         fx.encounter("e-1", "2020-04-01T10:00:00Z"),
         fx.observation("2339-0", 5.5, "g/L", "2020-04-01T10:30:00Z", "urn:uuid:e-1"),
     )
-    outcome = assert_outcome(http("admit_patient", data), 422, "value")
-    assert "glucose" in outcome["issue"][0]["diagnostics"]
-    assert outcome["issue"][0]["expression"][0].startswith("Bundle.entry[2].resource.valueQuantity")
-    assert row(db, eid_for("e-1")) is None
+    response = http("admit_patient", data)
+    assert response.status_code == 201
+    (warning,) = body(response)["contained"][0]["issue"]
+    assert "glucose" in warning["diagnostics"] and warning["severity"] == "warning"
+    assert warning["expression"] == ["Bundle.entry[2].resource.valueQuantity"]
+    assert row(db, eid_for("e-1")).glucose is None
 
 
 def test_an_unmapped_facility_without_default_is_refused_naming_the_setting(
@@ -285,19 +318,20 @@ def test_a_body_over_the_limit_is_413(app_env, db):
     assert_outcome(http("admit_patient", big), 413, "too-costly")
 
 
-def test_fhir_invalid_resources_list_every_invalid_element(app_env, db):
+def test_fhir_invalid_stay_resources_list_every_invalid_element(app_env, db):
     bad_patient = {**fx.PATIENT, "birthDate": "1961-13-45", "active": "maybe"}
     enc = fx.encounter("e-1", "2020-04-01T10:00:00Z")
-    obs = fx.observation("2947-0", "high", "mmol/L", "2020-04-01T10:00:00Z", "urn:uuid:e-1")
-    data = fx.bundle(enc, obs, patient=False)
+    enc["period"]["start"] = "2020-13-45"
+    data = fx.bundle(enc, patient=False)
     data["entry"].insert(0, {"fullUrl": "urn:uuid:patient-1", "resource": bad_patient})
     outcome = assert_outcome(http("admit_patient", data), 400, "invalid")
     expressions = {e for i in outcome["issue"] for e in i["expression"]}
     assert {
         "Bundle.entry[0].resource.birthDate",
         "Bundle.entry[0].resource.active",
-        "Bundle.entry[2].resource.valueQuantity.value",
+        "Bundle.entry[1].resource.period.start",
     } <= expressions
+    assert row(db, eid_for("e-1")) is None
 
 
 def test_two_in_progress_encounters_are_ambiguous(app_env, db):

@@ -89,7 +89,9 @@ def test_a_clean_file_is_checked_column_wise_with_the_same_result(shape: str) ->
 
 # Each (column, text) below replaces one field of one line; the row-by-row rules decide.
 TRICKY_FIELDS = [
-    ("pulse", "91.0"),  # a whole number as spreadsheets write it: stored 91
+    ("pulse", "91.0"),  # a measurement: decimals stored rounded
+    ("pulse", "90.5"),
+    ("secondarydiagnosisnonicd9", "2.0"),  # a count: digits only
     ("pulse", "91.5"),
     ("pulse", "1e2"),
     ("pulse", "+90"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -40,6 +41,30 @@ def table_snapshot(db: sa.Engine) -> tuple[list, list, list]:
             sorted(map(tuple, conn.execute(sa.select(t))), key=repr)
             for t in (patient_data, ingest_rejects, ingest_runs)
         )
+
+
+def test_a_production_shaped_file_with_decimal_pulses_is_stored_whole(app_env, uploads, db):
+    # Shaped like the r-server solution's production data: pulse written 84.04677503.
+    data = los_generator.csv_bytes(1_000, shape="production", seed=11)
+    lines = data.decode().splitlines()
+    pulse = lines[0].split(",").index("pulse")
+    written = {int(f[0]): f[pulse] for f in (line.split(",") for line in lines[1:])}
+    assert all("." in text for text in written.values())
+    url, etag = uploads.put(data, "production.csv")
+
+    deliver(events.event_grid_schema(url, etag, len(data)))
+
+    [run] = runs(db)
+    assert (run.status, run.rowsRead, run.rowsStored, run.rowsRejected) == (
+        "succeeded",
+        1_000,
+        1_000,
+        0,
+    )
+    rows = stored(db)
+    for eid, text in written.items():
+        # The nearest whole beat, halves away from zero, on both CSV paths alike.
+        assert rows[eid].pulse == int(Decimal(text).quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def test_blueprint_file_is_stored_whole_with_tags_and_redelivery_changes_nothing(

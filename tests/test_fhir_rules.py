@@ -38,62 +38,148 @@ def admission(*observations: dict[str, Any], eid: str = "4100") -> dict[str, Any
     return fx.bundle(fx.encounter(eid, START), *observations)
 
 
-# --- the same measurement rules as a CSV row ------------------------------------------------
+# --- a measurement refuses only its Observation -------------------------------------------
+
+
+def warnings_of(response: Any) -> list[dict[str, Any]]:
+    """The warnings a stored admission carries: a contained OperationOutcome the Encounter
+    points at."""
+    encounter = body(response)
+    (reference,) = [
+        e["valueReference"]["reference"] for e in encounter["extension"] if "valueReference" in e
+    ]
+    (outcome,) = [c for c in encounter["contained"] if f"#{c['id']}" == reference]
+    assert outcome["resourceType"] == "OperationOutcome"
+    return list(outcome["issue"])
 
 
 @pytest.mark.parametrize(
-    ("loinc", "value", "unit", "reason"),
+    ("loinc", "value", "unit", "column", "reason"),
     [
-        ("2947-0", 1e308, "mmol/L", "sodium is outside the plausible range 80-220 mmol/L"),
-        ("2947-0", -140, "mmol/L", "sodium is outside the plausible range 80-220 mmol/L"),
-        ("8867-4", 72.5, "/min", "pulse is not a whole number written in digits"),
-        ("8867-4", 4000, "/min", "pulse is outside the plausible range 10-350 beats/min"),
-        ("39156-5", 0.2, "kg/m2", "bmi is outside the plausible range 5-150 kg/m2"),
-        ("2160-0", 88420, "umol/L", "creatinine is outside the plausible range 0.01-40 mg/dL"),
+        (
+            "2947-0",
+            1e308,
+            "mmol/L",
+            "sodium",
+            "sodium is outside the plausible range 80-220 mmol/L",
+        ),
+        ("2947-0", -140, "mmol/L", "sodium", "sodium is outside the plausible range 80-220 mmol/L"),
+        ("8867-4", 4000, "/min", "pulse", "pulse is outside the plausible range 10-350 beats/min"),
+        ("39156-5", 0.2, "kg/m2", "bmi", "bmi is outside the plausible range 5-150 kg/m2"),
+        (
+            "2160-0",
+            88420,
+            "umol/L",
+            "creatinine",
+            "creatinine is outside the plausible range 0.01-40 mg/dL",
+        ),
+        (
+            "54554-1",
+            2.5,
+            "{#}",
+            "secondarydiagnosisnonicd9",
+            "secondarydiagnosisnonicd9 is not a whole number written in digits",
+        ),
     ],
 )
-def test_an_implausible_measurement_is_refused_naming_the_element(
-    app_env, db, loinc, value, unit, reason
+def test_an_implausible_measurement_is_not_used_and_the_stay_is_stored(
+    app_env, db, loinc, value, unit, column, reason
 ):
     request = admission(
         fx.observation("718-7", 14, "g/dL", START), fx.observation(loinc, value, unit, START)
     )
-    issues = refused(http("admit_patient", request))
-    assert issues == [
+    response = http("admit_patient", request)
+    assert response.status_code == 201, response.get_body()[:400]
+    assert warnings_of(response) == [
         {
-            "severity": "error",
+            "severity": "warning",
             "code": "value",
-            "diagnostics": reason,
+            "diagnostics": f"not used: {reason}",
             # The Patient is entry 0, the Encounter 1, then the two Observations.
             "expression": ["Bundle.entry[3].resource.valueQuantity"],
         }
     ]
-    assert str(value) not in json.dumps(issues)
-    assert stored(db) == []
+    assert str(value) not in response.get_body().decode()
+    (row,) = stored(db)
+    assert getattr(row, column) is None  # never the implausible value, never 0
+    assert column in row.absentFeatures.split(",")
 
 
-def test_every_broken_rule_of_an_admission_is_listed(app_env, db):
+def test_an_unusable_observation_gives_way_to_the_next_one(app_env, db):
+    # The admission's own sodium is in another unit; the one the day before is used.
+    request = admission(
+        fx.observation("2947-0", 3.2, "g/L", START, encounter="urn:uuid:4100"),
+        fx.observation("2947-0", 141, "mmol/L", "2024-02-29T08:00:00+00:00"),
+    )
+    response = http("admit_patient", request)
+    assert response.status_code == 201
+    (warning,) = warnings_of(response)
+    assert warning["expression"] == ["Bundle.entry[2].resource.valueQuantity"]
+    assert "unit is not one this measurement accepts" in warning["diagnostics"]
+    assert stored(db)[0].sodium == 141.0
+
+
+def test_an_observation_that_is_not_valid_r4_is_not_used(app_env, db):
+    request = admission(
+        fx.observation("2947-0", "high", "mmol/L", START),
+        fx.observation("8867-4", 72, "/min", START),
+    )
+    response = http("admit_patient", request)
+    assert response.status_code == 201
+    (warning,) = warnings_of(response)
+    assert warning["code"] == "invalid" and warning["severity"] == "warning"
+    assert warning["expression"] == ["Bundle.entry[2].resource.valueQuantity.value"]
+    assert warning["diagnostics"].startswith("not used: the Observation is not valid FHIR R4")
+    (row,) = stored(db)
+    assert (row.sodium, row.pulse) == (None, 72)
+
+
+def test_prefer_return_operation_outcome_answers_with_the_warnings_alone(app_env, db):
+    request = admission(fx.observation("2947-0", 6.5, "mmol/L", START))
+    response = http("admit_patient", request, headers={"Prefer": "return=OperationOutcome"})
+    assert response.status_code == 201
+    assert response.headers["Location"] == "Encounter/4100"
+    outcome = body(response)
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert [i["severity"] for i in outcome["issue"]] == ["warning"]
+
+
+def test_the_audit_row_names_the_resources_not_used(app_env, db):
+    from shared.records.schema import audit_log
+
+    http("admit_patient", admission(fx.observation("2947-0", 6.5, "mmol/L", START)))
+    with db.connect() as conn:
+        (audit,) = conn.execute(sa.select(audit_log)).all()
+    assert (audit.outcome, audit.statusCode) == ("success", 201)
+    assert audit.reason == (
+        "Bundle.entry[2].resource.valueQuantity: not used: "
+        "sodium is outside the plausible range 80-220 mmol/L"
+    )
+
+
+def test_a_decimal_pulse_is_stored_rounded_half_away_from_zero(app_env, db):
+    request = admission(fx.observation("8867-4", 72.5, "/min", START))
+    assert http("admit_patient", request).status_code == 201
+    assert stored(db)[0].pulse == 73
+
+
+def test_what_makes_the_stay_wrong_is_refused_and_every_problem_listed(app_env, db):
     patient = copy.deepcopy(fx.PATIENT)
     patient["name"][0]["family"] = "X" * 51
     request = fx.bundle(
         fx.encounter("4101", START),
         fx.observation("2947-0", 3, "mmol/L", START),
-        fx.observation("8867-4", 0, "/min", START),
         patient=False,
     )
+    patient["name"][0]["given"] = ["G" * 60]
     request["entry"].insert(0, {"fullUrl": PATIENT_REF, "resource": patient})
     issues = refused(http("admit_patient", request))
-    assert [(i["expression"][0], i["diagnostics"]) for i in issues] == [
-        ("Bundle.entry[0].resource.name", "LastName is 51 characters long; at most 50"),
-        (
-            "Bundle.entry[2].resource.valueQuantity",
-            "sodium is outside the plausible range 80-220 mmol/L",
-        ),
-        (
-            "Bundle.entry[3].resource.valueQuantity",
-            "pulse is outside the plausible range 10-350 beats/min",
-        ),
+    # The implausible sodium alone would not refuse the stay; it is no error here either.
+    assert [(i["severity"], i["expression"][0], i["diagnostics"]) for i in issues] == [
+        ("error", "Bundle.entry[0].resource.name", "FirstName is 60 characters long; at most 50"),
+        ("error", "Bundle.entry[0].resource.name", "LastName is 51 characters long; at most 50"),
     ]
+    assert stored(db) == []
 
 
 def test_a_name_with_control_characters_is_refused(app_env, db):
@@ -128,6 +214,7 @@ def test_a_plausible_admission_is_stored_as_its_values(app_env, db):
     assert http("admit_patient", request).status_code == 201
     (row,) = stored(db)
     assert (row.sodium, row.pulse, row.LastName) == (141.0, 72, "Zyxwvut")
+    assert "contained" not in body(http("admit_patient", request))  # no warnings, none carried
 
 
 # --- the stay lands on the Patient the Encounter names --------------------------------------
@@ -186,6 +273,20 @@ def test_a_bare_encounter_or_a_bundle_discharges(app_env, db, method, shape):
     assert body(response)["length"]["value"] == 3 and body(response)["status"] == "finished"
     (row,) = stored(db)
     assert (str(row.discharged), row.lengthofstay) == ("2024-03-04", 3)
+
+
+@pytest.mark.parametrize("shape", ["bare", "bundle"])
+def test_an_unusable_observation_does_not_refuse_a_discharge(app_env, db, shape):
+    assert http("admit_patient", admission(eid="4302")).status_code == 201
+    finished = fx.encounter("4302", START, "2024-03-03T09:30:00+00:00", status="finished")
+    broken = fx.observation("2947-0", "high", "mmol/L", START, encounter="urn:uuid:4302")
+    if shape == "bare":
+        request = {**finished, "contained": [{**broken, "id": "sodium"}]}
+    else:
+        request = fx.bundle(finished, broken, fx.observation("2947-0", 6.5, "mmol/L", START))
+    response = http("discharge_patient", request, method="PUT")
+    assert response.status_code == 200, response.get_body()
+    assert stored(db)[0].lengthofstay == 2
 
 
 def test_a_bare_encounter_never_admitted_is_404(app_env, db):

@@ -1,6 +1,7 @@
 """One rule book, three ways in: random stays, valid and invalid in every column, get the same
 verdict and, when valid, the same stored values through the CSV row path, the CSV column-wise
-path and the FHIR admission path.
+path and the FHIR admission path; the verdicts differ only as the rule book's refusal policy
+says (a bad measurement: a CSV refuses the row, an admission stores the stay without it).
 
 A stay is drawn as typed values, then written as a CSV line and as a FHIR Bundle (Patient,
 Encounter, earlier Encounters for ``rcount``, Conditions for the flags, Observations in the
@@ -25,7 +26,7 @@ from shared.fhir.operation_outcome import FhirError
 from shared.fhir.payload import gather
 from shared.platform.settings import load_settings
 from shared.records.rows import COLUMNS
-from shared.records.rules import MAX_EID, RULE, Kind
+from shared.records.rules import MAX_EID, RULE, Kind, Refusal
 from shared.records.schema import FLAG_COLUMNS
 from tests.test_block_validation import block_by_block, row_by_row
 
@@ -51,6 +52,12 @@ CANONICAL_UNIT = {
 @dataclass
 class Stay:
     values: dict[str, Any]  # column -> typed value or None, in the rule book's terms
+    broken: frozenset[str] = frozenset()  # the columns drawn to break a rule
+
+    def without_bad_measurements(self) -> Stay:
+        """The stay as an admission stores it: a measurement that breaks its rule is NULL."""
+        dropped = {c: None for c in self.broken if RULE[c].refuses is Refusal.MEASUREMENT}
+        return Stay({**self.values, **dropped}, self.broken - set(dropped))
 
     def csv_field(self, column: str, us_dates: bool) -> str:
         value = self.values.get(column)
@@ -87,11 +94,19 @@ def _measurement(column: str, broken: bool) -> st.SearchStrategy[Any]:
             st.floats(rule.high, rule.high + span, exclude_min=True),
         )
         if rule.kind is Kind.WHOLE:
-            whole = st.integers(int(rule.low), int(rule.high))
-            return st.one_of(outside.map(round), whole.map(lambda v: v + 0.5))
+            low, high = int(rule.low), int(rule.high)
+            # Whole numbers outside the range (rounding a float outside can land inside it).
+            outside_whole = st.one_of(
+                st.integers(low - int(span), low - 1), st.integers(high + 1, high + int(span))
+            )
+            whole = st.integers(low, high)
+            return st.one_of(outside_whole, whole.map(lambda v: v + 0.5))
         return outside
     if rule.kind is Kind.WHOLE:
         return st.one_of(st.none(), st.integers(int(rule.low), int(rule.high)))
+    if rule.kind is Kind.ROUNDED:  # decimals, halves among them, are stored rounded
+        halves = st.integers(int(rule.low), int(rule.high) - 1).map(lambda v: v + 0.5)
+        return st.one_of(st.none(), halves, st.floats(rule.low, rule.high))
     return st.one_of(
         st.none(), st.floats(rule.low, rule.high), st.sampled_from([rule.low, rule.high])
     )
@@ -146,7 +161,7 @@ def stays(draw: st.DrawFn) -> Stay:
         "facid": draw(st.sampled_from("ABCDE")),
         "lengthofstay": stated,
     }
-    return Stay(values)
+    return Stay(values, frozenset(broken))
 
 
 # --- the three paths --------------------------------------------------------------------
@@ -272,10 +287,15 @@ def test_csv_row_path_column_path_and_fhir_agree(drawn: list[Stay], us_dates: bo
     by_block, column_wise = block_by_block([data])
     assert by_block == by_row
     event(f"rows vouched for column-wise: {'some' if column_wise else 'none'}")
+    # What an admission must give: the CSV verdict on the stay with its bad measurements
+    # NULL (the Observation carrying one is not used).
+    expected = row_by_row(as_csv([s.without_bad_measurements() for s in drawn], us_dates))
     for line, stay in enumerate(drawn, start=2):
+        if stay.broken & set(MEASUREMENTS):
+            assert verdict(by_row[line]) == "reject"  # a CSV refuses the whole row
         fhir = through_fhir(stay)
         event(f"verdict: {verdict(fhir)[:6]}")
-        assert fhir == verdict(by_row[line]), f"line {line}: {by_row[line]}"
+        assert fhir == verdict(expected[line]), f"line {line}: {expected[line]}"
 
 
 # --- texts only a CSV file can carry ----------------------------------------------------
@@ -360,7 +380,7 @@ def test_both_csv_paths_agree_on_any_field_text(lines: list[list[str]]) -> None:
 def test_a_whole_number_column_takes_digits_only(text: str) -> None:
     # The spreadsheet corruption of long ids: "1e5" must never be stored as 100000.
     stay = Stay({c: None for c in COLUMNS})
-    for column in ("eid", "pulse", "secondarydiagnosisnonicd9", "asthma", "hemo"):
+    for column in ("eid", "secondarydiagnosisnonicd9", "asthma", "hemo", "rcount"):
         line = [stay.csv_field(c, False) for c in COLUMNS]
         line[COLUMNS.index("eid")] = "100000"
         line[COLUMNS.index("vdate")] = "2024-01-02"
@@ -372,3 +392,22 @@ def test_a_whole_number_column_takes_digits_only(text: str) -> None:
         assert outcome.startswith("reject"), (column, outcome)
         assert f"{column} " in outcome
         assert block_by_block([data])[0][2] == outcome
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [("84.04677503", 84), ("84.5", 85), ("84.49999", 84), ("72", 72), ("1.35e2", 135)],
+)
+def test_a_measured_whole_number_takes_a_decimal_and_stores_it_rounded(text, stored):
+    # pulse as the r-server solution's production data writes it.
+    line = {c: "" for c in COLUMNS} | {
+        "eid": "7",
+        "vdate": "2024-01-02",
+        "gender": "F",
+        "facid": "B",
+        "pulse": text,
+    }
+    data = (",".join(COLUMNS) + "\n" + ",".join(line[c] for c in COLUMNS) + "\n").encode()
+    outcome = row_by_row(data)[2]
+    assert f"pulse={stored}," in outcome
+    assert block_by_block([data])[0][2] == outcome

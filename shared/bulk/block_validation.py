@@ -281,7 +281,7 @@ class BlockValidator:
                     digits = np.searchsorted(_TENS, column, side="right") + 1
                     ok &= (column == np.floor(column)) & (lengths[:, i] == digits)
                 doubtful |= ~(ok | (empty & (not rule.required)))
-                values[name] = column
+                values[name] = _rounded(column) if rule.kind is Kind.ROUNDED else column
             elif i in self._converters:
                 # Once per distinct value: a file repeats its dates and codes.
                 values[name] = _converted(
@@ -395,7 +395,15 @@ def _line_starts(newlines: np.ndarray) -> np.ndarray:
 
 def _numeric(rule: Rule) -> bool:
     """Whether the column is read as numbers and checked by its range here."""
-    return rule.columnwise and rule.kind in (Kind.WHOLE, Kind.DECIMAL)
+    return rule.columnwise and rule.kind in (Kind.WHOLE, Kind.DECIMAL, Kind.ROUNDED)
+
+
+def _rounded(column: np.ndarray) -> np.ndarray:
+    """:func:`shared.records.rules.round_half_away` over a column (NaN stays NaN)."""
+    size = np.abs(column)
+    whole = np.floor(size)
+    rounded: np.ndarray = np.copysign(whole + (size - whole >= 0.5), column)
+    return rounded
 
 
 def _ordinals(dates: np.ndarray) -> np.ndarray:
@@ -408,7 +416,7 @@ def _python_values(column: np.ndarray, rule: Rule) -> list[object]:
     """Python values as the row path makes them: ints, floats, None for an empty field."""
     if column.dtype != object:
         empty = np.isnan(column.astype(np.float64))
-        if rule.kind is Kind.WHOLE:
+        if rule.kind in (Kind.WHOLE, Kind.ROUNDED):
             if not empty.any():
                 column = column.astype(np.int64)
             else:

@@ -77,7 +77,9 @@ def capability_statement(
                     _resource(
                         "Observation",
                         f"Measurements read by LOINC code ({LOINC}): {', '.join(loinc)}; "
-                        "in the units the mapping converts, else 422.",
+                        "in the units the mapping converts. One that cannot be used (invalid, "
+                        "another unit, implausible) is left out with a warning; the stay is "
+                        "stored without that value.",
                     ),
                     _resource(
                         "Condition",

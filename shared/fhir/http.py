@@ -10,13 +10,13 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import azure.functions as func
 
 from shared.fhir.authz import FUNCTION_KEY, authorize
-from shared.fhir.operation_outcome import FhirError, operation_outcome
+from shared.fhir.operation_outcome import FhirError, Issue, operation_outcome
 from shared.fhir.payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
 from shared.platform.settings import Settings, SettingsError, get_settings
 
@@ -33,6 +33,16 @@ class Answer:
     eid: int | None
     headers: dict[str, str]
     warning: str | None = None  # for the audit trail and the log: it succeeded, but ...
+    # Resources not used (severity warning): returned to the caller and audited.
+    issues: list[Issue] = field(default_factory=list)
+
+    def audit_reason(self) -> str | None:
+        """What the audit row says beyond the outcome: the resources not used and why (the
+        elements and rules, never values), then any other warning."""
+        parts = [f"{i.expression}: {i.diagnostics}" for i in self.issues]
+        if self.warning:
+            parts.append(self.warning)
+        return "; ".join(parts) or None
 
 
 Handler = Callable[[Payload, Settings], Answer]
@@ -140,9 +150,10 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
         return call.refuse(
             FhirError.one(500, "exception", f"internal error; correlation id {call.correlation}")
         )
-    call.audit(answer.outcome, answer.status, answer.encounter_id, answer.eid, answer.warning)
-    if answer.warning:
-        log.warning("%s %s: %s", action, call.correlation, answer.warning)
+    reason = answer.audit_reason()
+    call.audit(answer.outcome, answer.status, answer.encounter_id, answer.eid, reason)
+    if reason:
+        log.warning("%s %s: %s", action, call.correlation, reason)
     log.info(
         "%s %s: encounter %s (eid %s) %s, %s",
         action,
@@ -152,7 +163,30 @@ def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpRes
         answer.outcome,
         answer.status,
     )
-    return _respond(answer.status, answer.resource, call.fhir, call.correlation, answer.headers)
+    resource = _with_outcome(answer, req.headers.get("prefer"))
+    return _respond(answer.status, resource, call.fhir, call.correlation, answer.headers)
+
+
+OUTCOME_EXTENSION = "urn:patient-ingest:StructureDefinition:ingest-outcome"
+_OUTCOME_ID = "ingest-outcome"
+
+
+def _with_outcome(answer: Answer, prefer: str | None) -> dict[str, Any]:
+    """The answer's body as the caller prefers it (FHIR's ``Prefer: return=``): the
+    OperationOutcome alone for ``return=OperationOutcome``; otherwise the resource, carrying
+    any warnings as a contained OperationOutcome that an extension points at (a contained
+    resource must be referenced from its container)."""
+    wants = {p.strip().lower() for p in (prefer or "").split(";")}
+    if "return=operationoutcome" in wants:
+        issues = answer.issues or [Issue("informational", answer.outcome, severity="information")]
+        return operation_outcome(issues)
+    if not answer.issues:
+        return answer.resource
+    outcome = {"id": _OUTCOME_ID, **operation_outcome(answer.issues)}
+    resource = {**answer.resource, "contained": [outcome]}
+    reference = {"url": OUTCOME_EXTENSION, "valueReference": {"reference": f"#{_OUTCOME_ID}"}}
+    resource["extension"] = [*answer.resource.get("extension", []), reference]
+    return resource
 
 
 def _engine_if_available() -> Any:

@@ -19,7 +19,9 @@
 |                               | ACUTE, NONAC) starting in the 180 days before: 0-4, 5+         |
 | hematocrit … secondary…icd9   | Observations by LOINC (:data:`MEASUREMENTS`), unit checked and |
 |                               | converted; the admission's own, else the latest at or before   |
-|                               | admission; absent → NULL, named in absentFeatures              |
+|                               | admission; absent → NULL, named in absentFeatures. An unusable |
+|                               | one (invalid R4, no value, unknown unit, refused by the rule   |
+|                               | book) is not used: the next one, else NULL; a warning names it |
 | the 11 condition flags        | Conditions by SNOMED CT (:data:`CONDITION_FLAGS`): 1 when      |
 |                               | clinicalStatus is active, recurrence or relapse                |
 
@@ -29,8 +31,12 @@ one (class IMP, ACUTE, NONAC); otherwise the most recent Encounter. If it has
 ``period.end`` the admission records the discharge too (a historical load).
 
 The values gathered are then checked by the rule book (:func:`shared.records.rules.check_row`),
-the same rules a CSV row meets: a value it refuses is a 422 whose ``expression`` points at
-the element it came from, never at the value.
+the same rules a CSV row meets. What a refused value refuses is the rule book's
+(:class:`shared.records.rules.Refusal`): a measurement refuses only the Observation carrying
+it (the stay is stored, the answer carries a warning), anything else the admission (422).
+Either way the ``expression`` points at the element, never at the value. A Condition or
+Observation that fails R4 validation is likewise not used, with a warning: one malformed lab
+result must not lose a patient's admission.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.fhir.operation_outcome import FhirError, Issue
-from shared.fhir.payload import Entry, Payload, validate
+from shared.fhir.payload import Entry, Payload, validate, validate_each
 from shared.platform.settings import Settings
 from shared.records.rows import PatientRow
 from shared.records.rules import (
@@ -50,6 +56,7 @@ from shared.records.rules import (
     MEASUREMENT_COLUMNS,
     RULE,
     Invalid,
+    Refusal,
     RowInvalid,
     check_row,
 )
@@ -134,6 +141,8 @@ class Admission:
     row: PatientRow
     absent: list[str] = field(default_factory=list)
     prediction_model: str | None = None  # the model that filled row.predlengthofstay
+    # Resources not used (severity warning), each naming its element and why.
+    warnings: list[Issue] = field(default_factory=list)
 
     @property
     def eid(self) -> int:
@@ -247,8 +256,12 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
         codes = _observation_codes(entry.resource)
         if codes is None or codes & MAPPED_LOINC:
             observations.append(entry)
-    # Only what the mapping reads is validated (an invalid one is still refused).
-    validate([*patients, *encounters, *conditions, *observations])
+    # Only what the mapping reads is validated. The stay's own resources must be valid; a
+    # Condition or Observation that is not is left out with a warning (the smallest unit).
+    validate([*patients, *encounters])
+    conditions, warnings = validate_each(conditions)
+    observations, unreadable = validate_each(observations)
+    warnings += unreadable
 
     encounter = choose_admission(encounters)
     patient = _patient_of(encounter, payload)
@@ -300,7 +313,7 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
         lengthofstay=_length(encounter),
     )
     values.update(_flags(conditions, vdate, end))
-    measured, absent = _measurements(observations, encounter, payload, source)
+    measured, absent = _measurements(observations, encounter, payload, source, warnings)
     values.update(measured)
     try:
         row = check_row(values)
@@ -316,7 +329,7 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
                 for column, reason in exc.problems
             ],
         ) from None
-    return Admission(model.id, row, absent)
+    return Admission(model.id, row, absent, warnings=warnings)
 
 
 _NAME_PARTS = ("FirstName", "MiddleName", "LastName")
@@ -485,8 +498,15 @@ def _observation_time(entry: Entry) -> dt.datetime | None:
 
 
 def _measurements(
-    observations: list[Entry], admission: Entry, payload: Payload, source: dict[str, str]
+    observations: list[Entry],
+    admission: Entry,
+    payload: Payload,
+    source: dict[str, str],
+    warnings: list[Issue],
 ) -> tuple[dict[str, object], list[str]]:
+    """Each measured column's value from its Observations, most wanted first: the
+    admission's own, else the latest at or before admission. One that cannot be used is
+    passed over with a warning, so the next one counts (else the value is NULL, absent)."""
     start = _start(admission)
     assert start is not None
     floor = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -508,20 +528,42 @@ def _measurements(
                 own.append((when or floor, entry))
             elif when is not None and when <= start:
                 before.append((when, entry))
-        chosen = max(own or before, key=lambda pair: pair[0], default=None)
-        if chosen is None:
-            values[column] = None
+        # Newest first; among equals, the first sent (stable sort).
+        wanted = [*sorted(own, key=_when, reverse=True), *sorted(before, key=_when, reverse=True)]
+        values[column] = None
+        for _, entry in wanted:
+            try:
+                values[column], element = _value(entry, column, measurement)
+            except _Unusable as exc:
+                where = f"{entry.expression}.{exc.element}"
+                warnings.append(Issue("value", exc.reason, where, severity="warning"))
+                continue
+            source[column] = f"{entry.expression}.{element}"
+            break
+        if values[column] is None:
             absent.append(column)
-            continue
-        values[column], element = _value(chosen[1], column, measurement)
-        source[column] = f"{chosen[1].expression}.{element}"
     return values, absent
 
 
-def _value(entry: Entry, column: str, measurement: Measurement) -> tuple[float, str]:
-    """The Observation's value in our unit; the rules then check its range and, for counts,
-    that it is whole."""
+def _when(pair: tuple[dt.datetime, Entry]) -> dt.datetime:
+    return pair[0]
+
+
+class _Unusable(Exception):
+    """An Observation that cannot give its measurement: why, and which element says so."""
+
+    def __init__(self, reason: str, element: str) -> None:
+        super().__init__(reason)
+        self.reason, self.element = reason, element
+
+
+def _value(entry: Entry, column: str, measurement: Measurement) -> tuple[object, str]:
+    """The Observation's value in our unit, checked by the column's rule (range and, for
+    counts, whole), or :class:`_Unusable`. The rule refuses only this Observation: every
+    measured column's rule says :attr:`Refusal.MEASUREMENT`."""
     model = entry.model
+    rule = RULE[column]
+    assert rule.refuses is Refusal.MEASUREMENT
     quantity = model.valueQuantity
     if quantity is not None and quantity.value is not None:
         unit = (
@@ -529,22 +571,21 @@ def _value(entry: Entry, column: str, measurement: Measurement) -> tuple[float, 
         ) or ""
         factor = measurement.units.get(unit.strip().casefold())
         if factor is None:
-            raise FhirError.one(
-                422,
-                "value",
-                f"the {column} Observation's unit is not one this measurement accepts "
-                f"({', '.join(u or '(none)' for u in measurement.units)}); send it in one of them",
-                f"{entry.expression}.valueQuantity",
+            raise _Unusable(
+                f"not used: the {column} Observation's unit is not one this measurement "
+                f"accepts ({', '.join(u or '(none)' for u in measurement.units)})",
+                "valueQuantity",
             )
-        return float(quantity.value) * factor, "valueQuantity"
-    if getattr(model, "valueInteger", None) is not None and "" in measurement.units:
-        return float(model.valueInteger), "valueInteger"
-    raise FhirError.one(
-        422,
-        "value",
-        f"the {column} Observation carries no valueQuantity",
-        f"{entry.expression}.value[x]",
-    )
+        value, element = float(quantity.value) * factor, "valueQuantity"
+    elif getattr(model, "valueInteger", None) is not None and "" in measurement.units:
+        value, element = float(model.valueInteger), "valueInteger"
+    else:
+        raise _Unusable(f"not used: the {column} Observation carries no valueQuantity", "value[x]")
+    try:
+        rule.check(value)
+    except Invalid as exc:
+        raise _Unusable(f"not used: {exc}", element) from None
+    return value, element
 
 
 # --- discharge -----------------------------------------------------------------------------

@@ -283,6 +283,16 @@ def _model(resource_type: str) -> Any:
     return Condition
 
 
+def _validated(entry: Entry) -> Any:
+    """The entry's R4 model. Its ``contained`` resources are left out: the mapping never
+    reads them, and a malformed one (say an Observation inside a discharged Encounter) must
+    not refuse the resource that holds it."""
+    resource = entry.resource
+    if "contained" in resource:
+        resource = {k: v for k, v in resource.items() if k != "contained"}
+    return _model(entry.type).model_validate(resource)
+
+
 def validate(entries: Iterable[Entry]) -> None:
     """Validate each entry with its R4 model, setting ``entry.model``; every error is listed."""
     import pydantic
@@ -291,11 +301,38 @@ def validate(entries: Iterable[Entry]) -> None:
     for entry in entries:
         _check_depth(entry)
         try:
-            entry.model = _model(entry.type).model_validate(entry.resource)
+            entry.model = _validated(entry)
         except pydantic.ValidationError as exc:
             issues.extend(_issues(entry, exc))
     if issues:
         raise FhirError(400, issues)
+
+
+def validate_each(entries: Iterable[Entry]) -> tuple[list[Entry], list[Issue]]:
+    """Validate each entry on its own: the valid ones (``entry.model`` set), and a warning per
+    invalid one saying it was not used and why. For resources whose loss costs one feature,
+    not the stay (Conditions, Observations); a resource nested too deep is still refused."""
+    import pydantic
+
+    valid: list[Entry] = []
+    warnings: list[Issue] = []
+    for entry in entries:
+        _check_depth(entry)
+        try:
+            entry.model = _validated(entry)
+        except pydantic.ValidationError as exc:
+            first = next(_issues(entry, exc))
+            warnings.append(
+                Issue(
+                    "invalid",
+                    f"not used: the {entry.type} is not valid FHIR R4 ({first.diagnostics})",
+                    first.expression,
+                    severity="warning",
+                )
+            )
+        else:
+            valid.append(entry)
+    return valid, warnings
 
 
 def _issues(entry: Entry, exc: Any) -> Iterator[Issue]:

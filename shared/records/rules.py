@@ -9,7 +9,25 @@ converts Observation units first, then hands a row of typed values to :func:`che
 Reasons name the column and the rule, never the value: they are stored, logged and sent
 back to callers, and a value may be a patient's name or a clinical measurement. An empty
 measurement is ``None`` (stored as NULL, never 0). Nothing is changed silently: surrounding
-blanks are trimmed, ``m``/``f`` and facility letters are upper-cased, and that is all.
+blanks are trimmed, ``m``/``f`` and facility letters are upper-cased, and a measurement the
+blueprint's schema stores as a whole number (``pulse``, :attr:`Kind.ROUNDED`) is rounded to
+the nearest whole, halves away from zero; that is all.
+
+What a bad value refuses is the smallest unit that carries it (:attr:`Rule.refuses`):
+
+| a bad value in            | a CSV row (either path)   | a FHIR admission                     |
+|---------------------------|---------------------------|--------------------------------------|
+| a measurement             | the row is refused, with  | the Observation is not used: the     |
+| (``Refusal.MEASUREMENT``) | its reason                | stay is stored, that value NULL (in  |
+|                           |                           | absentFeatures); 201 and a warning   |
+|                           |                           | naming the element                   |
+| any other column          | the row is refused, with  | the admission is refused: 422 naming |
+| (``Refusal.STAY``)        | its reason                | the element                          |
+
+The measurements are hematocrit to secondarydiagnosisnonicd9 (:data:`MEASUREMENT_COLUMNS`);
+the other columns are ids, dates, names, gender, flags and the facility.
+A CSV is historic data that can be corrected and uploaded again, and its unit is the row; an
+EHR admits a patient whether or not one lab value is wrong, and its unit is the resource.
 """
 
 from __future__ import annotations
@@ -36,6 +54,16 @@ class Kind(enum.Enum):
     DECIMAL = "decimal"  # a finite number within a range
     DATE = "date"  # a calendar date within a range
     CODE = "code"  # one of a closed set of codes
+    # A measurement the schema stores as a whole number: any finite decimal in range (the
+    # range is checked on the value as measured), rounded to the nearest whole.
+    ROUNDED = "rounded"
+
+
+class Refusal(enum.Enum):
+    """The smallest unit a bad value in a column refuses (see the table above)."""
+
+    STAY = "stay"  # the value makes the stay itself wrong: the row or admission is refused
+    MEASUREMENT = "measurement"  # FHIR: the Observation is not used; CSV: the row is refused
 
 
 OLDEST_DATE = dt.date(1900, 1, 1)
@@ -69,6 +97,7 @@ class Rule:
     codes: Mapping[str, str] | None = None  # CODE: text as written → value stored
     max_length: int | None = None  # TEXT
     columnwise: bool = True
+    refuses: Refusal = Refusal.STAY
     out_of_range: str = ""  # the reason for a value outside low-high
     malformed: str = ""  # the reason for text that is not of this kind
 
@@ -96,6 +125,8 @@ class Rule:
         assert self.low is not None and self.high is not None
         if not self.low <= number <= self.high:
             raise Invalid(self.out_of_range)
+        if self.kind is Kind.ROUNDED:
+            return round_half_away(number)
         return int(number) if self.kind is Kind.WHOLE else number
 
     def text_converter(self) -> Callable[[str], object]:
@@ -121,7 +152,17 @@ class Rule:
                 raise Invalid(out_of_range)
             return value
 
+        if self.kind is Kind.ROUNDED:
+            return lambda text: round_half_away(convert(text))
         return convert
+
+
+def round_half_away(value: float) -> int:
+    """The nearest whole number, halves away from zero (84.5 → 85), as SQL's ROUND does;
+    ``value - floor`` is exact for a double, so no half is misjudged by the arithmetic."""
+    whole = math.floor(abs(value))
+    rounded = whole + (abs(value) - whole >= 0.5)
+    return -rounded if value < 0 else rounded
 
 
 def parse_decimal(text: str) -> float:
@@ -204,16 +245,19 @@ def _name(column: str) -> Rule:
     return Rule(column, Kind.TEXT, max_length=MAX_NAME, malformed=f"{column} is not valid text")
 
 
-def _measurement(column: str, low: float, high: float, unit: str, whole: bool = False) -> Rule:
+def _measurement(
+    column: str, low: float, high: float, unit: str, kind: Kind = Kind.DECIMAL
+) -> Rule:
     return Rule(
         column,
-        Kind.WHOLE if whole else Kind.DECIMAL,
+        kind,
         low=low,
         high=high,
         unit=unit,
+        refuses=Refusal.MEASUREMENT,
         out_of_range=f"{column} is outside the plausible range {low:g}-{high:g} {unit}",
         malformed=f"{column} is not a whole number written in digits"
-        if whole
+        if kind is Kind.WHOLE
         else f"{column} is not a number",
     )
 
@@ -265,9 +309,11 @@ _MEASUREMENTS = {
         _measurement("bloodureanitro", 0, 700, "mg/dL"),
         _measurement("creatinine", 0.01, 40, "mg/dL"),
         _measurement("bmi", 5, 150, "kg/m2"),
-        _measurement("pulse", 10, 350, "beats/min", whole=True),
+        # Stored as a whole number, measured as any number: devices average beats.
+        _measurement("pulse", 10, 350, "beats/min", Kind.ROUNDED),
         _measurement("respiration", 0, 120, "breaths/min"),
-        _measurement("secondarydiagnosisnonicd9", 0, 100, "diagnoses", whole=True),
+        # A count, so digits only in a CSV; in FHIR an Observation carries it.
+        _measurement("secondarydiagnosisnonicd9", 0, 100, "diagnoses", Kind.WHOLE),
     )
 }
 assert set(FLOAT_MEASUREMENTS) <= set(_MEASUREMENTS)
