@@ -29,9 +29,25 @@ param owner string
 param environmentTag string = 'Pilot'
 param department string = 'Global Ecosystem'
 
-@description('FC1 (Flex Consumption) by default; EP1-EP3 (Elastic Premium) for always-warm workers.')
-@allowed(['FC1', 'EP1', 'EP2', 'EP3'])
-param planSku string = 'FC1'
+@description('Redundancy of both storage accounts. Standard_GRS works in every region; choose Standard_GZRS where the region has availability zones (zone-redundant plus a copy in the paired region).')
+@allowed(['Standard_ZRS', 'Standard_GRS', 'Standard_GZRS', 'Standard_RAGRS', 'Standard_RAGZRS'])
+param storageSku string = 'Standard_GRS'
+
+@description('Days an uploaded file (and its versions and soft-deleted copies) is kept after upload: long enough to re-run an import, short enough not to keep a second copy of ePHI forever.')
+@minValue(1)
+param uploadRetentionDays int = 30
+@description('Days an Event Grid dead letter is kept: long enough for an operator to replay it.')
+@minValue(1)
+param deadLetterRetentionDays int = 30
+
+@description('Optional: object id of the EHR or ETL identity that uploads files (Storage Blob Data Contributor on the uploads container only).')
+param uploaderPrincipalId string = ''
+@description('Optional: object id of the data scientist or pipeline that publishes models (Storage Blob Data Contributor on the models container only).')
+param modelPublisherPrincipalId string = ''
+@description('Optional: object id of who rotates the SQL connection secret (Key Vault Secrets Officer on that one secret).')
+param secretOfficerPrincipalId string = ''
+@description('Optional: object id of the operator who reads and replays dead letters (Storage Blob Data Reader on the dead-letter container only).')
+param operatorPrincipalId string = ''
 
 @description('Client id of the Microsoft Entra app registration for App Service authentication. Empty: function keys instead (AUTH_MODE=function).')
 param authClientId string = ''
@@ -96,6 +112,9 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     resourceToken: resourceToken
     uploadsContainer: uploadsContainer
+    sku: storageSku
+    uploadRetentionDays: uploadRetentionDays
+    deadLetterRetentionDays: deadLetterRetentionDays
     networkIsolation: networkIsolation
     subnetId: networkIsolation ? network.outputs.privateEndpointSubnetId : ''
     dnsZoneId: networkIsolation ? network.outputs.blobZoneId : ''
@@ -145,7 +164,6 @@ module functionApp 'modules/functionapp.bicep' = {
     location: location
     tags: tags
     resourceToken: resourceToken
-    planSku: planSku
     hostStorageName: storage.outputs.hostAccountName
     deploymentContainer: storage.outputs.deploymentContainer
     dataBlobEndpoint: storage.outputs.dataBlobEndpoint
@@ -177,13 +195,23 @@ module rbac 'modules/rbac.bicep' = {
     dataStorageName: storage.outputs.dataAccountName
     uploadsContainer: uploadsContainer
     keyVaultName: keyVault.outputs.name
+    sqlSecretName: sqlSecretName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    uploaderPrincipalId: uploaderPrincipalId
+    modelPublisherPrincipalId: modelPublisherPrincipalId
+    secretOfficerPrincipalId: secretOfficerPrincipalId
+    operatorPrincipalId: operatorPrincipalId
   }
 }
 
 // What azd and scripts/deploy.sh need next; no secret, key or connection string among them.
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+// The app's database user: named after its identity, bound to the identity's object id.
+output AZURE_FUNCTION_IDENTITY_NAME string = functionApp.outputs.identityName
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = functionApp.outputs.principalId
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = functionApp.outputs.clientId
+output AZURE_NETWORK_ISOLATION bool = networkIsolation
 output AZURE_DATA_STORAGE_ACCOUNT string = storage.outputs.dataAccountName
 output AZURE_SQL_SERVER string = sql.outputs.serverFqdn
 output AZURE_SQL_DATABASE string = sql.outputs.databaseName

@@ -8,6 +8,7 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
+from shared.platform import database
 from shared.platform.database import engine_url
 from shared.records.schema import metadata
 
@@ -43,7 +44,10 @@ def run_migrations_online() -> None:
             "SQL_CONNECTION_STRING is not set: set it to the database to migrate, "
             "or use --sql to print the script instead"
         )
-    engine = sa.create_engine(engine_url(conn_str), poolclass=sa.pool.NullPool)
+    # The platform's factory: on Azure SQL an ODBC string without credentials signs in with
+    # a Microsoft Entra token (the deploying administrator's `az login`), as the app does
+    # with its managed identity.
+    engine = database.create_engine(conn_str, poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             # Write-ahead logging for the embedded database: readers (reports, notebooks)

@@ -128,6 +128,82 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     yield url
 
 
+# --- the SQL Server shadow: what the app ran, as Azure SQL would judge it -------------
+
+GRANT_SCRIPT = PROJECT_ROOT / "infra" / "sql" / "grant-app-user.sql"
+# Code that runs as the app's identity; tests, migrations and training run as others.
+APP_CODE = tuple(
+    str(PROJECT_ROOT / part)
+    for part in (
+        "shared",
+        "function_app.py",
+        "bulk_import",
+        "admit_patient",
+        "discharge_patient",
+        "capability_statement",
+    )
+)
+
+
+def _called_by_the_app() -> bool:
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(str(PROJECT_ROOT)) and "/.venv" not in name:
+            return name.startswith(APP_CODE)
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+class SqlServerShadow:
+    """Every Core statement the app executes, compiled as SQL Server would receive it."""
+
+    def __init__(self) -> None:
+        from sqlalchemy.dialects import mssql
+
+        self.dialect = mssql.dialect()
+        self.statements: dict[str, None] = {}  # T-SQL text, in order, once each
+
+    def record(self, conn: Any, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
+        if not isinstance(clause, sa.sql.ClauseElement) or not _called_by_the_app():
+            return
+        rows = multiparams if isinstance(multiparams, list) and multiparams else [params or {}]
+        keys = list(rows[0]) if isinstance(rows[0], dict) else None
+        compiled = clause.compile(
+            dialect=self.dialect,
+            column_keys=keys,
+            for_executemany=len(rows) > 1,
+            compile_kwargs={"render_postcompile": True},  # IN (...) as sent
+        )
+        self.statements.setdefault(str(compiled))
+
+    def problems(self) -> list[str]:
+        from tests import tsql_shadow
+
+        return tsql_shadow.missing(self.statements, tsql_shadow.Grants.from_script(GRANT_SCRIPT))
+
+
+@pytest.fixture(autouse=True)
+def sql_server_shadow(request: pytest.FixtureRequest) -> Iterator[SqlServerShadow | None]:
+    """While a test runs the app on SQLite or PostgreSQL, every statement the app runs is
+    also compiled for SQL Server and held to the grant script: the test fails if one does
+    not parse as T-SQL, is not the app's to run (DDL), or needs a permission on a table or
+    column (an OUTPUT clause's included) that infra/sql/grant-app-user.sql does not give."""
+    if "db_url" not in request.fixturenames:
+        yield None
+        return
+    shadow = SqlServerShadow()
+    sa.event.listen(sa.engine.Engine, "before_execute", shadow.record)
+    try:
+        yield shadow
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_execute", shadow.record)
+    problems = shadow.problems()
+    assert not problems, "on Azure SQL the app's identity would be refused:\n" + "\n".join(problems)
+
+
 @pytest.fixture
 def db(db_url: str) -> Iterator[sa.Engine]:
     """An engine on the test's database, for reading what the functions stored."""

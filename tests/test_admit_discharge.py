@@ -487,6 +487,51 @@ def test_every_attempt_is_audited_without_clinical_values(app_env, db):
 # --- concurrency and availability ----------------------------------------------------------
 
 
+def refuse_audit_inserts(db: sa.Engine) -> None:
+    """Make the database refuse every AuditLog insert, as Azure SQL refused the app's when
+    its OUTPUT clause needed a SELECT grant it did not have."""
+    with db.begin() as conn:
+        if db.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                'CREATE TRIGGER no_audit BEFORE INSERT ON "AuditLog" '
+                "BEGIN SELECT RAISE(ABORT, 'permission denied'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION no_audit() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'permission denied'; END $$"
+            )
+            conn.exec_driver_sql(
+                'CREATE TRIGGER no_audit BEFORE INSERT ON "AuditLog" '
+                "FOR EACH ROW EXECUTE FUNCTION no_audit()"
+            )
+
+
+def allow_audit_inserts(db: sa.Engine) -> None:
+    with db.begin() as conn:
+        conn.exec_driver_sql(
+            'DROP TRIGGER no_audit ON "AuditLog"'
+            if db.dialect.name != "sqlite"
+            else "DROP TRIGGER no_audit"
+        )
+
+
+def test_an_audit_row_that_cannot_be_written_is_logged_loudly_and_the_answer_given(
+    app_env, db, caplog
+):
+    refuse_audit_inserts(db)
+    try:
+        response = http("admit_patient", fx.blueprint("admit_100001.json"))
+    finally:
+        allow_audit_inserts(db)
+    assert response.status_code == 201  # the stay is stored and the caller told so
+    assert row(db, 100001) is not None
+    (failure,) = [r for r in caplog.records if r.getMessage().startswith("AuditWriteFailed")]
+    assert failure.levelname == "ERROR"
+    assert "admit 100001" in failure.getMessage() and "outcome success 201" in failure.getMessage()
+    assert "AutXO" not in caplog.text  # the log keeps the event, never the patient
+
+
 def test_concurrent_admissions_of_one_encounter_store_exactly_one_row(app_env, db):
     payload = fx.blueprint("admit_100001.json")
     http("discharge_patient", b"{}")  # warm the process: settings, engine, models

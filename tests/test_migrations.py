@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from shared.records.schema import metadata
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, migrate
 
 BLUEPRINT_COLUMNS = [
     "FirstName",
@@ -96,3 +96,35 @@ def test_offline_mode_emits_reviewable_t_sql_without_a_database():
     assert "[FirstName] NVARCHAR(50) NULL" in sql and "eid INTEGER NOT NULL" in sql
     assert "ALTER TABLE [PatientData] ADD [predictionModel] NVARCHAR(64)" in sql
     assert "\nGO\n" in sql
+    # Every batch parses as T-SQL (sqlglot), as sqlcmd or the migration would send it.
+    import sqlglot
+
+    batches = [b for b in sql.split("\nGO\n") if b.strip()]
+    for batch in batches:
+        code = "\n".join(line for line in batch.splitlines() if not line.startswith("--"))
+        for statement in sqlglot.parse(code, read="tsql", error_level=sqlglot.ErrorLevel.RAISE):
+            assert statement is None or not isinstance(statement, sqlglot.exp.Command), (
+                statement.sql()[:200]
+            )
+    assert len(batches) > 5
+
+
+def test_migrations_connect_through_the_platforms_engine_factory(monkeypatch, tmp_path):
+    """On Azure SQL the migration signs in with the administrator's Entra token, which only
+    shared.platform.database.create_engine attaches: migrations must build their engine
+    there, never with a bare sqlalchemy.create_engine."""
+    from shared.platform import database
+
+    built: list[str] = []
+    real = database.create_engine
+
+    def recording(connection_string: str, **kwargs: object) -> sa.Engine:
+        built.append(connection_string)
+        return real(connection_string, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database, "create_engine", recording)
+    url = f"sqlite:///{tmp_path}/m.db"
+    migrate(url)
+    assert built == [url]
+    text = (PROJECT_ROOT / "migrations" / "env.py").read_text()
+    assert "sa.create_engine(" not in text and "sqlalchemy.create_engine(" not in text

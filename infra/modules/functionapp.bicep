@@ -1,12 +1,13 @@
-// The Function app: Linux, Python 3.11, Flex Consumption (or Elastic Premium), a
-// system-assigned identity for storage, Key Vault and SQL, HTTPS only, TLS 1.2, no FTP or
-// basic publishing credentials, host storage reached by identity (no account key). Its app
+// The Function app: Linux, Python 3.11, Flex Consumption, a user-assigned identity for
+// storage, Key Vault and SQL (as Azure's azd Functions templates do: the identity outlives
+// the app, so a recreated app keeps its database user), HTTPS only, TLS 1.2, no FTP or basic
+// publishing credentials, host storage reached by identity (no account key). Its app
 // settings are exactly what shared/platform/settings.py reads, less the local-only ones
-// (tests/test_infra.py keeps the two in step).
+// (tests/test_infra.py keeps the two in step). Elastic Premium is not offered: with shared
+// keys off it would need an Azure Files content share, which has no identity-based access.
 param location string
 param tags object
 param resourceToken string
-param planSku string
 param hostStorageName string
 param deploymentContainer string
 param dataBlobEndpoint string
@@ -22,52 +23,64 @@ param defaultFacilityId string
 param losModelUrl string
 param subnetId string
 
-var flex = planSku == 'FC1'
 var easyAuth = !empty(authClientId)
+
+// The app's identity: storage, Key Vault and SQL know it by this; deleting and recreating
+// the Function app does not change it.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-func-${resourceToken}'
+  location: location
+  tags: tags
+}
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225: a Flex Consumption plan has no zone-redundancy setting of this form; Elastic Premium zone redundancy needs 3+ instances always on
+  // checkov:skip=CKV_AZURE_225: a Flex Consumption plan has no zone-redundancy setting of this form
   name: 'plan-${resourceToken}'
   location: location
   tags: tags
-  kind: flex ? 'functionapp' : 'elastic'
-  sku: flex ? { name: 'FC1', tier: 'FlexConsumption' } : { name: planSku, tier: 'ElasticPremium' }
+  kind: 'functionapp'
+  sku: { name: 'FC1', tier: 'FlexConsumption' }
   properties: { reserved: true } // Linux
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: EHRs call admit/discharge over the internet; callers authenticate (Entra ID or function keys) over TLS 1.2
   // checkov:skip=CKV_AZURE_17: callers authenticate with Entra ID tokens or function keys, not client certificates
-  // checkov:skip=CKV_AZURE_212: a consumption plan scales from zero; Elastic Premium keeps one instance warm
+  // checkov:skip=CKV_AZURE_212: a consumption plan scales from zero
   // checkov:skip=CKV_AZURE_213: App Service health checks do not apply to Flex Consumption; Application Insights watches availability
   name: 'func-${resourceToken}'
   location: location
   tags: union(tags, { 'azd-service-name': 'api' })
   kind: 'functionapp,linux'
-  identity: { type: 'SystemAssigned' }
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identity.id}': {} }
+  }
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled' // EHRs call admit/discharge over the internet (authenticated)
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
-    functionAppConfig: flex ? {
+    functionAppConfig: {
       deployment: {
         storage: {
           type: 'blobContainer'
           value: deploymentContainer
-          authentication: { type: 'SystemAssignedIdentity' }
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
         }
       }
       scaleAndConcurrency: { instanceMemoryMB: 2048, maximumInstanceCount: 40 }
       runtime: { name: 'python', version: '3.11' }
-    } : null
+    }
     siteConfig: {
-      linuxFxVersion: flex ? null : 'Python|3.11'
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -80,6 +93,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         // The Functions host: identity-based storage, Entra-authenticated telemetry.
         { name: 'AzureWebJobsStorage__accountName', value: hostStorageName }
         { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+        { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
+        // azure-identity's DefaultAzureCredential picks the user-assigned identity by this.
+        { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: applicationInsights.properties.ConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         // Ours (shared/platform/settings.py): no secret among them.
@@ -141,7 +157,9 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      excludedPaths: ['/api/metadata', '/runtime/webhooks/eventgrid']
+      // The path as Event Grid calls it (runtime/webhooks/EventGrid): the webhook checks
+      // its own key, not a user.
+      excludedPaths: ['/api/metadata', '/runtime/webhooks/EventGrid']
     }
     httpSettings: { requireHttps: true }
     identityProviders: {
@@ -159,4 +177,8 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
 
 output name string = app.name
 output id string = app.id
-output principalId string = app.identity.principalId
+// The identity's object id (role assignments, the database user's OBJECT_ID), its client
+// id (the database user's SID) and its name (the database user's name).
+output principalId string = identity.properties.principalId
+output clientId string = identity.properties.clientId
+output identityName string = identity.name

@@ -1,21 +1,38 @@
-// The Function app identity’s role assignments: each the narrowest role at the narrowest
-// scope that lets it work. Nothing else is granted (tests/test_infra.py checks the list).
+// Role assignments: the Function app identity's, and those of the people and systems the
+// README sends to the data plane (each optional). Each is the narrowest role at the narrowest
+// scope that lets it work; nothing else is granted (tests/test_infra.py checks the list).
 param appPrincipalId string
 param hostStorageName string
 param dataStorageName string
 param uploadsContainer string
 param keyVaultName string
+param sqlSecretName string
 param applicationInsightsName string
+param uploaderPrincipalId string
+param modelPublisherPrincipalId string
+param secretOfficerPrincipalId string
+param operatorPrincipalId string
 
 var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
+}
+
+resource sqlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: sqlSecretName
+}
+
+resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  name: '${dataStorageName}/default/deadletter'
 }
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -38,10 +55,11 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-// Why: the app reads the SQL connection string, its only secret; it never writes secrets.
+// Why: the app reads the SQL connection string, its only secret, and no other; it never
+// writes secrets.
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, appPrincipalId, roles.keyVaultSecretsUser)
-  scope: vault
+  name: guid(sqlSecret.id, appPrincipalId, roles.keyVaultSecretsUser)
+  scope: sqlSecret
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
     principalId: appPrincipalId
@@ -92,5 +110,48 @@ resource telemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// --- people and systems (each only when its principal id is given) --------------------
+
+// Why: the EHR's or ETL's identity uploads files to import; it reads nothing else.
+resource uploader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(uploaderPrincipalId)) {
+  name: guid(uploads.id, uploaderPrincipalId, roles.storageBlobDataContributor)
+  scope: uploads
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: uploaderPrincipalId
+  }
+}
+
+// Why: the data scientist (or pipeline) publishes models and cards; no patient data.
+resource modelPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(modelPublisherPrincipalId)) {
+  name: guid(models.id, modelPublisherPrincipalId, roles.storageBlobDataContributor)
+  scope: models
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: modelPublisherPrincipalId
+  }
+}
+
+// Why: the site administrator rotates the SQL connection secret; only that secret.
+resource secretOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secretOfficerPrincipalId)) {
+  name: guid(sqlSecret.id, secretOfficerPrincipalId, roles.keyVaultSecretsOfficer)
+  scope: sqlSecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: secretOfficerPrincipalId
+  }
+}
+
+// Why: the operator reads dead-lettered events to replay them (the events name blobs; they
+// hold no patient data).
+resource operator 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(deadLetters.id, operatorPrincipalId, roles.storageBlobDataReader)
+  scope: deadLetters
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: operatorPrincipalId
   }
 }

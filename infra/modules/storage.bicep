@@ -7,6 +7,9 @@ param location string
 param tags object
 param resourceToken string
 param uploadsContainer string
+param sku string
+param uploadRetentionDays int
+param deadLetterRetentionDays int
 param networkIsolation bool
 param subnetId string
 param dnsZoneId string
@@ -22,12 +25,13 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = [
   for name in accounts: {
     // checkov:skip=CKV_AZURE_35: the firewall denies by default only with networkIsolation; without a VNet the Functions host (not a trusted service) could not reach it
     // checkov:skip=CKV_AZURE_59: public network access is off with networkIsolation (a parameter, off by default: see README)
+    // checkov:skip=CKV_AZURE_206: the SKU is a parameter whose every allowed value replicates (main.bicep: ZRS, GRS, GZRS, RA-GRS, RA-GZRS; never LRS)
     // checkov:skip=CKV_AZURE_43: the name is computed: “st” + 13 lowercase letters and digits + “host” or “data” (19 characters)
     name: name
     location: location
     tags: tags
     kind: 'StorageV2'
-    sku: { name: 'Standard_GZRS' } // ePHI: zone-redundant, and a copy in the paired region
+    sku: { name: sku } // a parameter: zone redundancy exists only in regions with zones
     properties: {
       accessTier: 'Hot'
       allowSharedKeyAccess: false // identities only: no account keys, no SAS signed with them
@@ -89,6 +93,36 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   parent: blobs[1]
   name: 'models'
   properties: { publicAccess: 'None' }
+}
+
+// PHI is kept no longer than it is needed: uploads (an import can be re-run meanwhile) and
+// dead letters (an operator can replay them meanwhile) are deleted after their retention,
+// their earlier versions and snapshots with them; soft delete then keeps them 30 more days.
+resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account[1]
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        for rule in [
+          { name: 'uploads', prefix: '${uploadsContainer}/', days: uploadRetentionDays }
+          { name: 'deadletters', prefix: 'deadletter/', days: deadLetterRetentionDays }
+        ]: {
+          name: 'delete-${rule.name}'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: { blobTypes: ['blockBlob'], prefixMatch: [rule.prefix] }
+            actions: {
+              baseBlob: { delete: { daysAfterCreationGreaterThan: rule.days } }
+              version: { delete: { daysAfterCreationGreaterThan: rule.days } }
+              snapshot: { delete: { daysAfterCreationGreaterThan: rule.days } }
+            }
+          }
+        }
+      ]
+    }
+  }
 }
 
 // Who read or wrote which blob, kept with the other audit records.

@@ -1,10 +1,23 @@
--- The Function app's managed identity as a contained database user with only what the
--- functions do: read and write stays and import bookkeeping, append audit rows. No DDL, no
--- DELETE, no role membership. Run by the database administrator (Microsoft Entra admin) after
--- `alembic upgrade head`, through scripts/deploy.sh; $(APP_IDENTITY_NAME) is the Function app's
--- name (its system-assigned identity's display name). Running it again changes nothing.
+-- The Function app's user-assigned managed identity as a contained database user with only
+-- what the functions do: read and write stays and import bookkeeping, append audit rows and
+-- refused rows. No DDL, no DELETE, no role membership. Run by the database administrator
+-- (the server's Microsoft Entra admin) after `alembic upgrade head`, by
+-- scripts/azure/postprovision.sh. Variables (infra/main.bicep's outputs):
+--   $(APP_IDENTITY_NAME)  the identity's name: the user's name
+--   $(APP_OBJECT_ID)      the identity's object (principal) id: the user is bound to it
+--   $(APP_CLIENT_ID)      the identity's client id, which Azure SQL stores as the user's SID
+-- Running it again changes nothing; run against a user bound to another identity of the
+-- same name (the identity was deleted and made again: "Login failed"), it repairs the user.
+IF EXISTS (
+    SELECT 1 FROM sys.database_principals
+    WHERE name = N'$(APP_IDENTITY_NAME)'
+      AND sid <> CAST(CAST(N'$(APP_CLIENT_ID)' AS UNIQUEIDENTIFIER) AS VARBINARY(16))
+)
+    DROP USER [$(APP_IDENTITY_NAME)];
+GO
+-- Bound by object id, not looked up by display name: names need not be unique in Entra ID.
 IF NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = N'$(APP_IDENTITY_NAME)')
-    CREATE USER [$(APP_IDENTITY_NAME)] FROM EXTERNAL PROVIDER;
+    CREATE USER [$(APP_IDENTITY_NAME)] FROM EXTERNAL PROVIDER WITH OBJECT_ID = '$(APP_OBJECT_ID)';
 GO
 -- Stays: bulk import and admissions insert them, discharges update them, both read them.
 GRANT SELECT, INSERT, UPDATE ON dbo.PatientData TO [$(APP_IDENTITY_NAME)];
@@ -12,9 +25,10 @@ GO
 -- Import runs: one row per blob version, its checkpoint and counts moved batch by batch.
 GRANT SELECT, INSERT, UPDATE ON dbo.IngestRuns TO [$(APP_IDENTITY_NAME)];
 GO
--- Refused rows: written once with their reasons; the functions never read them back.
+-- Refused rows: written once with their reasons; the functions never read them back (their
+-- inserts carry no OUTPUT clause, which would need SELECT: shared/records/schema.py).
 GRANT INSERT ON dbo.IngestRejects TO [$(APP_IDENTITY_NAME)];
 GO
--- The audit trail: appended to, never read or changed by the functions.
+-- The audit trail: appended to, never read or changed by the functions (no OUTPUT either).
 GRANT INSERT ON dbo.AuditLog TO [$(APP_IDENTITY_NAME)];
 GO

@@ -27,8 +27,16 @@ class AuditEvent:
     reason: str | None = None
 
 
-def record(engine: Engine | None, event: AuditEvent) -> None:
-    """Write ``event``; when the database cannot take it, the log keeps it instead."""
+# The event name an alert rule looks for (infra/modules/monitoring.bicep): an audit trail
+# with a hole in it must reach a person, never pass silently.
+AUDIT_WRITE_FAILED = "AuditWriteFailed"
+
+
+def record(engine: Engine | None, event: AuditEvent) -> bool:
+    """Write ``event``; True when it is stored. When the database cannot take it (down, or a
+    permission missing on Azure SQL), the answer to the caller is still given and the event
+    is logged at ERROR under :data:`AUDIT_WRITE_FAILED` with everything the row would hold,
+    so the trail can be completed from the log and an alert fires."""
     try:
         if engine is None:
             raise RuntimeError("no database")
@@ -48,7 +56,9 @@ def record(engine: Engine | None, event: AuditEvent) -> None:
             )
     except Exception as exc:  # the audit trail must not fail the answer
         log.error(
-            "audit row not written (%s): %s %s by %s, encounter %s, outcome %s %s, correlation %s",
+            "%s: audit row not written (%s): %s %s by %s, encounter %s, outcome %s %s, "
+            "correlation %s, reason %s",
+            AUDIT_WRITE_FAILED,
             type(exc).__name__,
             event.action,
             event.eid,
@@ -57,4 +67,7 @@ def record(engine: Engine | None, event: AuditEvent) -> None:
             event.outcome,
             event.status_code,
             event.correlation_id,
+            event.reason,
         )
+        return False
+    return True

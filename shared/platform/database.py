@@ -96,11 +96,16 @@ def _entra_token_on_connect(
     cparams.setdefault("attrs_before", {})[SQL_COPT_SS_ACCESS_TOKEN] = token_struct(token)
 
 
-def create_engine(connection_string: str) -> Engine:
+def create_engine(connection_string: str, *, poolclass: type[sa.pool.Pool] | None = None) -> Engine:
+    """The one engine factory, for the app, the migrations and the deploy's SQL scripts:
+    Entra tokens for Azure SQL, the driver's bulk path, no parameters in logs.
+    ``poolclass``: e.g. ``NullPool`` for a one-off command."""
     url = engine_url(connection_string)
     backend = url.get_backend_name()
     # hide_parameters: row values are ePHI; keep them out of SQL logs and exception messages.
     kwargs: dict[str, object] = {"pool_pre_ping": True, "hide_parameters": True}
+    if poolclass is not None:
+        kwargs["poolclass"] = poolclass
     entra_token = False
     if backend == "mssql":
         # pyodbc's array binding: one round trip per batch instead of one per row.

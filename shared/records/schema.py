@@ -122,6 +122,9 @@ ingest_rejects = sa.Table(
     sa.Column("eid", sa.Unicode(20), nullable=True),
     sa.Column("reason", sa.Unicode(1000), nullable=False),
     sa.Column("createdAt", UTC_TIMESTAMP, nullable=False),
+    # Append-only for the app: no ``OUTPUT inserted.id`` (SQL Server would want SELECT on
+    # the id, which the app is not granted); the app never needs the new id.
+    implicit_returning=False,
 )
 
 audit_log = sa.Table(
@@ -137,6 +140,7 @@ audit_log = sa.Table(
     sa.Column("statusCode", sa.Integer, nullable=False),
     sa.Column("correlationId", sa.Unicode(128), nullable=True),
     sa.Column("reason", sa.Unicode(400), nullable=True),
+    implicit_returning=False,  # append-only, as IngestRejects
 )
 
 RUN_RUNNING = "running"
