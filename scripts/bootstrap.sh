@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a fresh machine, and only what is missing:
-# unixODBC (for pyodbc), a venv in .venv with requirements-dev.txt, checkov in .venv-checkov
-# (requirements-infra.txt), Azurite from npm.
+# Installs what the project's development and tests need on a fresh machine, and only what
+# is missing: unixODBC (for pyodbc) and shellcheck (the deploy scripts' lint) from Debian's
+# packages, a venv in .venv with requirements-dev.txt, checkov in .venv-checkov
+# (requirements-infra.txt), Azurite from npm. Deploying needs none of this: see README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,14 +11,17 @@ if [ -z "$python" ]; then
   python=$(command -v python3.11 || command -v python3)
 fi
 
-if ! { ldconfig -p 2>/dev/null || true; } | grep -q 'libodbc\.so\.2'; then
-  echo "bootstrap: installing unixODBC (pyodbc needs libodbc.so.2)"
+missing=()
+{ ldconfig -p 2>/dev/null || true; } | grep -q 'libodbc\.so\.2' || missing+=(unixodbc)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]} (Debian's packages)"
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   elif command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "bootstrap: warning: install unixODBC (apt-get install unixodbc) to reach Azure SQL" >&2
+    echo "bootstrap: warning: install ${missing[*]} (apt-get install ${missing[*]})" >&2
   fi
 fi
 

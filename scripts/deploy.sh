@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
-# Deploy to Azure without azd, with the az CLI only: provision → migrate → grant the
-# database user → publish the code → subscribe bulk_import to the uploads. Running it again
-# changes nothing. Signed in with `az login` as the site administrator.
+# Deploy to Azure without azd, with the az CLI only: recover → provision → migrate and grant
+# the database user → publish the code → subscribe bulk_import to the uploads. Running it
+# again changes nothing. Signed in with `az login` as the site administrator.
 #   AZURE_ENV_NAME=ingest-pilot AZURE_LOCATION=eastus2 EPHI_OWNER=admin@hospital.example \
 #     scripts/deploy.sh
-# Optional: PLAN_SKU (FC1|EP1|EP2|EP3), AUTH_CLIENT_ID, DEFAULT_FACILITY_ID, LOS_MODEL_BLOB,
-# NETWORK_ISOLATION (true|false).
+# Needs: az, Python 3.11, Microsoft ODBC Driver 18 (or 17) for SQL Server, git, curl.
+# Optional: AUTH_CLIENT_ID, DEFAULT_FACILITY_ID, LOS_MODEL_BLOB, NETWORK_ISOLATION (true|false),
+# STORAGE_SKU (Standard_GRS; Standard_GZRS where the region has availability zones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/azure/lib.sh
+. scripts/azure/lib.sh
 : "${AZURE_ENV_NAME:?set AZURE_ENV_NAME (names every resource)}"
 : "${AZURE_LOCATION:?set AZURE_LOCATION (a region with Flex Consumption)}"
 : "${EPHI_OWNER:?set EPHI_OWNER (the site administrator UPN: the owner tag)}"
+need az "https://learn.microsoft.com/cli/azure/install-azure-cli"
+need git "your package manager"
 
-principal_id=$(az ad signed-in-user show --query id -o tsv)
+principal_id=$(az ad signed-in-user show --query id -o tsv) ||
+  fail "not signed in: run az login as the site administrator"
 principal_name=$(az ad signed-in-user show --query userPrincipalName -o tsv)
+
+scripts/azure/preprovision.sh
 
 echo "provisioning (infra/main.bicep)"
 outputs=$(az deployment sub create -n "patient-ingest-${AZURE_ENV_NAME}" -l "$AZURE_LOCATION" \
-   -f infra/main.bicep \
-   -p environmentName="$AZURE_ENV_NAME" location="$AZURE_LOCATION" \
-      principalId="$principal_id" principalName="$principal_name" owner="$EPHI_OWNER" \
-      planSku="${PLAN_SKU:-FC1}" authClientId="${AUTH_CLIENT_ID:-}" \
-      defaultFacilityId="${DEFAULT_FACILITY_ID:-}" losModelBlobName="${LOS_MODEL_BLOB:-}" \
-      networkIsolation="${NETWORK_ISOLATION:-false}" \
-   --query properties.outputs -o json)
+  -f infra/main.bicep \
+  -p environmentName="$AZURE_ENV_NAME" location="$AZURE_LOCATION" \
+  principalId="$principal_id" principalName="$principal_name" owner="$EPHI_OWNER" \
+  storageSku="${STORAGE_SKU:-Standard_GRS}" authClientId="${AUTH_CLIENT_ID:-}" \
+  defaultFacilityId="${DEFAULT_FACILITY_ID:-}" losModelBlobName="${LOS_MODEL_BLOB:-}" \
+  networkIsolation="${NETWORK_ISOLATION:-false}" \
+  --query properties.outputs -o json) ||
+  fail "provisioning failed (the reason is above); put it right and run scripts/deploy.sh again"
 # Every output becomes an environment variable, as azd makes them for its hooks.
 eval "$(python3 -c 'import json, shlex, sys
 for name, output in json.load(sys.stdin).items():
-    print(f"export {name}={shlex.quote(str(output[\"value\"]))}")' <<<"$outputs")"
+    value = output["value"]
+    value = str(value).lower() if isinstance(value, bool) else str(value)
+    print(f"export {name}={shlex.quote(value)}")' <<<"$outputs")"
 
 scripts/azure/postprovision.sh
 
@@ -35,12 +46,15 @@ echo "publishing the function code to ${AZURE_FUNCTION_APP_NAME}"
 if command -v func >/dev/null; then
   func azure functionapp publish "$AZURE_FUNCTION_APP_NAME" --python
 else
-  package=$(mktemp -d)/app.zip
+  workdir=$(mktemp -d)
+  trap 'rm -rf "$workdir"' EXIT
+  package=$workdir/app.zip
   git archive --format=zip -o "$package" HEAD -- \
-     function_app.py host.json requirements.txt shared los_model \
-     bulk_import admit_patient discharge_patient capability_statement
+    function_app.py host.json requirements.txt shared los_model \
+    bulk_import admit_patient discharge_patient capability_statement
   az functionapp deployment source config-zip -g "$AZURE_RESOURCE_GROUP" \
-     -n "$AZURE_FUNCTION_APP_NAME" --src "$package" --build-remote true --output none
+    -n "$AZURE_FUNCTION_APP_NAME" --src "$package" --build-remote true --output none ||
+    fail "publishing failed (the reason is above); run scripts/deploy.sh again"
 fi
 
 scripts/azure/postdeploy.sh

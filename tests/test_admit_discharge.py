@@ -419,7 +419,21 @@ def principal(*roles: str, name: str = "nurse.manager@contoso-health.example") -
 @pytest.fixture
 def easyauth(app_env, monkeypatch):
     monkeypatch.setenv("AUTH_MODE", "easyauth")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")  # as App Service injects it
     reset_process_state()
+
+
+def test_easyauth_without_the_platform_in_front_trusts_no_principal_header(
+    easyauth, db, monkeypatch, caplog
+):
+    # AUTH_MODE=easyauth makes the functions anonymous; without App Service authentication
+    # in front anyone could send X-MS-CLIENT-PRINCIPAL. Refuse, never trust it.
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED")
+    forged = {"X-MS-CLIENT-PRINCIPAL": principal("CareLineManager")}
+    response = http("admit_patient", fx.blueprint("admit_100002.json"), headers=forged)
+    assert_outcome(response, 503, "transient")
+    assert row(db, 100002) is None
+    assert "WEBSITE_AUTH_ENABLED is not True" in caplog.text
 
 
 def test_easyauth_requires_a_principal_with_a_care_role(easyauth, db):

@@ -455,11 +455,3 @@ def test_the_shadow_knows_what_sql_server_checks():
 def test_sql_variables_must_all_be_given():
     with pytest.raises(KeyError, match="APP_IDENTITY_NAME"):
         batches(GRANT_SCRIPT.read_text(), {})
-
-
-def test_the_deploy_paths_name_the_same_outputs():
-    outputs = set(bicep("main.bicep")["outputs"])
-    used = set()
-    for script in ("scripts/azure/postprovision.sh", "scripts/azure/postdeploy.sh"):
-        used |= set(re.findall(r"\$\{?([A-Z_]+)\}?", (PROJECT_ROOT / script).read_text()))
-    assert used - {"AZURE_ENV_NAME"} <= outputs, sorted(used - outputs)

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # After the code is published: subscribe bulk_import to BlobCreated events of the uploads
 # container (infra/eventgrid.bicep), with retries and dead-lettering. Idempotent.
+# A function is listed some time after its code is published, and Event Grid refuses a
+# subscription to a function it cannot find: wait for it first, a bounded number of times.
 # Reads: AZURE_RESOURCE_GROUP, AZURE_DATA_STORAGE_ACCOUNT, AZURE_FUNCTION_APP_NAME,
-# PATIENT_UPLOADS_CONTAINER.
+# PATIENT_UPLOADS_CONTAINER. Optional: DEPLOY_FUNCTION_ATTEMPTS, DEPLOY_RETRY_PAUSE.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/azure/lib.sh
+. scripts/azure/lib.sh
+need az "https://learn.microsoft.com/cli/azure/install-azure-cli"
+
+listed() {
+  az functionapp function show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
+    --function-name bulk_import --query name -o tsv >/dev/null 2>&1
+}
+retry "${DEPLOY_FUNCTION_ATTEMPTS:-20}" "${DEPLOY_RETRY_PAUSE:-15}" "bulk_import is listed" listed ||
+  fail "bulk_import is not listed on ${AZURE_FUNCTION_APP_NAME}: check the publish step's log (az functionapp log deployment show), then run: azd hooks run postdeploy"
+
 tags=$(az group show -n "$AZURE_RESOURCE_GROUP" --query tags -o json)
 az deployment group create -g "$AZURE_RESOURCE_GROUP" -n bulk-import-events \
-   -f infra/eventgrid.bicep \
-   -p dataStorageName="$AZURE_DATA_STORAGE_ACCOUNT" functionAppName="$AZURE_FUNCTION_APP_NAME" \
-      uploadsContainer="$PATIENT_UPLOADS_CONTAINER" tags="$tags" \
-   --output none
+  -f infra/eventgrid.bicep \
+  -p dataStorageName="$AZURE_DATA_STORAGE_ACCOUNT" functionAppName="$AZURE_FUNCTION_APP_NAME" \
+  uploadsContainer="$PATIENT_UPLOADS_CONTAINER" tags="$tags" \
+  --output none ||
+  fail "the Event Grid subscription was not made (the reason is above); run: azd hooks run postdeploy"
 echo "bulk_import subscribed to BlobCreated in ${AZURE_DATA_STORAGE_ACCOUNT}/${PATIENT_UPLOADS_CONTAINER}"

@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
 # After provisioning: migrate the database (alembic upgrade head) and grant the Function
 # app's identity its SELECT/INSERT/UPDATE (infra/sql/grant-app-user.sql), both as the
-# deploying user, the server's Microsoft Entra admin, with their `az login` token. The app's
-# identity never runs DDL. Needs ODBC Driver 18 for SQL Server on this machine. Idempotent.
-# Reads: AZURE_RESOURCE_GROUP, AZURE_SQL_SERVER, AZURE_SQL_DATABASE, AZURE_FUNCTION_APP_NAME
-# (azd sets them from infra/main.bicep's outputs; scripts/deploy.sh exports them).
+# deploying user, the server's Microsoft Entra admin, with their `az login` token
+# (devtools/deploy_db.py). The app's identity never runs DDL. Idempotent.
+# Needs: az, Python 3.11, Microsoft ODBC Driver 18 (or 17) for SQL Server.
+# Reads (azd sets them from infra/main.bicep's outputs; scripts/deploy.sh exports them):
+# AZURE_RESOURCE_GROUP, AZURE_SQL_SERVER, AZURE_SQL_DATABASE, AZURE_NETWORK_ISOLATION,
+# AZURE_FUNCTION_IDENTITY_NAME, AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID,
+# AZURE_FUNCTION_IDENTITY_CLIENT_ID. Optional: DEPLOY_CLIENT_IP (this machine's public
+# address, else asked of api.ipify.org), DEPLOY_SQL_ATTEMPTS, DEPLOY_RETRY_PAUSE.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/bootstrap.sh >/dev/null
-
+# shellcheck source=scripts/azure/lib.sh
+. scripts/azure/lib.sh
+need az "https://learn.microsoft.com/cli/azure/install-azure-cli"
+for name in AZURE_RESOURCE_GROUP AZURE_SQL_SERVER AZURE_SQL_DATABASE \
+  AZURE_FUNCTION_IDENTITY_NAME AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID \
+  AZURE_FUNCTION_IDENTITY_CLIENT_ID; do
+  [ -n "${!name:-}" ] || fail "${name} is not set: run this hook through azd, or scripts/deploy.sh"
+done
+python=$(deploy_python)
 server_name=${AZURE_SQL_SERVER%%.*}
-# The database takes connections from Azure services only: let this machine in for the
-# length of the migration, and out again whatever happens.
-my_ip=$(curl -fsS https://api.ipify.org)
-rule="deploy-$(whoami | tr -cd 'a-zA-Z0-9-')"
-az sql server firewall-rule create -g "$AZURE_RESOURCE_GROUP" -s "$server_name" -n "$rule" \
-   --start-ip-address "$my_ip" --end-ip-address "$my_ip" --output none
-trap 'az sql server firewall-rule delete -g "$AZURE_RESOURCE_GROUP" -s "$server_name" -n "$rule" --output none' EXIT
+
+if [ "${AZURE_NETWORK_ISOLATION:-false}" = true ]; then
+  # Azure refuses firewall rules on a server whose public access is disabled.
+  echo "network isolation: no firewall rule; the SQL server answers only on its private" \
+    "endpoint, so this step must run from a machine in its virtual network"
+else
+  # The server takes connections from Azure only: let this machine in for the length of
+  # the step, and out again whatever happens.
+  need curl "your package manager (or set DEPLOY_CLIENT_IP to this machine's public address)"
+  my_ip=${DEPLOY_CLIENT_IP:-$(curl -fsS https://api.ipify.org)} ||
+    fail "could not learn this machine's public address; set DEPLOY_CLIENT_IP"
+  rule="deploy-$(whoami | tr -cd 'a-zA-Z0-9-')"
+  az sql server firewall-rule create -g "$AZURE_RESOURCE_GROUP" -s "$server_name" -n "$rule" \
+    --start-ip-address "$my_ip" --end-ip-address "$my_ip" --output none ||
+    fail "could not open the SQL firewall to ${my_ip}; check that you own ${AZURE_RESOURCE_GROUP}"
+  trap 'az sql server firewall-rule delete -g "$AZURE_RESOURCE_GROUP" -s "$server_name" -n "$rule" --output none' EXIT
+fi
 
 export SQL_CONNECTION_STRING="Driver={ODBC Driver 18 for SQL Server};Server=tcp:${AZURE_SQL_SERVER},1433;Database=${AZURE_SQL_DATABASE};Encrypt=yes;TrustServerCertificate=no;Connection Timeout=60;"
-echo "migrating ${AZURE_SQL_DATABASE} (alembic upgrade head)"
-.venv/bin/alembic upgrade head
-echo "granting ${AZURE_FUNCTION_APP_NAME} its rights (infra/sql/grant-app-user.sql)"
-.venv/bin/python -m devtools.sql_script infra/sql/grant-app-user.sql \
-   --var "APP_IDENTITY_NAME=${AZURE_FUNCTION_APP_NAME}"
+"$python" -m devtools.deploy_db \
+  --identity-name "$AZURE_FUNCTION_IDENTITY_NAME" \
+  --object-id "$AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID" \
+  --client-id "$AZURE_FUNCTION_IDENTITY_CLIENT_ID" \
+  --attempts "${DEPLOY_SQL_ATTEMPTS:-10}" --pause "${DEPLOY_RETRY_PAUSE:-30}" ||
+  fail "the database step failed (its reason is above); put it right, then run it again: azd hooks run postprovision (or scripts/deploy.sh)"

@@ -402,7 +402,9 @@ def _rounded(column: np.ndarray) -> np.ndarray:
     """:func:`shared.records.rules.round_half_away` over a column (NaN stays NaN)."""
     size = np.abs(column)
     whole = np.floor(size)
-    rounded: np.ndarray = np.copysign(whole + (size - whole >= 0.5), column)
+    # inf - inf is NaN: such a line is out of range and goes row by row anyway.
+    with np.errstate(invalid="ignore"):
+        rounded: np.ndarray = np.copysign(whole + (size - whole >= 0.5), column)
     return rounded
 
 

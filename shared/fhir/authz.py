@@ -3,7 +3,11 @@
 With ``AUTH_MODE=easyauth`` the platform authenticates the caller and passes the principal
 in ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON of its claims); the caller must hold one of the
 ``CARE_ROLES`` app roles. That header is trusted only in that mode: anyone can send it to a
-function-key endpoint, so there it is ignored.
+function-key endpoint, so there it is ignored. And only with a sign that the platform put it
+there: App Service injects ``WEBSITE_AUTH_ENABLED=True`` into the app's environment when its
+authentication is on (and then strips any ``X-MS-CLIENT-PRINCIPAL`` a caller sends). In
+easyauth mode without it, the functions are anonymous and the header could be forged, so
+every request is refused (503, the site administrator told) instead of trusted.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.fhir.operation_outcome import FhirError
-from shared.platform.settings import Settings
+from shared.platform.settings import Settings, SettingsError
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
@@ -26,6 +31,8 @@ NAME_CLAIMS = (
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
 )
 FUNCTION_KEY = "function key"
+# Set by App Service itself (read-only for the app) when its authentication is enabled.
+PLATFORM_AUTH_FLAG = "WEBSITE_AUTH_ENABLED"
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ def http_auth_level() -> str:
     Function keys unless Easy Auth stands in front; then the platform authenticates and the
     roles are checked here, so the functions themselves are anonymous.
     """
-    from shared.platform.settings import SettingsError, auth_mode
+    from shared.platform.settings import auth_mode
 
     try:
         return "ANONYMOUS" if auth_mode() == "easyauth" else "FUNCTION"
@@ -51,6 +58,13 @@ def http_auth_level() -> str:
 def authorize(headers: Mapping[str, str], settings: Settings) -> Principal:
     if settings.auth_mode != "easyauth":
         return Principal(FUNCTION_KEY, frozenset())
+    # The platform's flag, not a setting an administrator writes: read where it is injected.
+    if os.environ.get(PLATFORM_AUTH_FLAG, "").lower() != "true":
+        raise SettingsError(
+            "AUTH_MODE",
+            "easyauth, but App Service authentication is not enabled in front of the app "
+            f"({PLATFORM_AUTH_FLAG} is not True): the principal header cannot be trusted",
+        )
     raw = headers.get(PRINCIPAL_HEADER) or headers.get(PRINCIPAL_HEADER.upper())
     if not raw:
         raise FhirError.one(

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import struct
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -67,6 +68,41 @@ def odbc_attributes(odbc: str) -> dict[str, str]:
     return attributes
 
 
+_SQL_SERVER_DRIVER = re.compile(r"ODBC Driver (\d+) for SQL Server")
+_DRIVER_ATTRIBUTE = re.compile(r"(?i)(\bdriver\s*=\s*)(\{[^}]*\}|[^;]*)")
+
+
+def sql_server_drivers(installed: Iterable[str]) -> list[str]:
+    """Microsoft's ODBC drivers for SQL Server among ``installed``, newest first; 17 and
+    later only (they take Microsoft Entra access tokens)."""
+    found = []
+    for name in installed:
+        match = _SQL_SERVER_DRIVER.fullmatch(name)
+        if match and int(match.group(1)) >= 17:
+            found.append((int(match.group(1)), name))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def _installed_driver(odbc: str, attributes: dict[str, str]) -> str:
+    """``odbc`` naming a SQL Server driver this machine has. The stored string names ODBC
+    Driver 18; the Functions Python 3.11 image has shipped 17 (Azure/azure-functions-docker,
+    python311.Dockerfile), which takes the same attributes and tokens: use the newest one
+    installed rather than fail every connection."""
+    wanted = attributes.get("driver", "")
+    if not _SQL_SERVER_DRIVER.fullmatch(wanted):
+        return odbc
+    try:
+        import pyodbc
+    except ImportError:
+        return odbc  # the connection's own error will say what is missing
+    installed = pyodbc.drivers()
+    available = sql_server_drivers(installed)
+    if wanted in installed or not available:
+        return odbc
+    log.warning("%s is not installed here; connecting with %s", wanted, available[0])
+    return _DRIVER_ATTRIBUTE.sub(lambda m: m.group(1) + "{" + available[0] + "}", odbc, count=1)
+
+
 def _check_azure_sql(attributes: dict[str, str]) -> None:
     server = attributes.get("server", "").lower()
     if "database.windows.net" in server and attributes.get("encrypt", "yes").lower() in (
@@ -115,6 +151,9 @@ def create_engine(connection_string: str, *, poolclass: type[sa.pool.Pool] | Non
             attributes = odbc_attributes(odbc)
             _check_azure_sql(attributes)
             entra_token = not (attributes.keys() & _CREDENTIAL_KEYS)
+            installed = _installed_driver(odbc, attributes)
+            if installed != odbc:
+                url = engine_url(installed)
     if backend == "sqlite":
         # Another process (a second function instance, the migration) may hold the write
         # lock for a moment; wait for it instead of failing the batch.
