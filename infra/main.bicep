@@ -61,6 +61,9 @@ param defaultFacilityId string = ''
 @description('Name of the published length-of-stay model in the models container; empty: no predictions.')
 param losModelBlobName string = ''
 
+@description('Email of the operator told when the audit trail has a hole (alert rules); empty: the alerts show in the portal only.')
+param alertEmail string = ''
+
 @description('Microsoft Defender for SQL (about USD 15 per server per month).')
 param enableDefenderForSql bool = true
 @description('VNet integration and private endpoints for storage, Key Vault and SQL (see README: cost and trade-off).')
@@ -91,6 +94,7 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: tags
     resourceToken: resourceToken
+    alertEmail: alertEmail
   }
 }
 

@@ -310,6 +310,15 @@ def test_easy_auth_leaves_the_event_grid_webhook_path_as_event_grid_calls_it():
     assert "/runtime/webhooks/eventgrid" not in paths
 
 
+def test_the_audit_alert_reads_the_line_the_code_logs():
+    from shared.fhir.audit import AUDIT_WRITE_FAILED
+
+    rule = bicep("modules/monitoring.bicep")["resources"]["auditWriteFailed"]
+    (criterion,) = body(rule)["properties"]["criteria"]["allOf"]
+    assert criterion["query"] == f'traces | where message startswith "{AUDIT_WRITE_FAILED}"'
+    assert criterion["threshold"] == 0 and criterion["operator"] == "GreaterThan"
+
+
 def test_bulk_import_is_subscribed_to_the_uploads_container_only():
     subscription = bicep("eventgrid.bicep")["resources"]["toBulkImport"]["config"]["properties"]
     assert subscription["destination"]["endpointType"] == "AzureFunction"
