@@ -1,14 +1,23 @@
-"""The Azure Functions app (Python v2 model): one blueprint per function folder."""
+"""The Azure Functions app (Python v2 model): one blueprint per function folder, each bound
+to the worker's parts (:class:`shared.platform.services.Services`, built here, once, and
+only as the functions first use them)."""
 
 import azure.functions as func
 
-from admit_patient import bp as admit_patient_bp
-from bulk_import import bp as bulk_import_bp
-from capability_statement import bp as capability_statement_bp
-from discharge_patient import bp as discharge_patient_bp
+import admit_patient
+import bulk_import
+import capability_statement
+import discharge_patient
+from shared.platform.services import Services
 
-app = func.FunctionApp()
-app.register_functions(bulk_import_bp)
-app.register_functions(admit_patient_bp)
-app.register_functions(discharge_patient_bp)
-app.register_functions(capability_statement_bp)
+
+def build_app(services: Services) -> func.FunctionApp:
+    """The app the host indexes, its functions bound to ``services``; tests build their own."""
+    app = func.FunctionApp()
+    for folder in (bulk_import, admit_patient, discharge_patient, capability_statement):
+        app.register_functions(folder.blueprint(services))
+    return app
+
+
+services = Services()  # the worker's parts: nothing is read or built until first use
+app = build_app(services)

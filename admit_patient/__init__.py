@@ -1,5 +1,5 @@
 """The ``admit_patient`` function: FHIR R4 admission over HTTP → PatientData."""
 
-from admit_patient.function import bp
+from admit_patient.function import blueprint
 
-__all__ = ["bp"]
+__all__ = ["blueprint"]

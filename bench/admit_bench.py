@@ -48,9 +48,12 @@ def with_encounter_id(document: dict[str, Any], new_id: str) -> bytes:
 
 @functools.cache
 def _admit_function() -> Any:
+    """admit_patient in a worker as the host starts one (settings read as they are now)."""
     import function_app
+    from shared.platform.services import Services
 
-    [fn] = [f for f in function_app.app.get_functions() if f.get_function_name() == "admit_patient"]
+    app = function_app.build_app(Services())
+    [fn] = [f for f in app.get_functions() if f.get_function_name() == "admit_patient"]
     return fn.get_user_function()
 
 
@@ -135,8 +138,6 @@ def with_model(
 ) -> None:
     from bench.models import train_model
     from los_model.artifact import load_model
-    from shared.platform.settings import reset_settings
-    from shared.records.predictions import reset_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "los-model.json"
@@ -147,8 +148,7 @@ def with_model(
             load_model(model)
             loads.append((time.perf_counter() - t) * 1000)
         os.environ["LOS_MODEL_URL"] = str(path)
-        reset_settings()
-        reset_predictor()
+        _admit_function.cache_clear()  # a new worker, with the model set
         scored = {
             "blueprint payload, model on": measure_admit(blueprint, runs, 700_000),
             "Synthea bundle, model on": measure_admit(bundle, runs, 800_000),

@@ -142,10 +142,7 @@ def _ours(
     )
 
     if model:
-        from shared.platform.settings import get_settings
-        from shared.records import predictions
-
-        predictor = predictions.get_predictor(get_settings())
+        predictor = function_app.services.predictor
         assert predictor is not None and predictor.current()[0] is not None, "model not loaded"
     [fn] = [f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"]
     event = events.as_delivered(events.event_grid_schema(blob_url, etag))

@@ -1,5 +1,5 @@
 """The ``bulk_import`` function: Event Grid BlobCreated → :mod:`shared.bulk.importer`."""
 
-from bulk_import.function import bp
+from bulk_import.function import blueprint
 
-__all__ = ["bp"]
+__all__ = ["blueprint"]

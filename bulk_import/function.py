@@ -7,15 +7,24 @@ import logging
 import azure.functions as func
 
 from shared.bulk import blob_events
+from shared.platform.services import Services
 
 log = logging.getLogger("bulk_import")
 
-bp = func.Blueprint()
+
+def blueprint(services: Services) -> func.Blueprint:
+    """The function, bound to the worker's ``services``."""
+    bp = func.Blueprint()
+
+    @bp.function_name("bulk_import")
+    @bp.event_grid_trigger(arg_name="event")
+    def bulk_import(event: func.EventGridEvent) -> None:
+        run(event, services)
+
+    return bp
 
 
-@bp.function_name("bulk_import")
-@bp.event_grid_trigger(arg_name="event")
-def bulk_import(event: func.EventGridEvent) -> None:
+def run(event: func.EventGridEvent, services: Services) -> None:
     """Import the CSV a BlobCreated event announces; other event types are ignored.
 
     Transient failures raise so Event Grid delivers the event again; permanent ones are
@@ -34,13 +43,12 @@ def bulk_import(event: func.EventGridEvent) -> None:
     # Imported here, not at module load: the host indexes functions on a cold start and
     # should not pay for SQLAlchemy and the Storage SDK before the first event.
     from shared.bulk import importer
-    from shared.platform import database, storage
-    from shared.platform.settings import get_settings
 
-    settings = get_settings()
-    uploads = storage.get_uploads(settings)
+    settings, database = services.settings, services.database
     outcome = database.with_rotation(
-        lambda: importer.import_blob_event(created, settings, database.get_engine(), uploads)
+        lambda: importer.import_blob_event(
+            created, settings, database.engine(), services.uploads, services.predictor
+        )
     )
     log.info(
         "event %s: run %s %s%s: %s read, %s stored, %s rejected",

@@ -1,5 +1,5 @@
 """The ``capability_statement`` function: GET api/metadata → the FHIR CapabilityStatement."""
 
-from capability_statement.function import bp
+from capability_statement.function import blueprint
 
-__all__ = ["bp"]
+__all__ = ["blueprint"]

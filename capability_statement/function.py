@@ -7,21 +7,30 @@ import json
 import azure.functions as func
 
 from shared.fhir.payload import FHIR_JSON
+from shared.platform.services import Services
 
-bp = func.Blueprint()
+
+def blueprint(services: Services) -> func.Blueprint:
+    """The function, bound to the worker's ``services``."""
+    bp = func.Blueprint()
+
+    # Anonymous, as FHIR discovery expects: the statement says how to authenticate and
+    # holds no patient data.
+    @bp.function_name("capability_statement")
+    @bp.route(route="metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+    def capability_statement(req: func.HttpRequest) -> func.HttpResponse:
+        return _statement(req, services)
+
+    return bp
 
 
-# Anonymous, as FHIR discovery expects: the statement says how to authenticate and holds
-# no patient data.
-@bp.function_name("capability_statement")
-@bp.route(route="metadata", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def capability_statement(req: func.HttpRequest) -> func.HttpResponse:
+def _statement(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     from shared.fhir.capability import capability_statement as statement
     from shared.fhir.operation_outcome import FhirError, operation_outcome
-    from shared.platform.settings import SettingsError, get_settings
+    from shared.platform.settings import SettingsError
 
     try:
-        settings = get_settings()
+        settings = services.settings
     except SettingsError:
         error = FhirError.one(503, "transient", "the service is not configured")
         return _json(error.status, operation_outcome(error.issues))

@@ -41,10 +41,12 @@ def migrate(url: str) -> None:
 
 @functools.cache
 def _indexed() -> dict[str, Any]:
-    # Once, as the host indexes the app at start-up: indexing twice in a process is refused.
+    # A worker as the host starts one: its own parts, the app bound to them, indexed once.
     import function_app
+    from shared.platform.services import Services
 
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    app = function_app.build_app(Services())
+    return {f.get_function_name(): f for f in app.get_functions()}
 
 
 def user_function(name: str) -> Any:
@@ -166,7 +168,6 @@ def train_and_admit() -> None:
 
     from los_model import __main__ as los_model_cli
     from los_model.artifact import MODEL_FILE
-    from shared.platform.settings import reset_settings
 
     model_dir = LOCAL / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -175,7 +176,7 @@ def train_and_admit() -> None:
         return
     os.environ["LOS_MODEL_URL"] = str(model_dir / MODEL_FILE)
     os.environ["DEFAULT_FACILITY_ID"] = "B"
-    reset_settings()
+    _indexed.cache_clear()  # a new worker reads the settings as they now are
 
     import azure.functions as func
 

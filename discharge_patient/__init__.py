@@ -1,5 +1,5 @@
 """The ``discharge_patient`` function: FHIR R4 discharge over HTTP → PatientData."""
 
-from discharge_patient.function import bp
+from discharge_patient.function import blueprint
 
-__all__ = ["bp"]
+__all__ = ["blueprint"]

@@ -10,33 +10,36 @@ from shared.fhir import http as fhir_http
 from shared.fhir.authz import http_auth_level
 from shared.fhir.operation_outcome import FhirError
 from shared.fhir.payload import Payload
-from shared.platform.settings import Settings
+from shared.platform.services import Services
 
 if TYPE_CHECKING:  # at run time it is imported on first call, not at cold start
     from shared.fhir.mapping import Discharge
 
-bp = func.Blueprint()
+
+def blueprint(services: Services) -> func.Blueprint:
+    """The function, bound to the worker's ``services``."""
+    bp = func.Blueprint()
+
+    @bp.function_name("discharge_patient")
+    @bp.route(
+        route="patients/discharge",
+        methods=["POST", "PUT"],  # the blueprint's demo script discharges with PUT
+        auth_level=func.AuthLevel[http_auth_level()],
+    )
+    def discharge_patient(req: func.HttpRequest) -> func.HttpResponse:
+        return fhir_http.handle(req, "discharge", _discharge, services)
+
+    return bp
 
 
-@bp.function_name("discharge_patient")
-@bp.route(
-    route="patients/discharge",
-    methods=["POST", "PUT"],  # the blueprint's demo script discharges with PUT
-    auth_level=func.AuthLevel[http_auth_level()],
-)
-def discharge_patient(req: func.HttpRequest) -> func.HttpResponse:
-    return fhir_http.handle(req, "discharge", _discharge)
-
-
-def _discharge(payload: Payload, settings: Settings) -> fhir_http.Answer:
+def _discharge(payload: Payload, services: Services) -> fhir_http.Answer:
     from shared.fhir import admissions
     from shared.fhir import mapping as fhir_mapping
-    from shared.platform import database
 
     request = fhir_mapping.map_discharge(payload)
     encounter_id, eid = request.fhir_encounter_id, request.eid
     try:
-        stay = admissions.discharge(database.get_engine(), request)
+        stay = admissions.discharge(services.database.engine(), request)
     except admissions.UnknownEncounter:
         raise _error(
             404, "not-found", f"encounter {encounter_id} was never admitted", request

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from alembic import command
 from alembic.config import Config
 
 from devtools import azurite, events
-from shared.platform import database, identity, secrets, settings, storage
-from shared.records import predictions
+from shared.platform.services import Services
 from shared.records.schema import audit_log, ingest_rejects, ingest_runs, patient_data
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +108,7 @@ def postgresql_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        database.reset_engine()
+        worker().services.close()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -215,14 +213,34 @@ def db(db_url: str) -> Iterator[sa.Engine]:
 # --- the app, configured as in Azure ---------------------------------------------------
 
 
+@dataclass
+class Worker:
+    """One function worker as the host runs it: its parts, and the app bound to them,
+    indexed once as the host indexes it at start-up."""
+
+    services: Services
+    functions: dict[str, Any]
+
+
+_workers: list[Worker] = []  # the tests' current worker (test-side state, not the app's)
+
+
+def worker() -> Worker:
+    if not _workers:
+        reset_process_state()
+    return _workers[-1]
+
+
 def reset_process_state() -> None:
-    """Forget per-process caches, as a fresh function instance would start without them."""
-    settings.reset_settings()
-    secrets.reset_secrets()
-    database.reset_engine()
-    identity.reset_credential()
-    storage.reset_uploads()
-    predictions.reset_predictor()
+    """A fresh worker, as a new function instance starts: its own Services (settings read
+    from the environment as it is now), the app built on them."""
+    import function_app
+
+    if _workers:
+        _workers.pop().services.close()
+    services = Services()
+    app = function_app.build_app(services)
+    _workers.append(Worker(services, {fn.get_function_name(): fn for fn in app.get_functions()}))
 
 
 # --- Azure services with no emulator: managed identity and Key Vault --------------------
@@ -343,17 +361,9 @@ def sql_secret(
     return SqlSecret(secret_source, monkeypatch, vault)
 
 
-@functools.cache
-def indexed_functions() -> dict[str, Any]:
-    """The app's functions by name, indexed once as the host indexes them at start-up."""
-    import function_app
-
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
-
-
 def function(name: str) -> Any:
-    """The user function the host would invoke for ``name``."""
-    return indexed_functions()[name].get_user_function()
+    """The user function the host would invoke for ``name``, in the current worker."""
+    return worker().functions[name].get_user_function()
 
 
 def deliver(body: dict[str, Any]) -> None:

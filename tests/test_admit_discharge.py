@@ -134,6 +134,9 @@ def test_same_admission_again_is_200_and_changes_nothing_other_content_is_409(ap
     changed["observations"][7]["valueQuantity"]["value"] = 120
     assert_outcome(http("admit_patient", fx.as_utf16(changed)), 409, "conflict")
     assert all_rows(db) == before
+    refused = audits(db)[-1]
+    assert (refused.outcome, refused.statusCode) == ("failed", 409)
+    assert (refused.encounterId, refused.eid) == ("100002", 100002)
 
 
 def test_blueprint_discharge_with_put_uses_the_stored_admission_date(app_env, db):

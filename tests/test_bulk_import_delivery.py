@@ -20,13 +20,12 @@ from shared.bulk import ingest_runs, patient_writer
 from shared.bulk.csv_rows import CsvRecords
 from shared.bulk.patient_writer import Batch, ConcurrentDelivery, write_batch
 from shared.bulk.row_validation import COLUMNS, RowValidator
-from shared.platform import database
 from shared.platform.settings import SettingsError
 from shared.records.rows import PatientRow, ValidRows
 from shared.records.schema import ingest_rejects, patient_data
 from shared.records.schema import ingest_runs as runs_table
 from shared.records.tags import EphiTags
-from tests.conftest import PROJECT_ROOT, deliver, reset_process_state
+from tests.conftest import PROJECT_ROOT, deliver, reset_process_state, worker
 from tests.test_bulk_import import runs
 
 # 2,000 rows with invalid rows and in-file duplicates: a non-trivial clean result to match.
@@ -233,7 +232,7 @@ def one_row_batch(eid: int, line: int = 2) -> Batch:
 
 
 def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
-    engine = database.get_engine()
+    engine = worker().services.database.engine()
     run = ingest_runs.begin(engine, "http://x/patient-uploads/a.csv", "0x1", "event-1")
     other_delivery = dataclasses.replace(run)  # read the run at the same checkpoint
     tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
@@ -248,7 +247,7 @@ def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
 def test_an_eid_stored_by_an_admission_mid_batch_becomes_a_reject(app_env, db, monkeypatch):
     """The race between looking up stored eids and inserting: the insert fails on the
     primary key (as IntegrityError, COPY included), the batch is retried, the row refused."""
-    engine = database.get_engine()
+    engine = worker().services.database.engine()
     run = ingest_runs.begin(engine, "http://x/patient-uploads/b.csv", "0x1", "event-2")
     tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
     write_batch(engine, run, one_row_batch(7, 2), tags, "src")

@@ -11,7 +11,16 @@ import sqlalchemy as sa
 from shared.platform import database, secrets
 from shared.platform.settings import SettingsError
 from tests import fhir_samples as fx
-from tests.conftest import SECRET_NAME, http, reset_process_state
+from tests.conftest import SECRET_NAME, http, reset_process_state, worker
+
+
+def secret() -> str:
+    """The connection string as the current worker reads it."""
+    return worker().services.secret.get()
+
+
+def engine() -> sa.Engine:
+    return worker().services.database.engine()
 
 
 @pytest.fixture
@@ -29,11 +38,11 @@ def vault(app_env, key_vault):
 
 def test_the_connection_string_is_read_once_then_served_from_the_cache(vault, db_url, caplog):
     caplog.set_level(logging.DEBUG)
-    assert secrets.sql_connection_string() == db_url
-    engine = database.get_engine()
+    assert secret() == db_url
+    first = engine()
     for _ in range(5):
-        assert database.get_engine() is engine
-        secrets.sql_connection_string()
+        assert engine() is first
+        secret()
     assert vault.reads == [SECRET_NAME]
     # The token came from the managed-identity endpoint, for the vault's resource.
     assert [r["resource"] for r in vault.identity.requests] == ["https://vault.azure.net"]
@@ -43,13 +52,13 @@ def test_the_connection_string_is_read_once_then_served_from_the_cache(vault, db
 def test_after_the_ttl_a_rotated_secret_rebuilds_the_engine(vault, db_url, monkeypatch):
     monkeypatch.setenv("SECRET_CACHE_SECONDS", "0.2")
     reset_process_state()
-    first = database.get_engine()
+    first = engine()
     vault.secrets[SECRET_NAME] = db_url + (
         "?timeout=31" if db_url.startswith("sqlite") else "?connect_timeout=9"
     )
-    assert database.get_engine() is first  # still within the TTL
+    assert engine() is first  # still within the TTL
     time.sleep(0.3)
-    second = database.get_engine()
+    second = engine()
     assert second is not first and str(second.url) != str(first.url)
     assert len(vault.reads) == 2
 
@@ -59,7 +68,7 @@ def test_a_refused_login_rereads_the_secret_and_retries_once(vault, db_url, monk
     monkeypatch.setenv("SECRET_CACHE_SECONDS", "3600")
     vault.secrets[SECRET_NAME] = db_url.replace("://", "://no_such_role@")
     reset_process_state()
-    database.get_engine()
+    engine()
     vault.secrets[SECRET_NAME] = db_url  # the administrator rotates the secret
     response = http("admit_patient", fx.blueprint("admit_100001.json"))
     assert response.status_code == 201
@@ -72,7 +81,7 @@ def test_vault_unreachable_is_transient(vault, monkeypatch):
     monkeypatch.setenv("KEY_VAULT_URL", f"https://127.0.0.1:{free_port()}")
     reset_process_state()
     with pytest.raises(secrets.SecretUnavailable):
-        secrets.sql_connection_string()
+        secret()
     response = http("admit_patient", fx.blueprint("admit_100001.json"))
     assert response.status_code == 503 and response.headers["Retry-After"]
 
@@ -80,7 +89,7 @@ def test_vault_unreachable_is_transient(vault, monkeypatch):
 def test_a_missing_secret_names_the_vault_and_the_secret_not_a_value(vault):
     vault.secrets.clear()
     with pytest.raises(SettingsError) as error:
-        secrets.sql_connection_string()
+        secret()
     assert SECRET_NAME in str(error.value) and vault.url in str(error.value)
     assert http("admit_patient", fx.blueprint("admit_100001.json")).status_code == 503
 
@@ -88,7 +97,7 @@ def test_a_missing_secret_names_the_vault_and_the_secret_not_a_value(vault):
 def test_access_denied_says_which_role_to_grant(vault, db_url):
     vault.denied.add(SECRET_NAME)
     with pytest.raises(SettingsError) as error:
-        secrets.sql_connection_string()
+        secret()
     assert "Key Vault Secrets User" in str(error.value) and SECRET_NAME in str(error.value)
     assert db_url not in str(error.value)
 
@@ -98,9 +107,9 @@ def test_an_expired_token_is_fetched_again(vault, monkeypatch):
     vault.identity.lifetime_seconds = 1  # azure-identity refreshes tokens about to expire
     try:
         reset_process_state()
-        secrets.sql_connection_string()
+        secret()
         time.sleep(1.1)
-        secrets.sql_connection_string()
+        secret()
     finally:
         vault.identity.lifetime_seconds = 3600
     assert len(vault.identity.requests) >= 2 and len(vault.reads) == 2
@@ -109,7 +118,7 @@ def test_an_expired_token_is_fetched_again(vault, monkeypatch):
 def test_a_user_assigned_identity_is_asked_for_by_client_id(vault, monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
     reset_process_state()
-    secrets.sql_connection_string()
+    secret()
     assert vault.identity.requests[-1].get("client_id") == "11111111-2222-3333-4444-555555555555"
 
 
@@ -117,7 +126,7 @@ def test_the_challenge_resource_check_is_on_by_default(vault, monkeypatch):
     monkeypatch.delenv("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE")
     reset_process_state()
     with pytest.raises(Exception, match=r"challenge|resource|domain"):
-        secrets.sql_connection_string()
+        secret()
 
 
 def test_no_secret_value_reaches_logs_or_answers(vault, db_url, caplog):
@@ -151,10 +160,10 @@ def test_azure_sql_without_credentials_connects_with_an_entra_token(vault, monke
     monkeypatch.setattr(pyodbc, "connect", fake_connect)
     vault.secrets[SECRET_NAME] = AZURE_SQL
     reset_process_state()
-    engine = database.get_engine()
-    assert engine.dialect.name == "mssql" and engine.dialect.fast_executemany
+    azure_sql = engine()
+    assert azure_sql.dialect.name == "mssql" and azure_sql.dialect.fast_executemany
     with pytest.raises(sa.exc.DBAPIError):
-        engine.connect()
+        azure_sql.connect()
     token_struct = seen["kwargs"]["attrs_before"][database.SQL_COPT_SS_ACCESS_TOKEN]
     issued = [t for t, r in vault.identity.issued.items() if r == "https://database.windows.net"]
     assert token_struct == database.token_struct(issued[-1])
@@ -164,7 +173,11 @@ def test_azure_sql_without_credentials_connects_with_an_entra_token(vault, monke
 
 def test_azure_sql_with_a_password_gets_no_token(vault):
     engine = database.create_engine(AZURE_SQL + "UID=app;PWD=x;")
-    assert not sa.event.contains(engine, "do_connect", database._entra_token_on_connect)
+    assert not any(isinstance(f, database._EntraToken) for f in engine.dialect.dispatch.do_connect)
+    token_engine = database.create_engine(AZURE_SQL)
+    assert any(
+        isinstance(f, database._EntraToken) for f in token_engine.dialect.dispatch.do_connect
+    )
 
 
 def test_unencrypted_azure_sql_is_refused():

@@ -33,6 +33,11 @@ def test_secrets_stay_out_of_repr():
         ({**BASE, "AUTH_MODE": "open"}, "AUTH_MODE"),
         ({**BASE, "FACILITY_IDS": '{"org": "AB"}'}, "FACILITY_IDS"),
         ({**BASE, "DEFAULT_FACILITY_ID": "?"}, "DEFAULT_FACILITY_ID"),
+        # Letters the rule book refuses for facid (it was accepted here, then every
+        # admission mapped to it was refused with 422).
+        ({**BASE, "FACILITY_IDS": '{"org-1": "é"}'}, "FACILITY_IDS"),
+        ({**BASE, "DEFAULT_FACILITY_ID": "É"}, "DEFAULT_FACILITY_ID"),
+        ({**BASE, "DEFAULT_FACILITY_ID": "²"}, "DEFAULT_FACILITY_ID"),
         ({**BASE, "EPHI_OWNER": ""}, "EPHI_OWNER"),
         ({**BASE, "PATIENT_UPLOADS_CONTAINER": "Bad_Name"}, "PATIENT_UPLOADS_CONTAINER"),
         ({**BASE, "IMPORT_BATCH_SIZE": "lots"}, "IMPORT_BATCH_SIZE"),
@@ -49,3 +54,11 @@ def test_errors_name_the_setting(env, setting):
         load_settings(env)
     assert error.value.setting == setting
     assert str(error.value).startswith(f"app setting {setting}: ")
+
+
+def test_facility_settings_follow_the_rule_book():
+    from shared.records.rules import RULE
+
+    settings = load_settings({**BASE, "FACILITY_IDS": '{"org-1": "b"}', "DEFAULT_FACILITY_ID": "c"})
+    assert settings.facility_ids == {"org-1": RULE["facid"].check("b")}
+    assert settings.default_facility_id == RULE["facid"].check("c") == "C"

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -30,6 +31,9 @@ from shared.platform.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
 from shared.records import predictions
 from shared.records.rows import COLUMNS, Reject
 from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
+
+if TYPE_CHECKING:
+    from los_model.scoring import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,11 @@ BLOCK_LINES = 20_000
 
 
 def import_blob_event(
-    event: BlobCreated, settings: Settings, engine: Engine, uploads: UploadsContainer
+    event: BlobCreated,
+    settings: Settings,
+    engine: Engine,
+    uploads: UploadsContainer,
+    predictor: Predictor | None = None,
 ) -> ImportOutcome:
     try:
         ref = uploads.resolve(event.url)
@@ -112,7 +120,7 @@ def import_blob_event(
         log.warning("run %s: file rejected: %s", run.id, exc.reason)
         return ImportOutcome.of(run)
 
-    store_records(records, validator, run, engine, settings, source_uri=ref.url)
+    store_records(records, validator, run, engine, settings, ref.url, predictor)
     ingest_runs.finish(engine, run, RUN_SUCCEEDED)
     log.info(
         "run %s: done: %s rows read, %s stored, %s rejected",
@@ -133,15 +141,17 @@ def store_records(
     engine: Engine,
     settings: Settings,
     source_uri: str,
+    predictor: Predictor | None = None,
 ) -> None:
     """Validate the rest of ``records`` and write them in batches, skipping what ``run``
-    already committed. Plain stretches of the file are checked a block at a time."""
+    already committed. Plain stretches of the file are checked a block at a time; rows with
+    no predicted stay are scored by ``predictor`` when there is one."""
     progress = _Progress(run, settings.progress_interval_seconds)
     size = settings.import_batch_size
     done = run.checkpoint_line  # lines an earlier delivery committed
     blocks = BlockValidator(validator)
     batch = Batch(last_line=done)
-    with _BatchWriter(engine, run, settings, source_uri, progress) as writer:
+    with _BatchWriter(engine, run, settings, source_uri, progress, predictor) as writer:
         for item in records.blocks(max_lines=BLOCK_LINES):
             if isinstance(item, Record):
                 _add_record(batch, item, validator, done)
@@ -174,12 +184,18 @@ class _BatchWriter:
     """
 
     def __init__(
-        self, engine: Engine, run: Run, settings: Settings, source_uri: str, progress: _Progress
+        self,
+        engine: Engine,
+        run: Run,
+        settings: Settings,
+        source_uri: str,
+        progress: _Progress,
+        predictor: Predictor | None,
     ) -> None:
         self._write = functools.partial(
             write_batch, engine, run, tags=settings.tags, source_uri=source_uri
         )
-        self._settings = settings
+        self._predictor = predictor
         self._run = run
         self._unscored: str | None = None  # why batches go unscored (logged once a run)
         self._progress = progress
@@ -207,7 +223,7 @@ class _BatchWriter:
         """Fill the predicted stay of rows that have none, in one call, on the reading
         thread: the writer thread is the slower one on a server database, and XGBoost
         predicts without the GIL while the writer binds."""
-        batch.models, problem = predictions.predict_batch(batch.valid, self._settings)
+        batch.models, problem = predictions.predict_batch(batch.valid, self._predictor)
         if problem is not None and problem != self._unscored:
             log.warning("run %s: rows stored without a predicted stay: %s", self._run.id, problem)
         self._unscored = problem

@@ -52,7 +52,7 @@ def http_auth_level() -> str:
     try:
         return "ANONYMOUS" if auth_mode() == "easyauth" else "FUNCTION"
     except SettingsError:
-        return "FUNCTION"  # the safer level; get_settings() reports the bad value at run time
+        return "FUNCTION"  # the safer level; Services.settings reports the bad value at run time
 
 
 def authorize(headers: Mapping[str, str], settings: Settings) -> Principal:

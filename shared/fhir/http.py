@@ -18,7 +18,8 @@ import azure.functions as func
 from shared.fhir.authz import FUNCTION_KEY, authorize
 from shared.fhir.operation_outcome import FhirError, Issue, operation_outcome
 from shared.fhir.payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
-from shared.platform.settings import Settings, SettingsError, get_settings
+from shared.platform.services import Services
+from shared.platform.settings import SettingsError
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "30"
@@ -45,7 +46,7 @@ class Answer:
         return "; ".join(parts) or None
 
 
-Handler = Callable[[Payload, Settings], Answer]
+Handler = Callable[[Payload, Services], Answer]
 
 
 def correlation_id(req: func.HttpRequest) -> str:
@@ -63,6 +64,7 @@ class _Call:
     action: str
     correlation: str
     fhir: bool
+    services: Services
     principal: str = FUNCTION_KEY
     engine: Any = None
 
@@ -78,7 +80,7 @@ class _Call:
         from shared.fhir import audit
 
         if self.engine is None:
-            self.engine = _engine_if_available()
+            self.engine = _engine_if_available(self.services)
 
         audit.record(
             self.engine,
@@ -108,24 +110,26 @@ class _Call:
         )
 
 
-def handle(req: func.HttpRequest, action: str, handler: Handler) -> func.HttpResponse:
+def handle(
+    req: func.HttpRequest, action: str, handler: Handler, services: Services
+) -> func.HttpResponse:
     call = _Call(
         action,
         correlation_id(req),
         wants_fhir(req.headers.get("content-type"), req.headers.get("accept")),
+        services,
     )
     try:
-        settings = get_settings()
+        settings = services.settings
         call.principal = authorize(req.headers, settings).name
-        from shared.platform.database import get_engine, with_rotation
-
-        call.engine = get_engine()
+        database = services.database
+        call.engine = database.engine()
         document = decode_body(
             req.get_body(), req.headers.get("content-type"), settings.max_request_bytes
         )
         payload = gather(document)
-        answer = with_rotation(lambda: handler(payload, settings))
-        call.engine = get_engine()
+        answer = database.with_rotation(lambda: handler(payload, services))
+        call.engine = database.engine()
     except FhirError as exc:
         return call.refuse(exc)
     except SettingsError as exc:
@@ -189,12 +193,10 @@ def _with_outcome(answer: Answer, prefer: str | None) -> dict[str, Any]:
     return resource
 
 
-def _engine_if_available() -> Any:
+def _engine_if_available(services: Services) -> Any:
     """The engine for an audit row written before the request got that far, if there is one."""
     try:
-        from shared.platform.database import get_engine
-
-        return get_engine()
+        return services.database.engine()
     except Exception:  # no database to write to: audit.record logs the event instead
         return None
 

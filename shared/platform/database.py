@@ -1,4 +1,5 @@
-"""One SQLAlchemy engine per process, built from the SQL connection string.
+"""The SQLAlchemy engine: one factory for the app, the migrations and the deploy's scripts,
+and :class:`Database`, the worker's engine on a connection string that may rotate.
 
 The connection string (see :mod:`shared.platform.secrets`) is either a SQLAlchemy URL
 (``sqlite:///...``, ``postgresql+psycopg://...``, ``mssql+pyodbc://...``) or an ODBC
@@ -17,13 +18,16 @@ import struct
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from shared.platform import secrets
+from shared.platform.secrets import SecretSource
 from shared.platform.settings import SettingsError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +125,34 @@ def token_struct(token: str) -> bytes:
     return struct.pack(f"<I{len(raw)}s", len(raw), raw)
 
 
-def _entra_token_on_connect(
-    dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]
-) -> None:
-    from shared.platform.identity import get_credential
+class _EntraToken:
+    """Attaches a Microsoft Entra access token to each new connection. azure-identity caches
+    the token and renews it before it expires, so each pooled connection gets a valid one.
+    Without a credential given (a command run by a person), ``DefaultAzureCredential`` is
+    built at the first connection: their ``az login``."""
 
-    # azure-identity caches the token and renews it before it expires; each new pooled
-    # connection gets a valid one.
-    token = get_credential().get_token(AZURE_SQL_SCOPE).token
-    cparams.setdefault("attrs_before", {})[SQL_COPT_SS_ACCESS_TOKEN] = token_struct(token)
+    def __init__(self, credential: TokenCredential | None) -> None:
+        self._credential = credential
+
+    def __call__(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if self._credential is None:
+            from shared.platform.identity import default_credential
+
+            self._credential = default_credential()
+        token = self._credential.get_token(AZURE_SQL_SCOPE).token
+        cparams.setdefault("attrs_before", {})[SQL_COPT_SS_ACCESS_TOKEN] = token_struct(token)
 
 
-def create_engine(connection_string: str, *, poolclass: type[sa.pool.Pool] | None = None) -> Engine:
+def create_engine(
+    connection_string: str,
+    *,
+    credential: TokenCredential | None = None,
+    poolclass: type[sa.pool.Pool] | None = None,
+) -> Engine:
     """The one engine factory, for the app, the migrations and the deploy's SQL scripts:
-    Entra tokens for Azure SQL, the driver's bulk path, no parameters in logs.
-    ``poolclass``: e.g. ``NullPool`` for a one-off command."""
+    Entra tokens for Azure SQL (``credential``'s; a person's login when None), the driver's
+    bulk path, no parameters in logs. ``poolclass``: e.g. ``NullPool`` for a one-off
+    command."""
     url = engine_url(connection_string)
     backend = url.get_backend_name()
     # hide_parameters: row values are ePHI; keep them out of SQL logs and exception messages.
@@ -162,7 +179,7 @@ def create_engine(connection_string: str, *, poolclass: type[sa.pool.Pool] | Non
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     if entra_token:
-        sa.event.listen(engine, "do_connect", _entra_token_on_connect)
+        sa.event.listen(engine, "do_connect", _EntraToken(credential))
     return engine
 
 
@@ -176,24 +193,50 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-_lock = threading.Lock()
-_engine: Engine | None = None
-_engine_source: str | None = None  # digest of the connection string it was built from
+class Database:
+    """The worker's engine and pool on the connection string ``secret`` gives, reused by every
+    invocation; rebuilt when the secret has rotated (seen once its cache has run out, or at
+    once when the database refuses the login)."""
 
+    def __init__(self, secret: SecretSource, credential: TokenCredential | None = None) -> None:
+        self._secret = secret
+        self._credential = credential
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._source: str | None = None  # digest of the connection string it was built from
 
-def get_engine() -> Engine:
-    """The process's engine and pool, reused by every invocation; rebuilt when the secret
-    behind it has rotated (seen once the cached secret's TTL has run out)."""
-    global _engine, _engine_source
-    value = secrets.sql_connection_string()
-    with _lock:
-        if _engine is None or _engine_source != _digest(value):
-            if _engine is not None:
-                log.info("the SQL connection secret changed; rebuilding the engine")
-                _engine.dispose()
-            _engine = create_engine(value)
-            _engine_source = _digest(value)
-        return _engine
+    def engine(self) -> Engine:
+        value = self._secret.get()
+        with self._lock:
+            if self._engine is None or self._source != _digest(value):
+                if self._engine is not None:
+                    log.info("the SQL connection secret changed; rebuilding the engine")
+                    self._engine.dispose()
+                self._engine = create_engine(value, credential=self._credential)
+                self._source = _digest(value)
+            return self._engine
+
+    def with_rotation(self, work: Callable[[], T]) -> T:
+        """Run ``work``; if the database refuses the login, re-read the secret, and when it
+        has changed, rebuild the engine and run ``work`` once more."""
+        try:
+            return work()
+        except sa.exc.DBAPIError as exc:
+            if not is_login_failure(exc):
+                raise
+            before = self._source
+            fresh = self._secret.get(refresh=True)
+            if _digest(fresh) == before:
+                raise
+            log.warning("database login refused; the secret has rotated: retrying once")
+            self.engine()
+            return work()
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine, self._source = None, None
 
 
 def is_login_failure(exc: BaseException) -> bool:
@@ -212,29 +255,3 @@ def is_login_failure(exc: BaseException) -> bool:
         )
         or ('role "' in text and "does not exist" in text)
     )
-
-
-def with_rotation(work: Callable[[], T]) -> T:
-    """Run ``work``; if the database refuses the login, re-read the secret, and when it has
-    changed, rebuild the engine and run ``work`` once more."""
-    try:
-        return work()
-    except sa.exc.DBAPIError as exc:
-        if not is_login_failure(exc):
-            raise
-        before = _engine_source
-        fresh = secrets.sql_connection_string(refresh=True)
-        if _digest(fresh) == before:
-            raise
-        log.warning("database login refused; the secret has rotated: retrying once")
-        get_engine()
-        return work()
-
-
-def reset_engine() -> None:
-    """Dispose of the process's engine; the next :func:`get_engine` builds a new one."""
-    global _engine, _engine_source
-    with _lock:
-        if _engine is not None:
-            _engine.dispose()
-        _engine, _engine_source = None, None

@@ -1,10 +1,9 @@
 """Where the SQL connection string comes from: Azure Key Vault, or the app setting locally.
 
-With ``KEY_VAULT_URL`` set, the app's managed identity (``DefaultAzureCredential``) reads
-the secret ``SQL_CONNECTION_SECRET_NAME`` from the vault, and a warm instance keeps it for
-``SECRET_CACHE_SECONDS``. Without it, ``SQL_CONNECTION_STRING`` is used as it is (local
-runs), with one warning. The value is a secret: it is never logged, echoed or put in an
-exception message.
+:class:`VaultSecret` reads a secret with the app's managed identity and keeps it for
+``cache_seconds``; :class:`SettingSecret` is a value given in the app settings (local runs),
+with one warning. Either answers :meth:`get`. The value is a secret: it is never logged,
+echoed or put in an exception message.
 """
 
 from __future__ import annotations
@@ -12,10 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.platform.settings import Settings, SettingsError, get_settings
+from shared.platform.settings import SettingsError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 log = logging.getLogger(__name__)
 
@@ -28,110 +29,114 @@ class SecretError(SettingsError):
     """The secret is missing or the identity may not read it: a configuration error."""
 
 
-@dataclass
-class _Cached:
-    value: str
-    fetched_at: float
+class SecretSource(Protocol):
+    def get(self, refresh: bool = False) -> str:
+        """The value; ``refresh`` reads it again now (the database refused the login)."""
+        ...
 
 
-_lock = threading.Lock()
-_cached: _Cached | None = None
-_client: Any = None
-_warned = False
+class SettingSecret:
+    """A connection string given in ``SQL_CONNECTION_STRING`` (local runs)."""
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+        self._warned = False
+
+    def get(self, refresh: bool = False) -> str:
+        if self._value is None:
+            raise SettingsError(
+                "SQL_CONNECTION_STRING",
+                "not set, and no KEY_VAULT_URL to read it from; the functions have no database",
+            )
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "the SQL connection string comes from the SQL_CONNECTION_STRING app "
+                "setting, not Key Vault: fine locally, not in Azure"
+            )
+        return self._value
 
 
-def _secret_client(settings: Settings) -> Any:
-    global _client
-    if _client is None:
-        from azure.keyvault.secrets import SecretClient
+class VaultSecret:
+    """One secret of a Key Vault, read with ``credential`` and cached for ``cache_seconds``."""
 
-        from shared.platform.identity import get_credential
+    def __init__(
+        self,
+        vault_url: str,
+        name: str,
+        credential: TokenCredential,
+        *,
+        cache_seconds: float = 300,
+        verify_challenge_resource: bool = True,
+    ) -> None:
+        self.vault_url, self.name = vault_url, name
+        self._credential = credential
+        self._cache_seconds = cache_seconds
+        self._verify_challenge_resource = verify_challenge_resource
+        self._client: Any = None
+        self._value: str | None = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
 
-        assert settings.key_vault_url is not None  # only asked for when a vault is set
-        _client = SecretClient(
-            settings.key_vault_url,
-            get_credential(),
-            verify_challenge_resource=settings.key_vault_verify_challenge_resource,
-            retry_total=2,
+    def get(self, refresh: bool = False) -> str:
+        with self._lock:
+            now = time.monotonic()
+            fresh = self._value is not None and now - self._fetched_at < self._cache_seconds
+            if refresh or not fresh:
+                self._value, self._fetched_at = self._read(), now
+                log.info("read the SQL connection secret %s from %s", self.name, self.vault_url)
+            assert self._value is not None
+            return self._value
+
+    def _secret_client(self) -> Any:
+        if self._client is None:
+            from azure.keyvault.secrets import SecretClient
+
+            self._client = SecretClient(
+                self.vault_url,
+                self._credential,
+                verify_challenge_resource=self._verify_challenge_resource,
+                retry_total=2,
+            )
+        return self._client
+
+    def _read(self) -> str:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
         )
-    return _client
 
-
-def _from_vault(settings: Settings) -> str:
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ResourceNotFoundError,
-        ServiceRequestError,
-    )
-
-    vault, name = settings.key_vault_url, settings.sql_connection_secret_name
-    try:
-        secret = _secret_client(settings).get_secret(name)
-    except ResourceNotFoundError:
-        raise SecretError(
-            "SQL_CONNECTION_SECRET_NAME", f"the secret {name} is not in the vault {vault}"
-        ) from None
-    except HttpResponseError as exc:  # ClientAuthenticationError included
-        if _status(exc) == 403:
+        vault, name = self.vault_url, self.name
+        try:
+            secret = self._secret_client().get_secret(name)
+        except ResourceNotFoundError:
             raise SecretError(
-                "KEY_VAULT_URL",
-                f"the app's identity may not read the secret {name} "
-                f"in {vault}; grant it 'Key Vault Secrets User'",
+                "SQL_CONNECTION_SECRET_NAME", f"the secret {name} is not in the vault {vault}"
             ) from None
-        if isinstance(exc, ClientAuthenticationError) and _status(exc) is None:
-            # No token: the identity endpoint is down or refusing, transient from here.
-            raise SecretUnavailable(f"no token for the vault {vault}") from None
-        # Throttled (429), unavailable (5xx) and the like: transient.
-        raise SecretUnavailable(f"the vault {vault} answered {_status(exc)}") from None
-    except ServiceRequestError:
-        raise SecretUnavailable(f"the vault {vault} cannot be reached") from None
-    if not secret.value:
-        raise SecretError("SQL_CONNECTION_SECRET_NAME", f"the secret {name} in {vault} is empty")
-    return str(secret.value)
+        except HttpResponseError as exc:  # ClientAuthenticationError included
+            if _status(exc) == 403:
+                raise SecretError(
+                    "KEY_VAULT_URL",
+                    f"the app's identity may not read the secret {name} "
+                    f"in {vault}; grant it 'Key Vault Secrets User'",
+                ) from None
+            if isinstance(exc, ClientAuthenticationError) and _status(exc) is None:
+                # No token: the identity endpoint is down or refusing, transient from here.
+                raise SecretUnavailable(f"no token for the vault {vault}") from None
+            # Throttled (429), unavailable (5xx) and the like: transient.
+            raise SecretUnavailable(f"the vault {vault} answered {_status(exc)}") from None
+        except ServiceRequestError:
+            raise SecretUnavailable(f"the vault {vault} cannot be reached") from None
+        if not secret.value:
+            raise SecretError(
+                "SQL_CONNECTION_SECRET_NAME", f"the secret {name} in {vault} is empty"
+            )
+        return str(secret.value)
 
 
 def _status(exc: Any) -> int | None:
     return getattr(exc, "status_code", None) or getattr(
         getattr(exc, "response", None), "status_code", None
     )
-
-
-def sql_connection_string(refresh: bool = False) -> str:
-    """The connection string; from the vault when one is set, cached for the TTL.
-
-    ``refresh`` reads the vault again now (the database refused the login: rotated).
-    """
-    global _cached, _warned
-    settings = get_settings()
-    if settings.key_vault_url is None:
-        if settings.sql_connection_string is None:
-            raise SettingsError(
-                "SQL_CONNECTION_STRING",
-                "not set, and no KEY_VAULT_URL to read it from; the functions have no database",
-            )
-        if not _warned:
-            _warned = True
-            log.warning(
-                "the SQL connection string comes from the SQL_CONNECTION_STRING app "
-                "setting, not Key Vault: fine locally, not in Azure"
-            )
-        return settings.sql_connection_string
-    with _lock:
-        now = time.monotonic()
-        fresh = _cached is not None and now - _cached.fetched_at < settings.secret_cache_seconds
-        if refresh or not fresh:
-            _cached = _Cached(_from_vault(settings), now)
-            log.info(
-                "read the SQL connection secret %s from %s",
-                settings.sql_connection_secret_name,
-                settings.key_vault_url,
-            )
-        assert _cached is not None
-        return _cached.value
-
-
-def reset_secrets() -> None:
-    global _cached, _client, _warned
-    with _lock:
-        _cached, _client, _warned = None, None, False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -201,11 +200,23 @@ def auth_mode(env: Mapping[str, str] | None = None) -> str:
     return mode
 
 
+def _facility_code(value: str, name: str) -> str:
+    """A facility id as the rule book stores it (``facid``'s rule), or SettingsError: a
+    setting the rules would refuse must fail at start-up, not on every admission."""
+    # Imported here: the rule book brings the schema (SQLAlchemy), which indexing at cold
+    # start should not pay for; settings are read on first use.
+    from shared.records.rules import RULE, Invalid
+
+    rule = RULE["facid"]
+    try:
+        return str(rule.check(value))
+    except Invalid:
+        raise SettingsError(name, rule.malformed) from None
+
+
 def _facility(env: Mapping[str, str], name: str) -> str | None:
     value = _text(env, name)
-    if value is not None and not (len(value) == 1 and value.isascii() and value.isalnum()):
-        raise SettingsError(name, "must be one letter or digit (a facility id)")
-    return value.upper() if value else None
+    return _facility_code(value, name) if value else None
 
 
 def _facility_ids(env: Mapping[str, str]) -> dict[str, str]:
@@ -217,14 +228,13 @@ def _facility_ids(env: Mapping[str, str]) -> dict[str, str]:
     except ValueError:
         raise SettingsError("FACILITY_IDS", "must be a JSON object") from None
     if not isinstance(mapping, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and len(v) == 1 and v.isalnum()
-        for k, v in mapping.items()
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
     ):
         raise SettingsError(
             "FACILITY_IDS",
             'must map Organization ids, identifiers or names to facility ids, e.g. {"org-1": "A"}',
         )
-    return {k: v.upper() for k, v in mapping.items()}
+    return {k: _facility_code(v, "FACILITY_IDS") for k, v in mapping.items()}
 
 
 def _required_owner(env: Mapping[str, str]) -> str:
@@ -236,24 +246,3 @@ def _required_owner(env: Mapping[str, str]) -> str:
     if len(owner) > 256:
         raise SettingsError("EPHI_OWNER", "must be at most 256 characters")
     return owner
-
-
-_lock = threading.Lock()
-_cached: Settings | None = None
-
-
-def get_settings() -> Settings:
-    """The process's settings, read on first use (not at import: cold start stays cheap)."""
-    global _cached
-    if _cached is None:
-        with _lock:
-            if _cached is None:
-                _cached = load_settings()
-    return _cached
-
-
-def reset_settings() -> None:
-    """Forget the cached settings; the next :func:`get_settings` reads the environment again."""
-    global _cached
-    with _lock:
-        _cached = None

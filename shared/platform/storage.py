@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.platform.identity import get_credential
-from shared.platform.settings import Settings, SettingsError
-
 if TYPE_CHECKING:
+    from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
     from azure.storage.blob import BlobServiceClient
 
 # Ranged GETs of this size keep memory bounded by one chunk, whatever the blob's size.
@@ -76,50 +74,61 @@ def resolve_blob_url(url: str, service_url: str, container: str) -> BlobRef:
 
 
 class UploadsContainer:
-    """Read access to the configured account's uploads container."""
+    """Read access to one storage account's uploads container, in the Azure SDK's shape: the
+    account's blob endpoint and a credential (the managed identity in Azure), or
+    :meth:`from_connection_string` (Azurite, local runs). The client is built on first use."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        account_url: str,
+        credential: TokenCredential | AzureNamedKeyCredential,
+        container: str,
+        *,
+        retries: int = 3,
+    ) -> None:
+        self.account_url, self.container = account_url, container
+        self._credential = credential
+        self._retries = retries
         self._service: BlobServiceClient | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, container: str, *, retries: int = 3
+    ) -> UploadsContainer:
+        from azure.core.credentials import AzureNamedKeyCredential
+        from azure.storage.blob import BlobServiceClient
+
+        # The SDK finds the blob endpoint (Azurite's included); the key is the string's own.
+        url = BlobServiceClient.from_connection_string(connection_string).url
+        parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+        if "AccountName" not in parts or "AccountKey" not in parts:
+            raise ValueError("the connection string names no AccountName and AccountKey")
+        key = AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"])
+        return cls(url, key, container, retries=retries)
 
     @property
     def service(self) -> BlobServiceClient:
         if self._service is None:
             with self._lock:
                 if self._service is None:
-                    self._service = self._build()
+                    from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+                    self._service = BlobServiceClient(
+                        self.account_url,
+                        credential=self._credential,
+                        max_single_get_size=CHUNK_BYTES,
+                        max_chunk_get_size=CHUNK_BYTES,
+                        # A few quick retries; past them the invocation fails and Event Grid
+                        # redelivers with its own back-off, instead of the SDK's 15 s steps.
+                        retry_policy=ExponentialRetry(
+                            initial_backoff=1, increment_base=2, retry_total=self._retries
+                        ),
+                    )
         return self._service
 
-    def _build(self) -> BlobServiceClient:
-        from azure.storage.blob import BlobServiceClient, ExponentialRetry
-
-        options: dict[str, Any] = {
-            "max_single_get_size": CHUNK_BYTES,
-            "max_chunk_get_size": CHUNK_BYTES,
-            # A few quick retries; past them the invocation fails and Event Grid redelivers
-            # with its own back-off, instead of the SDK's default 15 s steps.
-            "retry_policy": ExponentialRetry(
-                initial_backoff=1, increment_base=2, retry_total=self._settings.storage_retries
-            ),
-        }
-        if self._settings.storage_connection:
-            return BlobServiceClient.from_connection_string(
-                self._settings.storage_connection, **options
-            )
-        if self._settings.storage_account_url is None:
-            raise SettingsError(
-                "PATIENT_STORAGE_ACCOUNT_URL",
-                "set it to the storage account's blob endpoint (managed identity), "
-                "or set PATIENT_STORAGE_CONNECTION to a connection string (local runs)",
-            )
-        # No account keys in production: the managed identity reads the blob.
-        return BlobServiceClient(
-            self._settings.storage_account_url, credential=get_credential(), **options
-        )
-
     def resolve(self, url: str) -> BlobRef:
-        return resolve_blob_url(url, self.service.url, self._settings.uploads_container)
+        return resolve_blob_url(url, self.service.url, self.container)
 
     def current_etag(self, ref: BlobRef) -> str:
         from azure.core.exceptions import ResourceNotFoundError
@@ -191,22 +200,3 @@ class AccountBlob:
             return downloader.readall(), str(downloader.properties.etag)
         except ResourceNotModifiedError:
             return None
-
-
-_uploads_lock = threading.Lock()
-_uploads: UploadsContainer | None = None
-
-
-def get_uploads(settings: Settings) -> UploadsContainer:
-    """The process's uploads-container client, built on first use and reused."""
-    global _uploads
-    with _uploads_lock:
-        if _uploads is None or _uploads._settings is not settings:
-            _uploads = UploadsContainer(settings)
-        return _uploads
-
-
-def reset_uploads() -> None:
-    global _uploads
-    with _uploads_lock:
-        _uploads = None

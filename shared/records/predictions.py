@@ -9,54 +9,43 @@ logged (and, for an admission, audited).
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.platform.settings import Settings
 from shared.records.rows import PatientRow, ValidRows
 
 if TYPE_CHECKING:
     from los_model.scoring import ModelSource, Prediction, Predictor
-    from shared.platform.storage import AccountBlob
-
-_lock = threading.Lock()
-_predictor: Predictor | None = None
-_built_for: tuple[str, float] | None = None
+    from shared.platform.storage import AccountBlob, UploadsContainer
 
 
-def get_predictor(settings: Settings) -> Predictor | None:
-    """The process's predictor for the configured model (built on first use), or None when
-    no model is set."""
-    global _predictor, _built_for
-    if settings.los_model_url is None:
+def build_predictor(
+    model_url: str | None, refresh_seconds: float, account: Callable[[], UploadsContainer]
+) -> Predictor | None:
+    """A predictor for the model at ``model_url`` (a blob of the storage account, read
+    through ``account()``'s client, or a local path), or None when no model is set."""
+    if model_url is None:
         return None
-    key = (settings.los_model_url, settings.los_model_refresh_seconds)
-    with _lock:
-        if _predictor is None or _built_for != key:
-            # Imported here: NumPy and the model library load only when a model is set.
-            from los_model.scoring import Predictor
+    # Imported here: NumPy and the model library load only when a model is set.
+    from los_model.scoring import Predictor
 
-            _predictor = Predictor(_source(settings), settings.los_model_refresh_seconds)
-            _built_for = key
-        return _predictor
+    return Predictor(_source(model_url, account), refresh_seconds)
 
 
-def _source(settings: Settings) -> ModelSource:
+def _source(url: str, account: Callable[[], UploadsContainer]) -> ModelSource:
     from los_model.scoring import FileSource
 
-    url = settings.los_model_url
-    assert url is not None
     if url.lower().startswith(("http://", "https://")):
-        return _BlobSource(settings, url)
+        return _BlobSource(url, account)
     return FileSource(Path(url))
 
 
 class _BlobSource:
     """The model blob, read through the storage account's client with the managed identity."""
 
-    def __init__(self, settings: Settings, url: str) -> None:
-        self._settings = settings
+    def __init__(self, url: str, account: Callable[[], UploadsContainer]) -> None:
+        self._account = account
         self._url = url
         self._blob: AccountBlob | None = None
         self.description = "LOS_MODEL_URL"
@@ -65,11 +54,11 @@ class _BlobSource:
         from azure.core.exceptions import AzureError
 
         from los_model.scoring import ModelUnavailable
-        from shared.platform.storage import AccountBlob, UntrustedBlobUrl, get_uploads
+        from shared.platform.storage import AccountBlob, UntrustedBlobUrl
 
         try:
             if self._blob is None:
-                self._blob = AccountBlob(get_uploads(self._settings), self._url)
+                self._blob = AccountBlob(self._account(), self._url)
                 self.description = self._blob.description
             return self._blob.read_if_changed(known_version)
         except UntrustedBlobUrl as exc:
@@ -82,9 +71,10 @@ class _BlobSource:
             ) from None
 
 
-def predict_admission(row: PatientRow, settings: Settings) -> tuple[PatientRow, Prediction | None]:
+def predict_admission(
+    row: PatientRow, predictor: Predictor | None
+) -> tuple[PatientRow, Prediction | None]:
     """``row`` with its predicted stay filled when a model is set and it has none."""
-    predictor = get_predictor(settings)
     if predictor is None or row.predlengthofstay is not None:
         return row, None
     prediction = predictor.predict({c: [getattr(row, c)] for c in _inputs()})
@@ -94,12 +84,11 @@ def predict_admission(row: PatientRow, settings: Settings) -> tuple[PatientRow, 
 
 
 def predict_batch(
-    valid: ValidRows, settings: Settings
+    valid: ValidRows, predictor: Predictor | None
 ) -> tuple[list[str | None] | None, str | None]:
     """Fill the predicted stay of the rows of ``valid`` that have none, in one call. Returns
     the model id behind each row's prediction (None where the row had its own, or where none
     was made) and, when the model could not score, why."""
-    predictor = get_predictor(settings)
     if predictor is None or not len(valid):
         return None, None
     predicted = valid.column("predlengthofstay")
@@ -124,9 +113,3 @@ def _inputs() -> tuple[str, ...]:
     from los_model.features import INPUT_COLUMNS
 
     return INPUT_COLUMNS
-
-
-def reset_predictor() -> None:
-    global _predictor, _built_for
-    with _lock:
-        _predictor, _built_for = None, None

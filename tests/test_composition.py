@@ -1,0 +1,86 @@
+"""One composition root: shared/ keeps no process-wide state; function_app.py builds the
+app's parts once per worker (shared.platform.services.Services) and hands them to the glue."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from shared.platform.services import Services
+from shared.platform.settings import SettingsError
+from tests.conftest import PROJECT_ROOT
+
+SHARED = sorted((PROJECT_ROOT / "shared").rglob("*.py"))
+
+
+def module_level_state(path: Path) -> list[str]:
+    """What in a module would make it a process-wide singleton: ``global`` statements,
+    module-level locks, and module-level caches (a private name first bound to None)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = [f"global {', '.join(n.names)}" for n in ast.walk(tree) if isinstance(n, ast.Global)]
+    for node in tree.body:
+        value = getattr(node, "value", None)
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        if isinstance(value, ast.Call) and ast.unparse(value.func).endswith(("Lock", "RLock")):
+            found.append(f"{names} = a lock")
+        if isinstance(value, ast.Constant) and value.value is None:
+            found += [f"{n} = None" for n in names if n.startswith("_")]
+    return found
+
+
+@pytest.mark.parametrize("path", SHARED, ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
+def test_shared_keeps_no_process_wide_state(path):
+    assert module_level_state(path) == []
+
+
+def test_the_check_sees_a_singleton(tmp_path):
+    singleton = tmp_path / "singleton.py"
+    singleton.write_text(
+        "import threading\n_lock = threading.Lock()\n_cached: object | None = None\n"
+        "def get():\n    global _cached\n    return _cached\n"
+    )
+    assert len(module_level_state(singleton)) == 3
+
+
+def test_each_worker_builds_its_parts_once_and_lazily(monkeypatch, tmp_path):
+    env = {
+        "EPHI_OWNER": "owner@example",
+        "SQL_CONNECTION_STRING": f"sqlite:///{tmp_path}/x.db",
+        "PATIENT_STORAGE_CONNECTION": (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+            "BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;"
+        ),
+    }
+    services = Services(env)
+    assert services._parts == {}  # nothing built until it is used
+    assert services.settings is services.settings
+    assert services.database.engine() is services.database.engine()
+    assert services.uploads is services.uploads and services.uploads.container
+    assert services.predictor is None  # no model set
+    assert set(services._parts) == {"settings", "secret", "database", "uploads", "predictor"}
+    assert "credential" not in services._parts  # no Azure SQL, no account URL: no token
+    other = Services(env)
+    assert other.database is not services.database  # a test or a worker builds its own
+    services.close()
+
+
+def test_a_missing_setting_is_reported_each_time_it_is_used():
+    services = Services({})
+    for _ in range(2):
+        with pytest.raises(SettingsError, match="EPHI_OWNER"):
+            services.settings  # noqa: B018
+
+
+def test_the_function_glue_takes_the_services_it_is_given():
+    import function_app
+
+    assert isinstance(function_app.services, Services)
+    text = "\n".join(
+        (PROJECT_ROOT / folder / "function.py").read_text()
+        for folder in ("bulk_import", "admit_patient", "discharge_patient", "capability_statement")
+    )
+    assert "def blueprint(services: Services)" in text
+    assert "Services()" not in text  # only function_app.py builds one
