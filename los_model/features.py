@@ -8,12 +8,11 @@ stays missing (NaN: the trees route it), never 0.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from shared.records.rules import MEASUREMENT_COLUMNS
+from shared.records.rules import MEASUREMENT_COLUMNS, RULE
 from shared.records.schema import FLAG_COLUMNS
 
 # The PatientData columns the features are built from.
@@ -36,9 +35,19 @@ ENCODING: dict[str, str] = {
     "measurements": "as stored; missing stays missing (NaN), never 0",
 }
 
-_RCOUNT: dict[object, float] = {"0": 0.0, "1": 1.0, "2": 2.0, "3": 3.0, "4": 4.0, "5+": 5.0}
+
+def _stored_codes(column: str) -> set[str]:
+    """The values the rule book stores in a code column (what a feature can meet)."""
+    codes = RULE[column].codes
+    assert codes is not None
+    return set(codes.values())
+
+
+# Each code column's encoding, over exactly the codes its rule stores.
+_RCOUNT: dict[object, float] = {c: float(c.rstrip("+")) for c in _stored_codes("rcount")}
 _GENDER: dict[object, float] = {"F": 1.0, "M": 0.0}
-_FACILITY: dict[object, float] = {c: float(ord(c)) for c in string.ascii_uppercase + string.digits}
+assert set(_GENDER) == _stored_codes("gender")
+_FACILITY: dict[object, float] = {c: float(ord(c)) for c in _stored_codes("facid")}
 _NUMBERS = (*FLAG_COLUMNS, *MEASUREMENT_COLUMNS)
 
 

@@ -32,6 +32,15 @@ class AuditEvent:
 AUDIT_WRITE_FAILED = "AuditWriteFailed"
 
 
+def _fit(column: str, text: str | None) -> str | None:
+    """``text`` cut to the ``AuditLog`` column's length (the schema's, so the two cannot
+    drift); an empty text is NULL."""
+    if not text:
+        return None
+    length: int | None = getattr(audit_log.c[column].type, "length", None)
+    return text[:length] if length else text
+
+
 def record(engine: Engine | None, event: AuditEvent) -> bool:
     """Write ``event``; True when it is stored. When the database cannot take it (down, or a
     permission missing on Azure SQL), the answer to the caller is still given and the event
@@ -44,14 +53,14 @@ def record(engine: Engine | None, event: AuditEvent) -> bool:
             conn.execute(
                 audit_log.insert().values(
                     occurredAt=utcnow(),
-                    principal=event.principal[:256],
+                    principal=_fit("principal", event.principal),
                     action=event.action,
-                    encounterId=(event.encounter_id or None) and event.encounter_id[:64],
+                    encounterId=_fit("encounterId", event.encounter_id),
                     eid=event.eid,
                     outcome=event.outcome,
                     statusCode=event.status_code,
-                    correlationId=(event.correlation_id or None) and event.correlation_id[:128],
-                    reason=(event.reason or None) and event.reason[:400],
+                    correlationId=_fit("correlationId", event.correlation_id),
+                    reason=_fit("reason", event.reason),
                 )
             )
     except Exception as exc:  # the audit trail must not fail the answer
