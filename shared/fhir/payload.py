@@ -293,17 +293,23 @@ def _validated(entry: Entry) -> Any:
     return _model(entry.type).model_validate(resource)
 
 
-def validate(entries: Iterable[Entry]) -> None:
-    """Validate each entry with its R4 model, setting ``entry.model``; every error is listed."""
+def _each_validated(entries: Iterable[Entry]) -> Iterator[tuple[Entry, list[Issue]]]:
+    """Each entry with its R4 model set, and the issues that make it invalid (none if valid)."""
     import pydantic
 
-    issues: list[Issue] = []
     for entry in entries:
         _check_depth(entry)
         try:
             entry.model = _validated(entry)
         except pydantic.ValidationError as exc:
-            issues.extend(_issues(entry, exc))
+            yield entry, list(_issues(entry, exc))
+        else:
+            yield entry, []
+
+
+def validate(entries: Iterable[Entry]) -> None:
+    """Validate each entry with its R4 model, setting ``entry.model``; every error is listed."""
+    issues = [issue for _, found in _each_validated(entries) for issue in found]
     if issues:
         raise FhirError(400, issues)
 
@@ -312,26 +318,20 @@ def validate_each(entries: Iterable[Entry]) -> tuple[list[Entry], list[Issue]]:
     """Validate each entry on its own: the valid ones (``entry.model`` set), and a warning per
     invalid one saying it was not used and why. For resources whose loss costs one feature,
     not the stay (Conditions, Observations); a resource nested too deep is still refused."""
-    import pydantic
-
     valid: list[Entry] = []
     warnings: list[Issue] = []
-    for entry in entries:
-        _check_depth(entry)
-        try:
-            entry.model = _validated(entry)
-        except pydantic.ValidationError as exc:
-            first = next(_issues(entry, exc))
-            warnings.append(
-                Issue(
-                    "invalid",
-                    f"not used: the {entry.type} is not valid FHIR R4 ({first.diagnostics})",
-                    first.expression,
-                    severity="warning",
-                )
-            )
-        else:
+    for entry, found in _each_validated(entries):
+        if not found:
             valid.append(entry)
+            continue
+        warnings.append(
+            Issue(
+                "invalid",
+                f"not used: the {entry.type} is not valid FHIR R4 ({found[0].diagnostics})",
+                found[0].expression,
+                severity="warning",
+            )
+        )
     return valid, warnings
 
 
