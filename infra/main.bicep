@@ -66,7 +66,7 @@ param alertEmail string = ''
 
 @description('Microsoft Defender for SQL (about USD 15 per server per month).')
 param enableDefenderForSql bool = true
-@description('VNet integration and private endpoints for storage, Key Vault and SQL (see README: cost and trade-off).')
+@description('VNet integration and private endpoints for storage, Key Vault and SQL (see docs/site-administrator.md: cost and trade-off).')
 param networkIsolation bool = false
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))

@@ -24,7 +24,7 @@ from los_model.metrics import regression_metrics
 from shared.records.schema import patient_data
 
 # Small trees, few of them: the r-server solution's accuracy at a cost a bulk import can
-# pay per row (see the README's model section for the measurements behind these).
+# pay per row (see docs/data-scientist.md for the measurements behind these).
 PARAMETERS: dict[str, Any] = {
     "objective": "reg:squarederror",
     "max_depth": 4,

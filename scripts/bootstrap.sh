@@ -2,7 +2,7 @@
 # Installs what the project's development and tests need on a fresh machine, and only what
 # is missing: unixODBC (for pyodbc) and shellcheck (the deploy scripts' lint) from Debian's
 # packages, a venv in .venv with requirements-dev.txt, checkov in .venv-checkov
-# (requirements-infra.txt), Azurite from npm. Deploying needs none of this: see README.
+# (requirements-infra.txt), Azurite from npm. Deploying needs none of this: see docs/site-administrator.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,8 @@
 """The deploy as a site administrator runs it: scripts/deploy.sh and the azd hooks, run for
 real against a recording stand-in for ``az``, ``curl`` and the database step
 (tests/stand_in.py), since Azure cannot be reached from here. What the stand-in cannot
-prove (that Azure accepts each call) the README says under "what is and is not verified".
+prove (that Azure accepts each call) docs/site-administrator.md says, under "what is
+verified here".
 """
 
 from __future__ import annotations

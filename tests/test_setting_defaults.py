@@ -1,5 +1,6 @@
 """One default per setting: what shared/platform/settings.py does when a setting is absent
-is what the README's settings table, local.settings.sample.json and infra/ say."""
+is what the settings table (docs/site-administrator.md), local.settings.sample.json and
+infra/ say."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def code_defaults() -> dict[str, str]:
 
 
 def readme_defaults() -> dict[str, str]:
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    table = readme[readme.index("## Settings") : readme.index("## The database")]
+    doc = (PROJECT_ROOT / "docs" / "site-administrator.md").read_text()
+    table = doc[doc.index("## Settings") :]
     found: dict[str, str] = {}
     for names, default in re.findall(r"^\| (`[^|]+`) \| [^|]+ \| ([^|]+) \|$", table, re.M):
         keys = re.findall(r"`([A-Z_]+)`", names)

@@ -14,7 +14,7 @@ param dnsZoneId string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109: the firewall denies by default only with networkIsolation; without a VNet the Function app (not a trusted service) could not read its secret
-  // checkov:skip=CKV_AZURE_189: public network access is off with networkIsolation (a parameter, off by default: see README)
+  // checkov:skip=CKV_AZURE_189: public network access is off with networkIsolation (a parameter, off by default: see docs/site-administrator.md)
   name: 'kv-${resourceToken}'
   location: location
   tags: tags

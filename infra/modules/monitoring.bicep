@@ -49,7 +49,7 @@ resource auditWriteFailed 'Microsoft.Insights/scheduledQueryRules@2023-03-15-pre
   tags: tags
   properties: {
     displayName: 'Audit rows not written (AuditWriteFailed)'
-    description: 'The functions could not write AuditLog rows; the events are in the log. See README: Operating.'
+    description: 'The functions could not write AuditLog rows; the events are in the log. See docs/operator.md.'
     severity: 1
     enabled: true
     scopes: [applicationInsights.id]

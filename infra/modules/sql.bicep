@@ -16,7 +16,7 @@ param dnsZoneId string
 var databaseName = 'patientdb'
 
 resource server 'Microsoft.Sql/servers@2023-08-01-preview' = {
-  // checkov:skip=CKV_AZURE_113: public network access is off with networkIsolation (a parameter, off by default: see README); Entra-only auth and TLS 1.2 guard the endpoint
+  // checkov:skip=CKV_AZURE_113: public network access is off with networkIsolation (a parameter, off by default: see docs/site-administrator.md); Entra-only auth and TLS 1.2 guard the endpoint
   // checkov:skip=CKV_AZURE_24: audit records go to Log Analytics (365 days there); retentionDays applies to a storage-account target only
   // checkov:skip=CKV_AZURE_25: threat detection is enabled for all threat types (securityAlertPolicies below, no disabledAlerts) when enableDefenderForSql
   name: 'sql-${resourceToken}'

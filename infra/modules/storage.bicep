@@ -24,7 +24,7 @@ var accounts = [
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = [
   for name in accounts: {
     // checkov:skip=CKV_AZURE_35: the firewall denies by default only with networkIsolation; without a VNet the Functions host (not a trusted service) could not reach it
-    // checkov:skip=CKV_AZURE_59: public network access is off with networkIsolation (a parameter, off by default: see README)
+    // checkov:skip=CKV_AZURE_59: public network access is off with networkIsolation (a parameter, off by default: see docs/site-administrator.md)
     // checkov:skip=CKV_AZURE_206: the SKU is a parameter whose every allowed value replicates (main.bicep: ZRS, GRS, GZRS, RA-GRS, RA-GZRS; never LRS)
     // checkov:skip=CKV_AZURE_43: the name is computed: “st” + 13 lowercase letters and digits + “host” or “data” (19 characters)
     name: name
