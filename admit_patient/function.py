@@ -1,4 +1,4 @@
-"""Trigger glue for ``admit_patient``: POST patients/admit."""
+"""Trigger glue for ``admit_patient``: POST patients/admit (see shared.fhir.encounters)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import azure.functions as func
 
 from shared.fhir import http as fhir_http
 from shared.fhir.authz import http_auth_level
-from shared.fhir.operation_outcome import FhirError
 from shared.fhir.payload import Payload
 from shared.platform.services import Services
 
@@ -26,34 +25,8 @@ def blueprint(services: Services) -> func.Blueprint:
 
 
 def _admit(payload: Payload, services: Services) -> fhir_http.Answer:
-    from shared.fhir import admissions
-    from shared.fhir import mapping as fhir_mapping
-    from shared.records import predictions
+    # Imported on first call: the mapping brings SQLAlchemy and the FHIR models, which
+    # indexing at cold start should not pay for.
+    from shared.fhir import encounters
 
-    settings = services.settings
-    admission = fhir_mapping.map_admission(payload, settings)
-    admission.row, prediction = predictions.predict_admission(admission.row, services.predictor)
-    if prediction is not None:
-        admission.prediction_model = prediction.model_id
-    try:
-        stay = admissions.admit(services.database.engine(), admission, settings.tags)
-    except admissions.AdmissionConflict:
-        conflict = FhirError.one(
-            409,
-            "conflict",
-            f"encounter {admission.fhir_encounter_id} (eid {admission.eid}) is already stored "
-            "with other content; stored stays are never overwritten",
-        )
-        # The audit row names the encounter, as a refused discharge's does.
-        conflict.encounter_id, conflict.eid = admission.fhir_encounter_id, admission.eid
-        raise conflict from None
-    return fhir_http.Answer(
-        status=201 if stay.changed else 200,
-        resource=fhir_http.encounter_resource(stay),
-        outcome="success" if stay.changed else "unchanged",
-        encounter_id=admission.fhir_encounter_id,
-        eid=admission.eid,
-        headers={"Location": f"Encounter/{admission.fhir_encounter_id}"},
-        warning=prediction.problem if prediction is not None else None,
-        issues=admission.warnings,
-    )
+    return encounters.admit(payload, services)

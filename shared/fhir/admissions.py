@@ -7,6 +7,7 @@ status codes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,16 +52,17 @@ class Stay:
     prediction_model: str | None = None
 
 
-def _stay(row: sa.Row[Any], changed: bool) -> Stay:
+def _stay(row: Mapping[Any, Any], changed: bool) -> Stay:
+    """The answer's view of a ``PatientData`` row (stored, or about to be): built here only."""
     return Stay(
-        row.eid,
-        row.fhirEncounterId,
-        row.vdate,
-        row.discharged,
-        row.lengthofstay,
+        row["eid"],
+        row["fhirEncounterId"],
+        row["vdate"],
+        row["discharged"],
+        row["lengthofstay"],
         changed,
-        row.predlengthofstay,
-        row.predictionModel,
+        row["predlengthofstay"],
+        row["predictionModel"],
     )
 
 
@@ -100,20 +102,10 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
                 stored = _load(conn, admission.eid)
             assert stored is not None
         else:
-            stay = admission.row
-            return Stay(
-                stay.eid,
-                admission.fhir_encounter_id,
-                stay.vdate,
-                stay.discharged,
-                stay.lengthofstay,
-                changed=True,
-                predicted_stay=stay.predlengthofstay,
-                prediction_model=admission.prediction_model,
-            )
+            return _stay(row, changed=True)
     if not _same(stored, admission):
         raise AdmissionConflict(admission.eid)
-    return _stay(stored, changed=False)
+    return _stay(stored._mapping, changed=False)
 
 
 def discharge(engine: Engine, request: Discharge) -> Stay:
@@ -127,7 +119,7 @@ def discharge(engine: Engine, request: Discharge) -> Stay:
         if stored.discharged is not None:
             if stored.discharged != request.discharged:
                 raise DischargeConflict(request.eid)
-            return _stay(stored, changed=False)
+            return _stay(stored._mapping, changed=False)
         days = (request.discharged - stored.vdate).days
         updated = conn.execute(
             patient_data.update()
@@ -136,13 +128,4 @@ def discharge(engine: Engine, request: Discharge) -> Stay:
         )
         if updated.rowcount != 1:
             raise DischargeConflict(request.eid)  # raced with another discharge
-    return Stay(
-        request.eid,
-        stored.fhirEncounterId,
-        stored.vdate,
-        request.discharged,
-        days,
-        changed=True,
-        predicted_stay=stored.predlengthofstay,
-        prediction_model=stored.predictionModel,
-    )
+    return _stay({**stored._mapping, "discharged": request.discharged, "lengthofstay": days}, True)

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -20,6 +20,9 @@ from shared.fhir.operation_outcome import FhirError, Issue, operation_outcome
 from shared.fhir.payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
 from shared.platform.services import Services
 from shared.platform.settings import SettingsError
+
+if TYPE_CHECKING:  # at run time admissions (SQLAlchemy) is imported on first call
+    from shared.fhir.admissions import Stay
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "30"
@@ -232,7 +235,7 @@ UCUM = "http://unitsofmeasure.org"
 PREDICTED_STAY_EXTENSION = "urn:patient-ingest:StructureDefinition:predicted-length-of-stay"
 
 
-def encounter_resource(stay: Any) -> dict[str, Any]:
+def encounter_resource(stay: Stay) -> dict[str, Any]:
     """The stored stay as a FHIR R4 Encounter: what a clinical system needs back."""
     period: dict[str, str] = {"start": stay.admitted.isoformat()}
     resource: dict[str, Any] = {
