@@ -340,13 +340,11 @@ class BlockValidator:
         record = record_of(line, line, fields, self._width)
         if record is None:
             return
-        if record.problem is not None:
-            out.rejects.append(Reject(line, self._rows.eid_text(fields), record.problem))
-            return
-        try:
-            out.rows.append((line, self._rows.validate(fields)))
-        except Invalid as exc:
-            out.rejects.append(Reject(line, self._rows.eid_text(fields), str(exc)))
+        outcome = self._rows.check(record)
+        if isinstance(outcome, Reject):
+            out.rejects.append(outcome)
+        else:
+            out.rows.append((line, outcome))
 
 
 def _parse(data: bytes, width: int, dtypes: dict[int, str | type[object]]) -> pd.DataFrame | None:

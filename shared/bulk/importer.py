@@ -25,7 +25,7 @@ from shared.bulk.block_validation import BlockValidator, Checked
 from shared.bulk.csv_rows import CsvRecords, FileRejected, Record
 from shared.bulk.ingest_runs import Run
 from shared.bulk.patient_writer import Batch, write_batch
-from shared.bulk.row_validation import Invalid, RowValidator
+from shared.bulk.row_validation import RowValidator
 from shared.platform.settings import Settings
 from shared.platform.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
 from shared.records import predictions
@@ -253,13 +253,11 @@ def _add_block(batch: Batch, checked: Checked, last_line: int) -> None:
 def _add_record(batch: Batch, record: Record, validator: RowValidator, done: int) -> None:
     if record.line <= done:
         return  # committed by an earlier delivery of this blob version
-    if record.problem is not None:
-        batch.rejects.append(Reject(record.line, validator.eid_text(record.fields), record.problem))
+    outcome = validator.check(record)
+    if isinstance(outcome, Reject):
+        batch.rejects.append(outcome)
     else:
-        try:
-            batch.valid.append(record.line, validator.validate(record.fields))
-        except Invalid as exc:
-            batch.rejects.append(Reject(record.line, validator.eid_text(record.fields), str(exc)))
+        batch.valid.append(record.line, outcome)
     batch.last_line = record.end_line
 
 

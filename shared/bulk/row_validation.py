@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from shared.bulk.csv_rows import FileRejected
-from shared.records.rows import COLUMNS, PatientRow
+from shared.bulk.csv_rows import FileRejected, Record
+from shared.records.rows import COLUMNS, PatientRow, Reject
 from shared.records.rules import REQUIRED_COLUMNS, RULE, Invalid, length_of_stay
 
 __all__ = ["COLUMNS", "Invalid", "RowValidator"]
@@ -55,6 +55,18 @@ class RowValidator:
             return None
         text = fields[self._header_eid].strip()
         return text if text.isdigit() and len(text) <= 20 else None
+
+    def check(self, record: Record) -> PatientRow | Reject:
+        """The record's row, or its reject: why the reader could not read it, or every rule
+        it breaks. The one validate-or-reject step of both CSV paths."""
+        if record.problem is not None:
+            reason = record.problem
+        else:
+            try:
+                return self.validate(record.fields)
+            except Invalid as exc:
+                reason = str(exc)
+        return Reject(record.line, self.eid_text(record.fields), reason)
 
     def validate(self, fields: Sequence[str]) -> PatientRow:
         """The row for ``fields``; raises :class:`Invalid` listing every broken rule."""
