@@ -25,6 +25,7 @@ Why the column-wise checks agree with the row rules:
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import io
 import itertools
@@ -75,10 +76,25 @@ class Checked:
 
 
 @dataclass
+class _Lines:
+    """Lines of a block still to be checked: their bytes, the offset of each one's newline
+    in them, and their line numbers in the file."""
+
+    data: bytes
+    newlines: np.ndarray
+    numbers: np.ndarray
+
+    @functools.cached_property
+    def buf(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=np.uint8)
+
+
+@dataclass
 class _Out:
     """A block's results while it is checked: rows vouched for column-wise, rows the row
     path validated (merged in line order at the end), rejects."""
 
+    block: LineBlock
     valid: ValidRows = field(default_factory=ValidRows)
     rows: list[tuple[int, PatientRow]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -114,9 +130,9 @@ class BlockValidator:
         }
 
     def validate(self, block: LineBlock) -> Checked:
-        out = _Out()
-        lines = np.arange(block.first_line, block.last_line + 1)
-        self._validate(block, block.data, block.newlines, lines, out)
+        out = _Out(block)
+        numbers = np.arange(block.first_line, block.last_line + 1)
+        self._validate(_Lines(block.data, block.newlines, numbers), out)
         out.rows.sort(key=lambda row: row[0])
         one_by_one = ValidRows()
         for line, row in out.rows:
@@ -126,16 +142,8 @@ class BlockValidator:
 
     # --- structure: which lines are regular enough to check column-wise ----------------
 
-    def _validate(
-        self,
-        block: LineBlock,
-        data: bytes,
-        newlines: np.ndarray,
-        lines: np.ndarray,
-        out: _Out,
-        retry: bool = True,
-    ) -> None:
-        buf = np.frombuffer(data, dtype=np.uint8)
+    def _validate(self, lines: _Lines, out: _Out, retry: bool = True) -> None:
+        buf, newlines = lines.buf, lines.newlines
         is_comma = buf == _COMMA
         starts = _line_starts(newlines)
         irregular = np.add.reduceat(is_comma, starts, dtype=np.int64) != self._width - 1
@@ -143,44 +151,38 @@ class BlockValidator:
         if control.any():
             irregular[np.searchsorted(newlines, np.flatnonzero(control))] = True
         if irregular.any():
-            rest = self._set_aside(block, data, newlines, lines, irregular, out)
+            rest = self._set_aside(lines, irregular, out)
             if rest is None:
                 return
-            data, newlines, lines = rest
-            buf = np.frombuffer(data, dtype=np.uint8)
+            lines = rest
+            buf, newlines = lines.buf, lines.newlines
             is_comma = buf == _COMMA
         commas = np.flatnonzero(is_comma).reshape(-1, self._width - 1)
-        frame = _parse(data, self._width, self._dtypes)
+        frame = _parse(lines.data, self._width, self._dtypes)
         if frame is None and retry:
             # A number the C reader refuses: most often a word ("high", "n/a") where a
             # number belongs. Such lines go row by row and the rest is parsed again.
             wordy = self._words_in_numbers(buf, is_comma, newlines)
             if wordy.any():
-                rest = self._set_aside(block, data, newlines, lines, wordy, out)
+                rest = self._set_aside(lines, wordy, out)
                 if rest is not None:
-                    self._validate(block, *rest, out, retry=False)
+                    self._validate(rest, out, retry=False)
                 return
-        self._regular(block, data, buf, newlines, commas, lines, frame, out)
+        self._regular(lines, commas, frame, out)
 
-    def _set_aside(
-        self,
-        block: LineBlock,
-        data: bytes,
-        newlines: np.ndarray,
-        lines: np.ndarray,
-        aside: np.ndarray,
-        out: _Out,
-    ) -> tuple[bytes, np.ndarray, np.ndarray] | None:
+    def _set_aside(self, lines: _Lines, aside: np.ndarray, out: _Out) -> _Lines | None:
         """Lines where ``aside`` is set go row by row; the others are returned, or None."""
         for index in np.flatnonzero(aside).tolist():
-            self._one_by_one(block, int(lines[index]), out)
+            self._one_by_one(int(lines.numbers[index]), out)
         keep = np.flatnonzero(~aside)
         if not len(keep):
             return None
-        starts = _line_starts(newlines)[keep]
-        ends = newlines[keep] + 1
-        data = b"".join(data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
-        return data, np.cumsum(ends - starts) - 1, lines[keep]
+        starts = _line_starts(lines.newlines)[keep]
+        ends = lines.newlines[keep] + 1
+        data = b"".join(
+            lines.data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
+        )
+        return _Lines(data, np.cumsum(ends - starts) - 1, lines.numbers[keep])
 
     def _words_in_numbers(
         self, buf: np.ndarray, is_comma: np.ndarray, newlines: np.ndarray
@@ -198,28 +200,21 @@ class BlockValidator:
         return out
 
     def _regular(
-        self,
-        block: LineBlock,
-        data: bytes,
-        buf: np.ndarray,
-        newlines: np.ndarray,
-        commas: np.ndarray,
-        lines: np.ndarray,
-        frame: pd.DataFrame | None,
-        out: _Out,
+        self, lines: _Lines, commas: np.ndarray, frame: pd.DataFrame | None, out: _Out
     ) -> None:
         """Lines with the header's number of fields and no control characters; ``frame``
         is their typed parse, None when the C reader refused a number."""
-        doubtful = np.zeros(len(lines), dtype=bool)
+        buf, newlines = lines.buf, lines.newlines
+        doubtful = np.zeros(len(lines.numbers), dtype=bool)
         numbers: dict[int, np.ndarray] = {}
         if frame is None:
             # A number the C reader refuses ("high"): read the block as text; convert each
             # number column with NumPy, or, for the column holding the refused text, with
             # the row rules' own converter, once per distinct text.
-            frame = _parse(data, self._width, self._as_text)
+            frame = _parse(lines.data, self._width, self._as_text)
             if frame is None:
-                for line in lines.tolist():
-                    self._one_by_one(block, line, out)
+                for line in lines.numbers.tolist():
+                    self._one_by_one(line, out)
                 return
             # float() (NumPy's cast) also reads "1_000" and non-ASCII digits, which the
             # rules refuse: lines holding either go row by row.
@@ -254,13 +249,12 @@ class BlockValidator:
                 line = np.searchsorted(newlines, exponent)
                 field = np.searchsorted(commas.ravel(), exponent) - line * (self._width - 1)
                 doubtful[line[self._whole_field[field]]] = True
-        self._check(block, frame, numbers, lengths, doubtful, lines, out)
+        self._check(frame, numbers, lengths, doubtful, lines.numbers, out)
 
     # --- values ------------------------------------------------------------------------
 
     def _check(
         self,
-        block: LineBlock,
         frame: pd.DataFrame,
         numbers: dict[int, np.ndarray],
         lengths: np.ndarray,
@@ -303,7 +297,7 @@ class BlockValidator:
             values["lengthofstay"] = days  # the file has no such column: computed
 
         for index in np.flatnonzero(doubtful).tolist():
-            self._one_by_one(block, int(lines[index]), out)
+            self._one_by_one(int(lines[index]), out)
         good = ~doubtful
         count = int(good.sum())
         out.valid.lines.extend(lines[good].tolist())
@@ -334,8 +328,9 @@ class BlockValidator:
         values["lengthofstay"] = np.where(present & missing, days, stated)
         return None
 
-    def _one_by_one(self, block: LineBlock, line: int, out: _Out) -> None:
-        """Line ``line`` of ``block`` through the row-by-row path."""
+    def _one_by_one(self, line: int, out: _Out) -> None:
+        """Line ``line`` of the block through the row-by-row path."""
+        block = out.block
         fields = next(csv.reader([block.line(line - block.first_line)]), [])
         record = record_of(line, line, fields, self._width)
         if record is None:
