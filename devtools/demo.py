@@ -62,9 +62,10 @@ def deliver(body: dict) -> None:
 
 
 def report(url: str) -> None:
+    from shared.platform.database import create_engine
     from shared.records.schema import ingest_rejects, ingest_runs, patient_data
 
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     with engine.connect() as conn:
         run = conn.execute(sa.select(ingest_runs)).one()
         # Every reason starts with the column (or the line) it is about.
