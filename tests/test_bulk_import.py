@@ -30,6 +30,16 @@ def rejects(db: sa.Engine) -> list[sa.Row]:
         )
 
 
+def the_one_run(db: sa.Engine) -> sa.Row:
+    [run] = runs(db)
+    return run
+
+
+def counts(run: sa.Row) -> tuple[str, int, int, int]:
+    """A run's status and its rows read, stored and rejected."""
+    return (run.status, run.rowsRead, run.rowsStored, run.rowsRejected)
+
+
 def stored(db: sa.Engine) -> dict[int, sa.Row]:
     with db.connect() as conn:
         return {r.eid: r for r in conn.execute(sa.select(patient_data))}
@@ -54,13 +64,8 @@ def test_a_production_shaped_file_with_decimal_pulses_is_stored_whole(app_env, u
 
     deliver(events.event_grid_schema(url, etag, len(data)))
 
-    [run] = runs(db)
-    assert (run.status, run.rowsRead, run.rowsStored, run.rowsRejected) == (
-        "succeeded",
-        1_000,
-        1_000,
-        0,
-    )
+    run = the_one_run(db)
+    assert counts(run) == ("succeeded", 1_000, 1_000, 0)
     rows = stored(db)
     for eid, text in written.items():
         # The nearest whole beat, halves away from zero, on both CSV paths alike.
@@ -76,13 +81,8 @@ def test_blueprint_file_is_stored_whole_with_tags_and_redelivery_changes_nothing
 
     deliver(body)
 
-    [run] = runs(db)
-    assert (run.status, run.rowsRead, run.rowsStored, run.rowsRejected) == (
-        "succeeded",
-        10_000,
-        10_000,
-        0,
-    )
+    run = the_one_run(db)
+    assert counts(run) == ("succeeded", 10_000, 10_000, 0)
     rows = stored(db)
     assert len(rows) == 10_000
     first = rows[101000]

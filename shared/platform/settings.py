@@ -1,4 +1,4 @@
-"""Every app setting the ingest functions read, read and validated in one place, once per process.
+"""Every app setting the ingest functions read, read and validated in one place, once per worker.
 
 A bad value raises :class:`SettingsError` naming the setting, so the site administrator knows
 which application setting to fix. Secrets (the SQL connection string) are not held here in
