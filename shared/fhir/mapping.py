@@ -45,7 +45,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.fhir.operation_outcome import FhirError, Issue
 from shared.fhir.payload import Entry, Payload, validate, validate_each
@@ -61,6 +61,9 @@ from shared.records.rules import (
     check_row,
 )
 from shared.records.schema import FLAG_COLUMNS
+
+if TYPE_CHECKING:
+    from fhir.resources.R4B.codeableconcept import CodeableConcept
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -168,7 +171,7 @@ def eid_for(encounter_id: str) -> int:
 # --- helpers over validated models -------------------------------------------------------
 
 
-def _instant(value: Any) -> dt.datetime | None:
+def _instant(value: object) -> dt.datetime | None:
     """A sortable UTC instant for a FHIR date or dateTime (a date counts as its midnight)."""
     if value is None:
         return None
@@ -179,13 +182,13 @@ def _instant(value: Any) -> dt.datetime | None:
     return None
 
 
-def _day(value: Any) -> dt.date | None:
+def _day(value: object) -> dt.date | None:
     if isinstance(value, dt.datetime):
         return value.date()  # the calendar date in the offset it was written in
     return value if isinstance(value, dt.date) else None
 
 
-def _codes(concept: Any, system: str | None = None) -> set[str]:
+def _codes(concept: CodeableConcept | None, system: str | None = None) -> set[str]:
     if concept is None:
         return set()
     return {
@@ -196,12 +199,12 @@ def _codes(concept: Any, system: str | None = None) -> set[str]:
 
 
 def _start(entry: Entry) -> dt.datetime | None:
-    period = entry.model.period
+    period = entry.encounter.period
     return _instant(period.start) if period else None
 
 
 def _class_code(entry: Entry) -> str | None:
-    cls = entry.model.class_fhir
+    cls = entry.encounter.class_fhir
     return cls.code if cls else None
 
 
@@ -216,7 +219,7 @@ def _latest(entries: list[Entry]) -> Entry:
 def choose_admission(encounters: list[Entry]) -> Entry:
     if not encounters:
         raise FhirError.one(422, "required", "the request holds no Encounter to admit", "Encounter")
-    open_ = [e for e in encounters if e.model.status in OPEN_STATUSES]
+    open_ = [e for e in encounters if e.encounter.status in OPEN_STATUSES]
     if len(open_) > 1:
         raise FhirError(
             422,
@@ -269,13 +272,14 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
     encounters = _about(encounters, patient, payload, alone)
     conditions = _about(conditions, patient, payload, alone)
     observations = _about(observations, patient, payload, alone)
-    model = encounter.model
+    model = encounter.encounter
     if not model.id:
         raise FhirError.one(
             422, "required", "the Encounter has no id", f"{encounter.expression}.id"
         )
-    start = model.period.start if model.period else None
-    if start is None:
+    period = model.period
+    start = period.start if period else None
+    if period is None or start is None:
         raise FhirError.one(
             422,
             "required",
@@ -290,7 +294,7 @@ def map_admission(payload: Payload, settings: Settings) -> Admission:
             "period.start must be a full date (YYYY-MM-DD, or a date and time)",
             f"{encounter.expression}.period.start",
         )
-    end = _day(model.period.end)
+    end = _day(period.end)
     # Where each value came from: a value the rules refuse is pointed at there.
     source = {column: f"{patient.expression}.name" for column in _NAME_PARTS}
     source.update(
@@ -338,7 +342,7 @@ _NAME_PARTS = ("FirstName", "MiddleName", "LastName")
 def _patient_of(encounter: Entry, payload: Payload) -> Entry:
     """The Patient the Encounter's subject names: never a guess, so a stay cannot be filed
     under the wrong person."""
-    subject = encounter.model.subject
+    subject = encounter.encounter.subject
     reference = subject.reference if subject else None
     where = f"{encounter.expression}.subject"
     if not reference:
@@ -363,15 +367,24 @@ def _about(entries: list[Entry], patient: Entry, payload: Payload, alone: bool) 
     subject counts only when the request holds one Patient."""
     kept = []
     for entry in entries:
-        subject = entry.model.subject
-        reference = subject.reference if subject else None
+        reference = _subject_reference(entry)
         if (payload.resolve(reference) is patient) if reference else alone:
             kept.append(entry)
     return kept
 
 
+def _subject_reference(entry: Entry) -> str | None:
+    if entry.type == "Encounter":
+        subject = entry.encounter.subject
+    elif entry.type == "Observation":
+        subject = entry.observation.subject
+    else:
+        subject = entry.condition.subject
+    return subject.reference if subject else None
+
+
 def _names(patient: Entry) -> dict[str, object]:
-    names = patient.model.name or []
+    names = patient.patient.name or []
     name = next((n for n in names if n.use == "official"), names[0] if names else None)
     given = list(name.given or []) if name else []
     return dict(
@@ -389,7 +402,7 @@ def _names(patient: Entry) -> dict[str, object]:
 
 def _length(encounter: Entry) -> float | None:
     """A stated Encounter.length in days (the rules check it against the period)."""
-    length = encounter.model.length
+    length = encounter.encounter.length
     if length is None or length.value is None:
         return None
     unit = (length.code or length.unit or "").strip().casefold()
@@ -404,7 +417,7 @@ def _length(encounter: Entry) -> float | None:
 
 
 def _gender(patient: Entry) -> str:
-    gender = {"male": "M", "female": "F"}.get(patient.model.gender or "")
+    gender = {"male": "M", "female": "F"}.get(patient.patient.gender or "")
     if gender is None:
         raise FhirError.one(
             422,
@@ -416,7 +429,7 @@ def _gender(patient: Entry) -> str:
 
 
 def _facility(encounter: Entry, payload: Payload, settings: Settings) -> str:
-    provider = encounter.model.serviceProvider
+    provider = encounter.encounter.serviceProvider
     reference = provider.reference if provider else None
     org = payload.resolve(reference)
     keys: list[str] = []
@@ -470,13 +483,13 @@ def _flags(conditions: Iterable[Entry], vdate: dt.date, end: dt.date | None) -> 
     flags = dict.fromkeys(FLAG_COLUMNS, 0)
     last_day = end or vdate
     for entry in conditions:
-        model = entry.model
+        model = entry.condition
         if not _codes(model.clinicalStatus) & ACTIVE_CLINICAL:
             continue
         if _codes(model.verificationStatus) & {"entered-in-error", "refuted"}:
             continue
-        onset = _day(getattr(model, "onsetDateTime", None))
-        abated = _day(getattr(model, "abatementDateTime", None))
+        onset = _day(model.onsetDateTime)
+        abated = _day(model.abatementDateTime)
         if (onset and onset > last_day) or (abated and abated < vdate):
             continue  # not present during this stay
         codes = _codes(model.code, SNOMED)
@@ -487,11 +500,11 @@ def _flags(conditions: Iterable[Entry], vdate: dt.date, end: dt.date | None) -> 
 
 
 def _observation_time(entry: Entry) -> dt.datetime | None:
-    model = entry.model
-    period = getattr(model, "effectivePeriod", None)
+    model = entry.observation
+    period = model.effectivePeriod
     return _instant(
-        getattr(model, "effectiveDateTime", None)
-        or getattr(model, "effectiveInstant", None)
+        model.effectiveDateTime
+        or model.effectiveInstant
         or (period.start if period else None)
         or model.issued
     )
@@ -516,7 +529,7 @@ def _measurements(
         own: list[tuple[dt.datetime, Entry]] = []
         before: list[tuple[dt.datetime, Entry]] = []
         for entry in observations:
-            model = entry.model
+            model = entry.observation
             if (
                 model.status in UNUSABLE_OBSERVATION
                 or not _codes(model.code, LOINC) & measurement.codes
@@ -561,7 +574,7 @@ def _value(entry: Entry, column: str, measurement: Measurement) -> tuple[object,
     """The Observation's value in our unit, checked by the column's rule (range and, for
     counts, whole), or :class:`_Unusable`. The rule refuses only this Observation: every
     measured column's rule says :attr:`Refusal.MEASUREMENT`."""
-    model = entry.model
+    model = entry.observation
     rule = RULE[column]
     assert rule.refuses is Refusal.MEASUREMENT
     quantity = model.valueQuantity
@@ -577,7 +590,7 @@ def _value(entry: Entry, column: str, measurement: Measurement) -> tuple[object,
                 "valueQuantity",
             )
         value, element = float(quantity.value) * factor, "valueQuantity"
-    elif getattr(model, "valueInteger", None) is not None and "" in measurement.units:
+    elif model.valueInteger is not None and "" in measurement.units:
         value, element = float(model.valueInteger), "valueInteger"
     else:
         raise _Unusable(f"not used: the {column} Observation carries no valueQuantity", "value[x]")
@@ -601,7 +614,7 @@ def map_discharge(payload: Payload) -> Discharge:
     if len(encounters) == 1:
         encounter = encounters[0]
     else:
-        ended = [e for e in encounters if e.model.period and e.model.period.end]
+        ended = [e for e in encounters if (p := e.encounter.period) and p.end]
         if len(ended) != 1:
             raise FhirError.one(
                 422,
@@ -610,7 +623,7 @@ def map_discharge(payload: Payload) -> Discharge:
                 "Encounter",
             )
         encounter = ended[0]
-    model = encounter.model
+    model = encounter.encounter
     if not model.id:
         raise FhirError.one(
             422, "required", "the Encounter has no id", f"{encounter.expression}.id"

@@ -17,9 +17,18 @@ import copy
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.fhir.operation_outcome import FhirError, Issue
+
+if TYPE_CHECKING:
+    from fhir.resources.R4B.condition import Condition
+    from fhir.resources.R4B.encounter import Encounter
+    from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
+    from fhir.resources.R4B.observation import Observation
+    from fhir.resources.R4B.patient import Patient
+
+    M = TypeVar("M", bound=FHIRResourceModel)
 
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
@@ -37,11 +46,43 @@ class Entry:
     resource: dict[str, Any]
     expression: str
     full_url: str | None = None
-    model: Any = None
+    model: FHIRResourceModel | None = None  # set once validated (see :func:`validate`)
 
     @property
     def type(self) -> str:
         return str(self.resource.get("resourceType"))
+
+    # The validated model, typed: the mapping reads R4B fields that mypy can check.
+    @property
+    def patient(self) -> Patient:
+        from fhir.resources.R4B.patient import Patient
+
+        return _typed(self, Patient)
+
+    @property
+    def encounter(self) -> Encounter:
+        from fhir.resources.R4B.encounter import Encounter
+
+        return _typed(self, Encounter)
+
+    @property
+    def observation(self) -> Observation:
+        from fhir.resources.R4B.observation import Observation
+
+        return _typed(self, Observation)
+
+    @property
+    def condition(self) -> Condition:
+        from fhir.resources.R4B.condition import Condition
+
+        return _typed(self, Condition)
+
+
+def _typed(entry: Entry, cls: type[M]) -> M:
+    if not isinstance(entry.model, cls):
+        # A programming error, never the sender's: the mapping reads only validated entries.
+        raise TypeError(f"{entry.expression} is not a validated {cls.__name__}")
+    return entry.model
 
 
 @dataclass
@@ -264,7 +305,7 @@ def _r4_from_blueprint(resource: dict[str, Any]) -> dict[str, Any]:
 # --- validation --------------------------------------------------------------------------
 
 
-def _model(resource_type: str) -> Any:
+def _model(resource_type: str) -> type[FHIRResourceModel]:
     # Imported on first use: the R4B models cost ~0.2 s to import, not paid at cold start.
     if resource_type == "Patient":
         from fhir.resources.R4B.patient import Patient
@@ -283,7 +324,7 @@ def _model(resource_type: str) -> Any:
     return Condition
 
 
-def _validated(entry: Entry) -> Any:
+def _validated(entry: Entry) -> FHIRResourceModel:
     """The entry's R4 model. Its ``contained`` resources are left out: the mapping never
     reads them, and a malformed one (say an Observation inside a discharged Encounter) must
     not refuse the resource that holds it."""
