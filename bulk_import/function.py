@@ -1,4 +1,11 @@
-"""Trigger glue for ``bulk_import``: decode the event, run the import, log the outcome."""
+"""Trigger glue for ``bulk_import``: a message from the import queue (a BlobCreated event
+Event Grid put there, or a range of a large file) → the import → one log line.
+
+Transient failures raise, so the queue delivers the message again after its visibility
+timeout; on the last delivery (``MAX_DEQUEUE_COUNT``, as host.json sets it) the run or
+range is first marked failed with the reason, and the host then moves the message to the
+poison queue, from which an operator can replay it (docs/operator.md).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,16 @@ import logging
 import azure.functions as func
 
 from shared.bulk import blob_events
+from shared.platform.queues import IMPORT_QUEUE
 from shared.platform.services import Services
 
 log = logging.getLogger("bulk_import")
+
+# host.json's extensions.queues.maxDequeueCount (a test holds them equal).
+MAX_DEQUEUE_COUNT = 5
+# The queue trigger's connection: PATIENT_STORAGE_CONNECTION (a connection string, local
+# runs) or PATIENT_STORAGE_CONNECTION__queueServiceUri with the managed identity (Azure).
+CONNECTION = "PATIENT_STORAGE_CONNECTION"
 
 
 def blueprint(services: Services) -> func.Blueprint:
@@ -17,44 +31,93 @@ def blueprint(services: Services) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.function_name("bulk_import")
-    @bp.event_grid_trigger(arg_name="event")
-    def bulk_import(event: func.EventGridEvent) -> None:
-        run(event, services)
+    @bp.queue_trigger(arg_name="message", queue_name=IMPORT_QUEUE, connection=CONNECTION)
+    def bulk_import(message: func.QueueMessage) -> None:
+        run(message, services)
 
     return bp
 
 
-def run(event: func.EventGridEvent, services: Services) -> None:
-    """Import the CSV a BlobCreated event announces; other event types are ignored.
-
-    Transient failures raise so Event Grid delivers the event again; permanent ones are
-    recorded in ``IngestRuns`` and return normally.
-    """
-    kind = blob_events.event_type(event)
+def run(message: func.QueueMessage, services: Services) -> None:
+    """Do the work a queue message names; malformed messages and other event types are
+    logged and dropped (nothing to import, so nothing to retry)."""
     try:
-        created = blob_events.blob_created(event)
+        items = blob_events.read_message(message.get_body())
     except blob_events.MalformedEvent as exc:
-        log.warning("event %s (%s) ignored: %s", event.id, kind, exc)
+        log.warning("message %s ignored: %s", message.id, exc)
         return
-    if created is None:
-        log.info("event %s of type %s ignored: only BlobCreated is imported", event.id, kind)
-        return
+    for item in items:
+        if isinstance(item, blob_events.OtherEvent):
+            log.info(
+                "event %s of type %s ignored: only BlobCreated is imported",
+                item.event_id,
+                item.event_type,
+            )
+            continue
+        _import(item, message, services)
 
+
+def _import(
+    item: blob_events.BlobCreated | blob_events.RangeTask,
+    message: func.QueueMessage,
+    services: Services,
+) -> None:
     # Imported here, not at module load: the host indexes functions on a cold start and
-    # should not pay for SQLAlchemy and the Storage SDK before the first event.
+    # should not pay for SQLAlchemy and the Storage SDK before the first message.
     from shared.bulk import importer
 
     settings, database = services.settings, services.database
-    outcome = database.with_rotation(
-        lambda: importer.import_blob_event(
-            created, settings, database.engine(), services.uploads, services.predictor
+    try:
+        if isinstance(item, blob_events.RangeTask):
+            outcome = database.with_rotation(
+                lambda: importer.import_range(
+                    item, settings, database.engine(), services.uploads, services.predictor
+                )
+            )
+        else:
+            outcome = database.with_rotation(
+                lambda: importer.import_blob_event(
+                    item,
+                    settings,
+                    database.engine(),
+                    services.uploads,
+                    services.predictor,
+                    services.import_queue,
+                )
+            )
+    except Exception as exc:
+        attempts = message.dequeue_count or 1
+        if attempts < MAX_DEQUEUE_COUNT:
+            raise
+        # Class name and count only: a driver's message may quote the rows it was sending.
+        reason = (
+            f"gave up after {attempts} attempts: {type(exc).__name__}; the message is in the "
+            f"{IMPORT_QUEUE}-poison queue (message {message.id}) to replay once fixed"
         )
+        log.error("message %s: %s", message.id, reason)
+        task = item if isinstance(item, blob_events.RangeTask) else None
+        event = item if isinstance(item, blob_events.BlobCreated) else None
+        try:
+            importer.fail(database.engine(), task, event, reason)
+        except Exception as record_exc:  # the database may be what failed
+            log.error(
+                "message %s: the failure could not be recorded (%s); the run stays running "
+                "until the message is replayed",
+                message.id,
+                type(record_exc).__name__,
+            )
+        raise
+    where = (
+        f"run {item.run_id} range {item.index}"
+        if isinstance(item, blob_events.RangeTask)
+        else f"event {item.event_id}"
     )
     log.info(
-        "event %s: run %s %s%s: %s read, %s stored, %s rejected",
-        created.event_id,
+        "%s: run %s %s%s%s: %s read, %s stored, %s rejected",
+        where,
         outcome.run_id,
         outcome.status,
+        f" in {outcome.ranges} ranges" if outcome.ranges else "",
         " (replayed delivery)" if outcome.replay else "",
         outcome.rows_read,
         outcome.rows_stored,

@@ -1,4 +1,5 @@
-"""Start and stop Azurite's blob service (from the project's node_modules) on a free port."""
+"""Start and stop Azurite's blob and queue services (from the project's node_modules) on free
+ports."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ ACCOUNT_KEY = (
 )
 
 
-def connection_string(port: int, host: str = "127.0.0.1") -> str:
+def connection_string(port: int, queue_port: int | None = None, host: str = "127.0.0.1") -> str:
+    queue = f"QueueEndpoint=http://{host}:{queue_port}/{ACCOUNT};" if queue_port else ""
     return (
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{host}:{port}/{ACCOUNT};"
+        f"BlobEndpoint=http://{host}:{port}/{ACCOUNT};{queue}"
     )
 
 
@@ -32,14 +34,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def executable() -> str:
-    local = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-blob"
+def executable(service: str = "blob") -> str:
+    name = f"azurite-{service}"
+    local = PROJECT_ROOT / "node_modules" / ".bin" / name
     if local.exists():
         return str(local)
-    found = shutil.which("azurite-blob")
+    found = shutil.which(name)
     if found:
         return found
-    raise RuntimeError("azurite-blob not found: run `npm ci` at the project root")
+    raise RuntimeError(f"{name} not found: run `npm ci` at the project root")
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -54,34 +57,46 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) ->
 
 
 @contextlib.contextmanager
-def running(port: int | None = None, location: Path | None = None) -> Iterator[str]:
-    """Run Azurite's blob service; yields its connection string and stops it on exit."""
+def _service(service: str, port: int, location: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [
+            executable(service),
+            "--silent",
+            "--skipApiVersionCheck",
+            f"--{service}Host",
+            "127.0.0.1",
+            f"--{service}Port",
+            str(port),
+            "--location",
+            str(location),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port, proc, timeout=30)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running(
+    port: int | None = None, location: Path | None = None, queue_port: int | None = None
+) -> Iterator[str]:
+    """Run Azurite's blob and queue services; yields their connection string and stops
+    them on exit."""
     port = port or free_port()
+    while queue_port is None or queue_port == port:
+        queue_port = free_port()
     with contextlib.ExitStack() as stack:
         if location is None:
             location = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="azurite-")))
-        proc = subprocess.Popen(
-            [
-                executable(),
-                "--silent",
-                "--skipApiVersionCheck",
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(port),
-                "--location",
-                str(location),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_listening(port, proc, timeout=30)
-            yield connection_string(port)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stack.enter_context(_service("blob", port, location))
+        stack.enter_context(_service("queue", queue_port, location))
+        yield connection_string(port, queue_port)

@@ -1,4 +1,5 @@
-"""BlobCreated events exactly as Event Grid delivers them, in both schemas."""
+"""BlobCreated events exactly as Event Grid delivers them, in both schemas, and as the queue
+trigger hands them to ``bulk_import``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import urllib.parse
 import uuid
 from typing import Any
 
-from azure.functions import meta
-from azure.functions.eventgrid import EventGridEventInConverter
+import azure.functions as func
+from azure.functions.queue import QueueMessage
 
 
 def blob_created_data(url: str, etag: str | None, length: int) -> dict[str, Any]:
@@ -86,7 +87,9 @@ def cloud_event_schema(
     }
 
 
-def as_delivered(body: dict[str, Any]) -> Any:
-    """The object the Functions host hands the function for ``body``: the trigger's converter."""
-    datum = meta.Datum(type="json", value=json.dumps(body))
-    return EventGridEventInConverter.decode(datum, trigger_metadata={})
+def as_delivered(body: dict[str, Any] | list[Any], dequeue_count: int = 1) -> func.QueueMessage:
+    """What the Functions host hands ``bulk_import`` when Event Grid has put ``body`` on the
+    import queue (its storage-queue destination writes each event as one message)."""
+    return QueueMessage(
+        id=str(uuid.uuid4()), body=json.dumps(body).encode(), dequeue_count=dequeue_count
+    )

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from devtools import azurite, events
+from devtools import azurite, events, queue_host
 from shared.platform.services import Services
 from shared.records.schema import audit_log, ingest_rejects, ingest_runs, patient_data
 
@@ -49,6 +49,7 @@ def azurite_connection() -> Iterator[str]:
         from azure.storage.blob import BlobServiceClient
 
         BlobServiceClient.from_connection_string(conn_str).create_container(UPLOADS)
+        queue_host.create_queues(conn_str)
         yield conn_str
 
 

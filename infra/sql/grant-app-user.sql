@@ -25,6 +25,9 @@ GO
 -- Import runs: one row per blob version, its checkpoint and counts moved batch by batch.
 GRANT SELECT, INSERT, UPDATE ON dbo.IngestRuns TO [$(APP_IDENTITY_NAME)];
 GO
+-- Ranges of a fanned-out file: planned once, each range's checkpoint moved batch by batch.
+GRANT SELECT, INSERT, UPDATE ON dbo.IngestRanges TO [$(APP_IDENTITY_NAME)];
+GO
 -- Refused rows: written once with their reasons; the functions never read them back (their
 -- inserts carry no OUTPUT clause, which would need SELECT: shared/records/schema.py).
 GRANT INSERT ON dbo.IngestRejects TO [$(APP_IDENTITY_NAME)];

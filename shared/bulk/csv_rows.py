@@ -229,7 +229,15 @@ class CsvRecords:
     whole, as :class:`LineBlock` objects, for code that can take a block at a time.
     """
 
-    def __init__(self, chunks: Iterable[bytes], known_columns: Iterable[str]) -> None:
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        known_columns: Iterable[str],
+        *,
+        first_line: int | None = None,
+    ) -> None:
+        """``first_line``: the physical line number the line after the header has in the
+        file, when ``chunks`` are the header followed by a range of a larger file."""
         self._source = _ByteLines(chunks)
         self._lines = _Lines(self._source)
         self._reader = csv.reader(iter(self._lines), dialect="excel", strict=False)
@@ -243,6 +251,8 @@ class CsvRecords:
             raise FileRejected("the header " + self._lines.bad[1])
         self.header = _canonical_header(raw_header, known_columns)
         self.header_lines = self._lines.count
+        if first_line is not None:
+            self._lines.count = first_line - 1
 
     def __iter__(self) -> Iterator[Record]:
         return self._records()

@@ -2,8 +2,14 @@
 
 Permanent problems (a file that is not this schema, a blob that is gone) end the run as
 failed and return; transient ones (database or storage unreachable, throttling, a
-concurrent delivery) propagate so Event Grid delivers the event again, and the next
+concurrent delivery) propagate so the queue delivers the message again, and the next
 delivery resumes after the last committed batch.
+
+A file larger than one range (``IMPORT_RANGE_BYTES``) is fanned out: its ranges, each
+starting at a record boundary, are recorded in ``IngestRanges`` and sent back to the queue
+one message each, for any instance to import (:func:`import_range`); each range keeps its
+own checkpoint, and the run is finished by the last range to finish, with their summed
+counts.
 """
 
 from __future__ import annotations
@@ -13,21 +19,23 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from shared.bulk import ingest_runs
-from shared.bulk.blob_events import BlobCreated
+from shared.bulk import ingest_runs, ranges
+from shared.bulk.blob_events import BlobCreated, RangeTask
 from shared.bulk.block_validation import BlockValidator, Checked
 from shared.bulk.csv_rows import CsvRecords, FileRejected, Record
-from shared.bulk.ingest_runs import Run
+from shared.bulk.ingest_runs import Range, Run
 from shared.bulk.patient_writer import Batch, write_batch
 from shared.bulk.row_validation import RowValidator
+from shared.platform.queues import ImportQueue
 from shared.platform.settings import Settings
-from shared.platform.storage import BlobGone, UntrustedBlobUrl, UploadsContainer
+from shared.platform.storage import BlobGone, BlobRef, UntrustedBlobUrl, UploadsContainer
 from shared.records import predictions
 from shared.records.rows import COLUMNS, Reject
 from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
@@ -49,6 +57,7 @@ class ImportOutcome:
     rows_rejected: int = 0
     error: str | None = None
     replay: bool = False
+    ranges: int = 0  # how many ranges the file was fanned out into (0: imported whole)
 
     @classmethod
     def of(cls, run: Run, replay: bool = False) -> ImportOutcome:
@@ -60,6 +69,7 @@ class ImportOutcome:
             rows_rejected=run.rows_rejected,
             error=run.error,
             replay=replay,
+            ranges=run.range_count or 0,
         )
 
 
@@ -77,7 +87,10 @@ def import_blob_event(
     engine: Engine,
     uploads: UploadsContainer,
     predictor: Predictor | None = None,
+    queue: ImportQueue | None = None,
 ) -> ImportOutcome:
+    """Import the blob ``event`` announces, or fan it out over ``queue`` when it is larger
+    than one range (``settings.import_range_bytes``)."""
     try:
         ref = uploads.resolve(event.url)
     except UntrustedBlobUrl as exc:
@@ -85,7 +98,10 @@ def import_blob_event(
         log.warning("event %s refused: %s", event.event_id, exc)
         return ImportOutcome(status=REFUSED, error=str(exc))
     try:
-        etag = event.etag or uploads.current_etag(ref)
+        etag, size = event.etag, event.content_length
+        if etag is None or size is None:
+            current, current_size = uploads.properties(ref)
+            etag, size = etag or current, current_size if size is None else size
     except BlobGone as exc:
         log.warning("event %s: blob %s: %s; nothing to import", event.event_id, ref.name, exc)
         return ImportOutcome(status=REFUSED, error=exc.reason)
@@ -100,6 +116,8 @@ def import_blob_event(
             run.status,
         )
         return ImportOutcome.of(run, replay=True)
+    if queue is not None and (run.range_count or size > settings.import_range_bytes):
+        return _fan_out(run, ref, etag, settings.import_range_bytes, engine, uploads, queue)
     if run.checkpoint_line:
         log.info("run %s: resuming blob %s after line %s", run.id, ref.name, run.checkpoint_line)
     else:
@@ -134,10 +152,147 @@ def import_blob_event(
     return ImportOutcome.of(run)
 
 
+def _fan_out(
+    run: Run,
+    ref: BlobRef,
+    etag: str,
+    range_bytes: int,
+    engine: Engine,
+    uploads: UploadsContainer,
+    queue: ImportQueue,
+) -> ImportOutcome:
+    """Split the file into ranges at record boundaries (once: a redelivered event finds
+    them), check its header, and send a message for each range not yet finished."""
+    parts = ingest_runs.ranges(engine, run.id)
+    if not parts:
+        try:
+            plan = ranges.plan(uploads.chunks(ref, etag), range_bytes)
+            header = b"".join(uploads.chunks(ref, etag, 0, plan.header_end))
+            CsvRecords([header], COLUMNS)  # a file that is not this schema fails here, whole
+        except BlobGone as exc:
+            status = RUN_SUPERSEDED if exc.superseded else RUN_FAILED
+            ingest_runs.finish(engine, run, status, exc.reason)
+            log.warning("run %s: %s", run.id, exc.reason)
+            return ImportOutcome.of(run)
+        except FileRejected as exc:
+            ingest_runs.finish(engine, run, RUN_FAILED, f"file rejected: {exc.reason}")
+            log.warning("run %s: file rejected: %s", run.id, exc.reason)
+            return ImportOutcome.of(run)
+        spans = [(span.start, span.end, span.first_line) for span in plan.spans]
+        parts = ingest_runs.plan_ranges(engine, run, spans)
+        log.info(
+            "run %s: blob %s version %s (%s bytes) fanned out into %s ranges",
+            run.id,
+            ref.name,
+            etag,
+            plan.size,
+            len(parts),
+        )
+    run.range_count = len(parts)
+    for part in parts:
+        if not part.finished:
+            queue.send(RangeTask(run.id, part.index).message())
+    return ImportOutcome.of(run)
+
+
+def import_range(
+    task: RangeTask,
+    settings: Settings,
+    engine: Engine,
+    uploads: UploadsContainer,
+    predictor: Predictor | None = None,
+) -> ImportOutcome:
+    """Import one range of a fanned-out run from its checkpoint; a finished range is left as
+    it is (a duplicate message), a failed one is taken up again (a replayed message)."""
+    run = ingest_runs.load(engine, task.run_id)
+    part = ingest_runs.load_range(engine, task.run_id, task.index)
+    if run is None or part is None:
+        reason = f"run {task.run_id} has no range {task.index}"
+        log.warning("range message refused: %s", reason)
+        return ImportOutcome(status=REFUSED, error=reason)
+    if part.status == RUN_FAILED:
+        log.info("run %s range %s: failed before; taken up again", run.id, part.index)
+        ingest_runs.reopen_range(engine, part)
+    elif part.finished:
+        log.info("run %s range %s: already %s; nothing to do", run.id, part.index, part.status)
+        return ImportOutcome.of(run, replay=True)
+    ingest_runs.attempt_range(engine, part)
+    ref = uploads.resolve(run.url)
+    header_end = part.start if part.index == 0 else ingest_runs.ranges(engine, run.id)[0].start
+    try:
+        header = uploads.chunks(ref, run.etag, 0, header_end)
+        body = uploads.chunks(ref, run.etag, part.start, part.end - part.start)
+        records = CsvRecords(_chained(header, body), COLUMNS, first_line=part.first_line)
+        validator = RowValidator(records.header)
+    except BlobGone as exc:
+        status = RUN_SUPERSEDED if exc.superseded else RUN_FAILED
+        return _range_done(engine, run, part, status, exc.reason)
+    except FileRejected as exc:
+        return _range_done(engine, run, part, RUN_FAILED, f"file rejected: {exc.reason}")
+    log.info(
+        "run %s range %s: importing lines from %s (attempt %s)",
+        run.id,
+        part.index,
+        part.checkpoint_line + 1,
+        part.attempts,
+    )
+    store_records(records, validator, part, engine, settings, run.url, predictor)
+    return _range_done(engine, run, part, RUN_SUCCEEDED)
+
+
+def fail(engine: Engine, task: RangeTask | None, event: BlobCreated | None, reason: str) -> None:
+    """Record that a message failed for the last time (the host moves it to the poison
+    queue): its range, or the run its event began, is failed with ``reason``."""
+    if task is not None:
+        part = ingest_runs.load_range(engine, task.run_id, task.index)
+        run = ingest_runs.load(engine, task.run_id)
+        if part is not None and run is not None and not part.finished:
+            _range_done(engine, run, part, RUN_FAILED, reason)
+        return
+    if event is not None and event.etag is not None:
+        run = ingest_runs.find(engine, event.url, event.etag)
+        if run is not None and not run.finished and not run.range_count:
+            ingest_runs.finish(engine, run, RUN_FAILED, reason)
+
+
+def _range_done(
+    engine: Engine, run: Run, part: Range, status: str, reason: str | None = None
+) -> ImportOutcome:
+    log_at = log.info if status == RUN_SUCCEEDED else log.warning
+    log_at(
+        "run %s range %s: %s: %s read, %s stored, %s rejected%s",
+        run.id,
+        part.index,
+        status,
+        part.rows_read,
+        part.rows_stored,
+        part.rows_rejected,
+        f" ({reason})" if reason else "",
+    )
+    settled = ingest_runs.finish_range(engine, part, status, reason)
+    if settled is None:
+        return ImportOutcome.of(run)
+    log.info(
+        "run %s: %s: all %s ranges finished: %s rows read, %s stored, %s rejected",
+        settled.id,
+        settled.status,
+        settled.range_count,
+        settled.rows_read,
+        settled.rows_stored,
+        settled.rows_rejected,
+    )
+    return ImportOutcome.of(settled)
+
+
+def _chained(*parts: Iterable[bytes]) -> Iterator[bytes]:
+    for part in parts:
+        yield from part
+
+
 def store_records(
     records: CsvRecords,
     validator: RowValidator,
-    run: Run,
+    run: Run | Range,
     engine: Engine,
     settings: Settings,
     source_uri: str,
@@ -186,7 +341,7 @@ class _BatchWriter:
     def __init__(
         self,
         engine: Engine,
-        run: Run,
+        run: Run | Range,
         settings: Settings,
         source_uri: str,
         progress: _Progress,
@@ -225,7 +380,9 @@ class _BatchWriter:
         predicts without the GIL while the writer binds."""
         batch.models, problem = predictions.predict_batch(batch.valid, self._predictor)
         if problem is not None and problem != self._unscored:
-            log.warning("run %s: rows stored without a predicted stay: %s", self._run.id, problem)
+            log.warning(
+                "run %s: rows stored without a predicted stay: %s", self._run.run_id, problem
+            )
         self._unscored = problem
 
     def __enter__(self) -> _BatchWriter:
@@ -264,7 +421,7 @@ def _add_record(batch: Batch, record: Record, validator: RowValidator, done: int
 class _Progress:
     """Logs counts and throughput of a long import every ``interval`` seconds."""
 
-    def __init__(self, run: Run, interval: float) -> None:
+    def __init__(self, run: Run | Range, interval: float) -> None:
         self._run = run
         self._interval = interval
         self._start = self._last = time.monotonic()
@@ -278,8 +435,9 @@ class _Progress:
         run = self._run
         rate = (run.rows_read - self._start_rows) / max(now - self._start, 1e-9)
         log.info(
-            "run %s: %s rows read, %s stored, %s rejected (%.0f rows/s)",
-            run.id,
+            "run %s%s: %s rows read, %s stored, %s rejected (%.0f rows/s)",
+            run.run_id,
+            f" range {run.index}" if isinstance(run, Range) else "",
             run.rows_read,
             run.rows_stored,
             run.rows_rejected,

@@ -18,9 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shared.bulk.ingest_runs import Run
+from shared.bulk import ingest_runs
+from shared.bulk.ingest_runs import Range, Run
 from shared.records.rows import COLUMNS, Reject, ValidRows
-from shared.records.schema import RUN_RUNNING, ingest_rejects, ingest_runs, patient_data, utcnow
+from shared.records.schema import ingest_rejects, patient_data, utcnow
 from shared.records.tags import EphiTags
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _ROWS_PER_STATEMENT = 100
 
 
 class ConcurrentDelivery(Exception):
-    """Another delivery of the same blob version moved the run on; retry later."""
+    """Another delivery of the same blob version (or range) moved it on; retry later."""
 
 
 @dataclass
@@ -288,8 +289,11 @@ def _stored_eids(conn: Connection, eids: Iterable[int]) -> set[int]:
     return found & wanted
 
 
-def write_batch(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: str) -> None:
-    """Commit ``batch`` and advance ``run``; a duplicate eid becomes a reject, never an update."""
+def write_batch(
+    engine: Engine, run: Run | Range, batch: Batch, tags: EphiTags, source_uri: str
+) -> None:
+    """Commit ``batch`` and advance ``run`` (a whole-file run, or one range of a fanned-out
+    run); a duplicate eid becomes a reject, never an update."""
     for attempt in range(1, _INTEGRITY_RETRIES + 1):
         try:
             _write(engine, run, batch, tags, source_uri)
@@ -298,12 +302,12 @@ def write_batch(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_u
             # An admission stored one of these eids between our check and our insert.
             if attempt == _INTEGRITY_RETRIES:
                 raise
-            log.warning("run %s: eid conflict while storing a batch; retrying it", run.id)
+            log.warning("run %s: eid conflict while storing a batch; retrying it", run.run_id)
 
 
-def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: str) -> None:
+def _write(engine: Engine, run: Run | Range, batch: Batch, tags: EphiTags, source_uri: str) -> None:
     now = utcnow()
-    extra = (*tags.columns().values(), source_uri, run.id, now, now)
+    extra = (*tags.columns().values(), source_uri, run.run_id, now, now)
     lines = batch.valid.lines
     models = batch.models if batch.models is not None else [None] * len(lines)
     columns: list[list[Any]] = [*batch.valid.columns, models]
@@ -316,28 +320,19 @@ def _write(engine: Engine, run: Run, batch: Batch, tags: EphiTags, source_uri: s
             columns = [[column[i] for i in keep] for column in columns]
             refused = [*refused, *duplicates]
         rejects = [
-            {"runId": run.id, "lineNumber": line, "eid": eid, "reason": reason, "createdAt": now}
+            {
+                "runId": run.run_id,
+                "lineNumber": line,
+                "eid": eid,
+                "reason": reason,
+                "createdAt": now,
+            }
             for line, eid, reason in refused
         ]
         count = len(columns[0])
-        moved = conn.execute(
-            ingest_runs.update()
-            .where(
-                ingest_runs.c.id == run.id,
-                ingest_runs.c.status == RUN_RUNNING,
-                ingest_runs.c.checkpointLine == run.checkpoint_line,
-            )
-            .values(
-                checkpointLine=batch.last_line,
-                rowsRead=ingest_runs.c.rowsRead + len(batch),
-                rowsStored=ingest_runs.c.rowsStored + count,
-                rowsRejected=ingest_runs.c.rowsRejected + len(rejects),
-                heartbeatAt=now,
-            )
-        )
-        if moved.rowcount != 1:
+        if not ingest_runs.advance(conn, run, batch.last_line, len(batch), count, len(rejects)):
             raise ConcurrentDelivery(
-                f"run {run.id} was advanced by another delivery of the same blob"
+                f"run {run.run_id} was advanced by another delivery of the same blob"
             )
         if count:
             _insert_rows(conn, columns, extra)

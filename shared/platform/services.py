@@ -6,8 +6,9 @@ start pays for nothing it does not touch, and each takes only the arguments it n
 (endpoint + credential, Azure SDK style), never the whole :class:`Settings`:
 
     settings ─► credential ─► secret (Key Vault, or the app setting) ─► database
-                          └─► uploads (account URL + credential, or a connection string)
-                                                └─► predictor (the model blob)
+                          ├─► uploads (account URL + credential, or a connection string)
+                          │                     └─► predictor (the model blob)
+                          └─► import_queue (queue endpoint + credential, or the same string)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from los_model.scoring import Predictor
     from shared.platform.database import Database
+    from shared.platform.queues import ImportQueue
     from shared.platform.secrets import SecretSource
     from shared.platform.storage import UploadsContainer
 
@@ -104,6 +106,25 @@ def _uploads(services: Services) -> UploadsContainer:
     )
 
 
+def _import_queue(services: Services) -> ImportQueue:
+    from shared.platform.queues import ImportQueue
+    from shared.platform.settings import QUEUE_SERVICE_URI
+
+    settings = services.settings
+    if settings.storage_connection:
+        try:
+            return ImportQueue.from_connection_string(settings.storage_connection)
+        except ValueError as exc:
+            raise SettingsError("PATIENT_STORAGE_CONNECTION", str(exc)) from None
+    if settings.queue_service_url is None:
+        raise SettingsError(
+            QUEUE_SERVICE_URI,
+            "set it to the storage account's queue endpoint (managed identity), "
+            "or set PATIENT_STORAGE_CONNECTION to a connection string (local runs)",
+        )
+    return ImportQueue(settings.queue_service_url, services.credential)
+
+
 def _predictor(services: Services) -> Predictor | None:
     from shared.records.predictions import build_predictor
 
@@ -132,6 +153,7 @@ class Services:
     secret = _Part(_secret)
     database = _Part(_database)
     uploads = _Part(_uploads)
+    import_queue = _Part(_import_queue)
     predictor = _Part(_predictor)
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:

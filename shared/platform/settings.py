@@ -45,6 +45,8 @@ class Settings:
     key_vault_verify_challenge_resource: bool
     los_model_url: str | None = None
     los_model_refresh_seconds: float = 300.0
+    queue_service_url: str | None = None
+    import_range_bytes: int = 32 * 1024 * 1024
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -98,15 +100,11 @@ def _container_name(env: Mapping[str, str]) -> str:
 
 
 def _account_url(env: Mapping[str, str]) -> str | None:
-    url = _text(env, "PATIENT_STORAGE_ACCOUNT_URL")
-    if url is None:
-        return None
-    if not url.startswith(("https://", "http://")):
-        raise SettingsError(
-            "PATIENT_STORAGE_ACCOUNT_URL",
-            "must be the blob endpoint, e.g. https://<account>.blob.core.windows.net",
-        )
-    return url.rstrip("/")
+    return _endpoint(
+        env,
+        "PATIENT_STORAGE_ACCOUNT_URL",
+        "the blob endpoint, e.g. https://<account>.blob.core.windows.net",
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -143,7 +141,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         key_vault_verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
         los_model_url=_model_url(env),
         los_model_refresh_seconds=_float(env, "LOS_MODEL_REFRESH_SECONDS", 300.0, 1.0, 86400.0),
+        queue_service_url=_endpoint(
+            env,
+            QUEUE_SERVICE_URI,
+            "the queue endpoint, e.g. https://<account>.queue.core.windows.net",
+        ),
+        import_range_bytes=_int(
+            env, "IMPORT_RANGE_BYTES", 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024
+        ),
     )
+
+
+# The queue trigger's identity-based connection (the Functions host reads the same setting):
+# in Azure the queue endpoint, locally the PATIENT_STORAGE_CONNECTION connection string.
+QUEUE_SERVICE_URI = "PATIENT_STORAGE_CONNECTION__queueServiceUri"
+
+
+def _endpoint(env: Mapping[str, str], name: str, example: str) -> str | None:
+    url = _text(env, name)
+    if url is None:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise SettingsError(name, f"must be {example}")
+    return url.rstrip("/")
 
 
 def _model_url(env: Mapping[str, str]) -> str | None:

@@ -131,16 +131,24 @@ class UploadsContainer:
         return resolve_blob_url(url, self.service.url, self.container)
 
     def current_etag(self, ref: BlobRef) -> str:
+        return self.properties(ref)[0]
+
+    def properties(self, ref: BlobRef) -> tuple[str, int]:
+        """The blob's current ETag and size in bytes."""
         from azure.core.exceptions import ResourceNotFoundError
 
         client = self.service.get_blob_client(ref.container, ref.name)
         try:
-            return str(client.get_blob_properties().etag)
+            properties = client.get_blob_properties()
         except ResourceNotFoundError:
             raise BlobGone("the blob no longer exists", superseded=False) from None
+        return str(properties.etag), int(properties.size)
 
-    def chunks(self, ref: BlobRef, etag: str) -> Iterator[bytes]:
-        """The bytes of exactly the version ``etag``, in chunks of at most :data:`CHUNK_BYTES`.
+    def chunks(
+        self, ref: BlobRef, etag: str, offset: int | None = None, length: int | None = None
+    ) -> Iterator[bytes]:
+        """The bytes of exactly the version ``etag`` (from ``offset``, ``length`` of them
+        when given), in chunks of at most :data:`CHUNK_BYTES`.
 
         Transient failures (unreachable, throttled) propagate as the SDK raises them.
         """
@@ -150,7 +158,11 @@ class UploadsContainer:
         client = self.service.get_blob_client(ref.container, ref.name)
         try:
             downloader = client.download_blob(
-                etag=etag, match_condition=MatchConditions.IfNotModified, max_concurrency=1
+                offset=offset,
+                length=length,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+                max_concurrency=1,
             )
         except ResourceNotFoundError:
             raise BlobGone("the blob no longer exists", superseded=False) from None

@@ -111,6 +111,30 @@ ingest_runs = sa.Table(
     sa.Column("heartbeatAt", UTC_TIMESTAMP, nullable=False),
     sa.Column("finishedAt", UTC_TIMESTAMP, nullable=True),
     sa.Column("error", sa.Unicode(2000), nullable=True),
+    # How many ranges a fanned-out file was split into (NULL: imported whole, by one worker).
+    sa.Column("rangeCount", sa.Integer, nullable=True),
+)
+
+# One row per range of a fanned-out file: the range's own checkpoint and counts, so any
+# worker can take it over; the run's counts are the sum of these when the last finishes.
+ingest_ranges = sa.Table(
+    "IngestRanges",
+    metadata,
+    sa.Column("runId", sa.Integer, sa.ForeignKey("IngestRuns.id"), primary_key=True),
+    sa.Column("rangeIndex", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("startByte", sa.BigInteger, nullable=False),
+    sa.Column("endByte", sa.BigInteger, nullable=False),
+    # Physical line number of the range's first line in the file (rejects name file lines).
+    sa.Column("firstLine", sa.Integer, nullable=False),
+    sa.Column("status", sa.Unicode(16), nullable=False),
+    sa.Column("checkpointLine", sa.Integer, nullable=False),
+    sa.Column("rowsRead", sa.Integer, nullable=False),
+    sa.Column("rowsStored", sa.Integer, nullable=False),
+    sa.Column("rowsRejected", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("heartbeatAt", UTC_TIMESTAMP, nullable=False),
+    sa.Column("finishedAt", UTC_TIMESTAMP, nullable=True),
+    sa.Column("error", sa.Unicode(2000), nullable=True),
 )
 
 ingest_rejects = sa.Table(
