@@ -14,7 +14,7 @@ import logging
 import azure.functions as func
 
 from shared.bulk import blob_events
-from shared.platform.queues import IMPORT_QUEUE
+from shared.platform.queues import IMPORT_QUEUE, POISON_QUEUE
 from shared.platform.services import Services
 
 log = logging.getLogger("bulk_import")
@@ -91,8 +91,8 @@ def _import(
             raise
         # Class name and count only: a driver's message may quote the rows it was sending.
         reason = (
-            f"gave up after {attempts} attempts: {type(exc).__name__}; the message is in the "
-            f"{IMPORT_QUEUE}-poison queue (message {message.id}) to replay once fixed"
+            f"gave up after {attempts} attempts: {type(exc).__name__}; the message goes to "
+            f"the {POISON_QUEUE} queue, to be replayed once the cause is fixed"
         )
         log.error("message %s: %s", message.id, reason)
         task = item if isinstance(item, blob_events.RangeTask) else None

@@ -15,8 +15,15 @@ from alembic import command
 from alembic.config import Config
 
 from devtools import azurite, events, queue_host
+from shared.platform.queues import POISON_QUEUE
 from shared.platform.services import Services
-from shared.records.schema import audit_log, ingest_rejects, ingest_runs, patient_data
+from shared.records.schema import (
+    audit_log,
+    ingest_ranges,
+    ingest_rejects,
+    ingest_runs,
+    patient_data,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -80,6 +87,18 @@ def uploads(azurite_connection: str) -> Uploads:
     return Uploads(azurite_connection)
 
 
+@pytest.fixture
+def import_queue(azurite_connection: str) -> Iterator[Any]:
+    """The import queue in Azurite, emptied (and its poison queue) for the test."""
+    queue = queue_host.queue_client(azurite_connection)
+    poison = queue_host.queue_client(azurite_connection, POISON_QUEUE)
+    for client in (queue, poison):
+        client.clear_messages()
+    yield queue
+    for client in (queue, poison):
+        client.clear_messages()
+
+
 # --- databases -----------------------------------------------------------------------
 
 
@@ -121,7 +140,7 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url: str = request.getfixturevalue(f"{request.param}_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        for table in (audit_log, ingest_rejects, patient_data, ingest_runs):
+        for table in (audit_log, ingest_rejects, patient_data, ingest_ranges, ingest_runs):
             conn.execute(table.delete())
     engine.dispose()
     yield url

@@ -22,7 +22,7 @@ from shared.bulk.patient_writer import Batch, ConcurrentDelivery, write_batch
 from shared.bulk.row_validation import COLUMNS, RowValidator
 from shared.platform.settings import SettingsError
 from shared.records.rows import PatientRow, ValidRows
-from shared.records.schema import ingest_rejects, patient_data
+from shared.records.schema import ingest_ranges, ingest_rejects, patient_data
 from shared.records.schema import ingest_runs as runs_table
 from shared.records.tags import EphiTags
 from tests.conftest import PROJECT_ROOT, deliver, reset_process_state, worker
@@ -66,7 +66,7 @@ def outcome(db: sa.Engine) -> tuple:
 
 def wipe(db: sa.Engine) -> None:
     with db.begin() as conn:
-        for table in (ingest_rejects, patient_data, runs_table):
+        for table in (ingest_rejects, patient_data, ingest_ranges, runs_table):
             conn.execute(table.delete())
 
 
