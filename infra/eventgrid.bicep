@@ -1,9 +1,9 @@
-// BlobCreated events of the uploads container → bulk_import. Deployed after the code
-// (azd’s postdeploy hook, or scripts/deploy.sh): a subscription to an Azure Function
-// destination needs the function to exist. Resource-group scope.
+// BlobCreated events of the uploads container → the bulk-import queue → bulk_import (a queue
+// trigger: no 30-second answer to give Event Grid, however long the import). Deployed after
+// the code (azd’s postdeploy hook, or scripts/deploy.sh), once the function that empties the
+// queue exists. Resource-group scope.
 param location string = resourceGroup().location
 param dataStorageName string
-param functionAppName string
 param uploadsContainer string = 'patient-uploads'
 param tags object
 
@@ -15,15 +15,17 @@ resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@
   name: '${dataStorageName}/default/deadletter'
 }
 
-resource app 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
+var importQueueName = 'bulk-import' // shared/platform/queues.py: IMPORT_QUEUE
+
+resource importQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  name: '${dataStorageName}/default/${importQueueName}'
 }
 
 resource topic 'Microsoft.EventGrid/systemTopics@2024-06-01-preview' = {
   name: 'evgt-${dataStorageName}'
   location: location
   tags: tags
-  identity: { type: 'SystemAssigned' } // writes dead letters without an account key
+  identity: { type: 'SystemAssigned' } // delivers and dead-letters without an account key
   properties: {
     source: storage.id
     topicType: 'Microsoft.Storage.StorageAccounts'
@@ -31,6 +33,19 @@ resource topic 'Microsoft.EventGrid/systemTopics@2024-06-01-preview' = {
 }
 
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+
+// Why: Event Grid puts each BlobCreated event on the import queue, and on no other queue; it
+// reads nothing.
+resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(importQueue.id, topic.id, storageQueueDataMessageSender)
+  scope: importQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
+    principalId: topic.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 // Why: Event Grid writes events it could not deliver to the dead-letter container, and only
 // there.
@@ -47,15 +62,19 @@ resource deadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 resource toBulkImport 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-06-01-preview' = {
   parent: topic
   name: 'bulk-import'
-  dependsOn: [deadLetterWriter]
+  dependsOn: [deadLetterWriter, queueSender]
   properties: {
-    // An Azure Function destination: no webhook URL with a function key in it.
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${app.id}/functions/bulk_import'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
+    // A Storage queue destination, delivered with the topic's own identity: no key, no
+    // webhook URL; one event a message, kept 7 days if bulk_import is down.
+    deliveryWithResourceIdentity: {
+      identity: { type: 'SystemAssigned' }
+      destination: {
+        endpointType: 'StorageQueue'
+        properties: {
+          resourceId: storage.id
+          queueName: importQueueName
+          queueMessageTimeToLiveInSeconds: 604800
+        }
       }
     }
     eventDeliverySchema: 'EventGridSchema'

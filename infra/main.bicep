@@ -122,6 +122,7 @@ module storage 'modules/storage.bicep' = {
     networkIsolation: networkIsolation
     subnetId: networkIsolation ? network.outputs.privateEndpointSubnetId : ''
     dnsZoneId: networkIsolation ? network.outputs.blobZoneId : ''
+    queueDnsZoneId: networkIsolation ? network.outputs.queueZoneId : ''
     workspaceId: monitoring.outputs.workspaceId
   }
 }
@@ -171,6 +172,7 @@ module functionApp 'modules/functionapp.bicep' = {
     hostStorageName: storage.outputs.hostAccountName
     deploymentContainer: storage.outputs.deploymentContainer
     dataBlobEndpoint: storage.outputs.dataBlobEndpoint
+    dataQueueEndpoint: storage.outputs.dataQueueEndpoint
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultUri: keyVault.outputs.vaultUri
     sqlSecretName: sqlSecretName

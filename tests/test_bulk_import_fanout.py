@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import bulk_import.function
 import function_app
 from devtools import events, los_generator
+from devtools import import_queue as queue_command
 from devtools.queue_host import QueueHost, WorkerKilled, queue_client
 from shared.bulk import importer, ranges
 from shared.bulk.csv_rows import CsvRecords
@@ -242,7 +243,9 @@ def test_a_range_that_keeps_failing_is_poisoned_and_fails_the_run_keeping_the_re
 
     # The operator fixes the cause and replays the message: the run completes.
     monkeypatch.setattr(importer, "store_records", real_store)
-    queue_client(azurite_connection).send_message(poisoned.content)
+    queue_command.main(["poisoned"])
+    queue_command.main(["replay", "--all"])
+    assert not queue_client(azurite_connection, POISON_QUEUE).peek_messages()
     host(azurite_connection).drain()
     [run] = runs(db)
     assert run.status == "succeeded" and run.error is None

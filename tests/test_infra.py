@@ -20,11 +20,20 @@ import sqlglot
 from pycep import BicepParser
 
 from devtools import events, los_generator
+from devtools.queue_host import QueueHost
 from devtools.sql_script import batches
 from shared.platform.settings import load_settings
 from tests import fhir_samples as fx
 from tests import tsql_shadow
-from tests.conftest import GRANT_SCRIPT, OWNER, PROJECT_ROOT, deliver, http
+from tests.conftest import (
+    GRANT_SCRIPT,
+    OWNER,
+    PROJECT_ROOT,
+    deliver,
+    function,
+    http,
+    reset_process_state,
+)
 
 INFRA = PROJECT_ROOT / "infra"
 EPHI_TAGS = {"dataProfile", "owner", "environment", "department"}
@@ -33,6 +42,8 @@ UNTAGGED_TYPES = {
     "Microsoft.Authorization/roleAssignments",
     "Microsoft.Insights/diagnosticSettings",
     "Microsoft.Storage/storageAccounts/blobServices",
+    "Microsoft.Storage/storageAccounts/queueServices",
+    "Microsoft.Storage/storageAccounts/queueServices/queues",
     "Microsoft.Storage/storageAccounts/blobServices/containers",
     "Microsoft.Storage/storageAccounts/managementPolicies",
     "Microsoft.Sql/servers/firewallRules",
@@ -58,6 +69,10 @@ PLATFORM_SETTINGS = {
     "AZURE_CLIENT_ID",  # azure-identity's: which managed identity DefaultAzureCredential uses
     "APPLICATIONINSIGHTS_CONNECTION_STRING",  # no credential: App Insights local auth is off
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # The queue trigger's identity-based connection, read by the host (the endpoint, which
+    # the code reads too, is not listed here).
+    "PATIENT_STORAGE_CONNECTION__credential",
+    "PATIENT_STORAGE_CONNECTION__clientId",
 }
 # Every role the templates grant: (role definition id, the resource it is scoped to).
 ROLES = {
@@ -67,6 +82,9 @@ ROLES = {
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
+    "19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed": "Storage Queue Data Message Processor",
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
 }
 EXPECTED_GRANTS = {
     # The app's identity.
@@ -76,11 +94,16 @@ EXPECTED_GRANTS = {
     ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts:host"),
     ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     ("Storage Blob Data Contributor", "container:deadletter"),  # Event Grid's dead letters
+    ("Storage Queue Data Message Sender", "queue:bulk-import"),  # Event Grid, and fan-out
+    ("Storage Queue Data Reader", "queue:bulk-import"),  # the trigger peeks, the scaler counts
+    ("Storage Queue Data Message Processor", "queue:bulk-import"),  # the trigger takes
+    ("Storage Queue Data Message Sender", "queue:bulk-import-poison"),  # the host poisons
     # People and systems, each only when its principal id is given.
     ("Storage Blob Data Contributor", "container:patient-uploads"),  # the EHR / ETL
     ("Storage Blob Data Contributor", "container:models"),  # the data scientist
     ("Key Vault Secrets Officer", "secret:patient-db-connection-string"),  # the site admin
     ("Storage Blob Data Reader", "container:deadletter"),  # the operator
+    ("Storage Queue Data Message Processor", "queue:bulk-import-poison"),  # the operator
 }
 
 
@@ -209,6 +232,11 @@ def scope_of(file: str, scope: str) -> str:
         assert container, name
         found = container.group(1)
         return "container:" + ("patient-uploads" if found == "uploadsContainer" else found)
+    if resource["type"].endswith("/queues"):
+        name = json.dumps(body(resource)["name"])
+        found = re.search(r"/default/(?:\$\{)?([A-Za-z-]+)", name)
+        assert found, name
+        return "queue:" + {"importQueueName": "bulk-import"}.get(found.group(1), found.group(1))
     if resource["type"] == "Microsoft.KeyVault/vaults/secrets":
         assert body(resource)["name"] == "sqlSecretName"
         return "secret:patient-db-connection-string"  # main.bicep's sqlSecretName
@@ -303,11 +331,10 @@ def test_only_flex_consumption_is_offered():
     assert "ElasticPremium" not in text and "'FC1'" in text
 
 
-def test_easy_auth_leaves_the_event_grid_webhook_path_as_event_grid_calls_it():
+def test_easy_auth_leaves_only_the_capability_statement_open():
     auth = bicep("modules/functionapp.bicep")["resources"]["auth"]
     paths = body(auth)["properties"]["globalValidation"]["excludedPaths"]
-    assert "/runtime/webhooks/EventGrid" in paths
-    assert "/runtime/webhooks/eventgrid" not in paths
+    assert paths == ["/api/metadata"]  # events arrive by queue: no webhook path to leave open
 
 
 def test_the_audit_alert_reads_the_line_the_code_logs():
@@ -319,9 +346,26 @@ def test_the_audit_alert_reads_the_line_the_code_logs():
     assert criterion["threshold"] == 0 and criterion["operator"] == "GreaterThan"
 
 
-def test_bulk_import_is_subscribed_to_the_uploads_container_only():
+def test_events_of_the_uploads_container_only_go_to_the_queue_bulk_import_empties():
+    from bulk_import.function import CONNECTION
+    from shared.platform.queues import IMPORT_QUEUE, POISON_QUEUE
+    from shared.platform.settings import QUEUE_SERVICE_URI
+
     subscription = bicep("eventgrid.bicep")["resources"]["toBulkImport"]["config"]["properties"]
-    assert subscription["destination"]["endpointType"] == "AzureFunction"
+    delivery = subscription["deliveryWithResourceIdentity"]
+    assert delivery["identity"] == {"type": "SystemAssigned"}  # no key, no connection string
+    assert delivery["destination"]["endpointType"] == "StorageQueue"
+    assert delivery["destination"]["properties"]["queueName"] == "importQueueName"
+    assert bicep("eventgrid.bicep")["variables"]["importQueueName"]["value"] == IMPORT_QUEUE
+    queues = {
+        body(r)["name"]
+        for r in bicep("modules/storage.bicep")["resources"].values()
+        if r["type"].endswith("/queues")
+    }
+    assert queues == {IMPORT_QUEUE, POISON_QUEUE}
+    # The trigger's identity-based connection is the setting the code reads the endpoint from.
+    assert f"{CONNECTION}__queueServiceUri" == QUEUE_SERVICE_URI
+    assert {f"{CONNECTION}__credential", f"{CONNECTION}__clientId"} <= set(app_settings())
     assert subscription["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
     assert "containers/${uploadsContainer}/blobs/" in json.dumps(subscription["filter"])
     assert subscription["deadLetterWithResourceIdentity"]["deadLetterDestination"]
@@ -400,15 +444,28 @@ def grants() -> dict[str, set[str]]:
 
 def test_the_grant_script_parses_and_grants_only_select_insert_update_on_our_tables():
     granted = grants()
-    assert set(granted) == {"PatientData", "IngestRuns", "IngestRejects", "AuditLog"}
+    assert set(granted) == {
+        "PatientData",
+        "IngestRuns",
+        "IngestRanges",
+        "IngestRejects",
+        "AuditLog",
+    }
     assert set().union(*granted.values()) <= {"SELECT", "INSERT", "UPDATE"}
 
 
-def run_the_functions(uploads: Any) -> None:
-    """An import with rejects (one batch with exactly one rejected row too), an admission
-    and a discharge: every kind of statement the functions run."""
-    url, etag = uploads.put(los_generator.csv_bytes(300, bad_rows=0.05))
+def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import with rejects (one batch with exactly one rejected row too), the same file
+    fanned out in ranges over the import queue, an admission and a discharge: every kind of
+    statement the functions run."""
+    data = los_generator.csv_bytes(300, bad_rows=0.05)
+    url, etag = uploads.put(data)
     deliver(events.event_grid_schema(url, etag))
+    monkeypatch.setenv("IMPORT_RANGE_BYTES", "8192")
+    reset_process_state()
+    url, etag = uploads.put(data)  # a new version: a run of its own, in ranges
+    deliver(events.event_grid_schema(url, etag, len(data)))
+    QueueHost(uploads.connection_string, function("bulk_import")).drain()
     one_bad = los_generator.csv_bytes(3, start_eid=900_000).replace(b",F,", b",X,", 1)
     url, etag = uploads.put(one_bad)
     deliver(events.event_grid_schema(url, etag))
@@ -419,13 +476,13 @@ def run_the_functions(uploads: Any) -> None:
 
 
 def test_the_functions_need_exactly_what_the_grant_script_gives(
-    app_env, uploads, db, sql_server_shadow, tmp_path
+    app_env, uploads, db, sql_server_shadow, tmp_path, monkeypatch, import_queue
 ):
     """Run on SQLite/PostgreSQL, judged as Azure SQL would: the shadow (tests/conftest.py)
     compiles each statement for SQL Server and checks it against the grant script. Here the
     check is mutated: with any one GRANT taken out of the script, the same run is refused,
     so every grant is needed and the shadow sees what each one is for."""
-    run_the_functions(uploads)
+    run_the_functions(uploads, monkeypatch)
     from sqlalchemy.dialects import mssql
 
     from shared.bulk.patient_writer import _InsertMany

@@ -11,6 +11,7 @@ param resourceToken string
 param hostStorageName string
 param deploymentContainer string
 param dataBlobEndpoint string
+param dataQueueEndpoint string
 param applicationInsightsName string
 param keyVaultUri string
 param sqlSecretName string
@@ -100,6 +101,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         // Ours (shared/platform/settings.py): no secret among them.
         { name: 'PATIENT_STORAGE_ACCOUNT_URL', value: dataBlobEndpoint }
+        // bulk_import's queue trigger (and the ranges it sends) through the same identity.
+        { name: 'PATIENT_STORAGE_CONNECTION__queueServiceUri', value: dataQueueEndpoint }
+        { name: 'PATIENT_STORAGE_CONNECTION__credential', value: 'managedidentity' }
+        { name: 'PATIENT_STORAGE_CONNECTION__clientId', value: identity.properties.clientId }
         { name: 'PATIENT_UPLOADS_CONTAINER', value: uploadsContainer }
         { name: 'KEY_VAULT_URL', value: keyVaultUri }
         { name: 'SQL_CONNECTION_SECRET_NAME', value: sqlSecretName }
@@ -110,6 +115,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'EPHI_DEPARTMENT', value: ephiTags.department }
         { name: 'IMPORT_BATCH_SIZE', value: '5000' }
         { name: 'IMPORT_PROGRESS_SECONDS', value: '10' }
+        { name: 'IMPORT_RANGE_BYTES', value: '33554432' }
         { name: 'STORAGE_RETRY_TOTAL', value: '3' }
         { name: 'AUTH_MODE', value: easyAuth ? 'easyauth' : 'function' }
         { name: 'CARE_ROLES', value: careRoles }
@@ -157,9 +163,9 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      // The path as Event Grid calls it (runtime/webhooks/EventGrid): the webhook checks
-      // its own key, not a user.
-      excludedPaths: ['/api/metadata', '/runtime/webhooks/EventGrid']
+      // Only the CapabilityStatement is public; events reach bulk_import through its queue,
+      // not a webhook, so no runtime path is left open.
+      excludedPaths: ['/api/metadata']
     }
     httpSettings: { requireHttps: true }
     identityProviders: {

@@ -33,6 +33,7 @@ var zones = [
   'privatelink.blob.${environment().suffixes.storage}'
   'privatelink.vaultcore.azure.net'
   'privatelink${environment().suffixes.sqlServerHostname}'
+  'privatelink.queue.${environment().suffixes.storage}'
 ]
 
 resource zone 'Microsoft.Network/privateDnsZones@2024-06-01' = [
@@ -57,4 +58,5 @@ output appSubnetId string = vnet.properties.subnets[0].id
 output blobZoneId string = zone[0].id
 output vaultZoneId string = zone[1].id
 output sqlZoneId string = zone[2].id
+output queueZoneId string = zone[3].id
 output privateEndpointSubnetId string = vnet.properties.subnets[1].id

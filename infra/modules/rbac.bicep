@@ -20,6 +20,9 @@ var roles = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  storageQueueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
+  storageQueueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -51,6 +54,14 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   name: '${dataStorageName}/default/models'
 }
 
+resource importQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  name: '${dataStorageName}/default/bulk-import'
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  name: '${dataStorageName}/default/bulk-import-poison'
+}
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -73,6 +84,53 @@ resource uploadsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: uploads
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: bulk_import's queue trigger peeks at the import queue and the scale controller reads
+// its length (messages hold ids, never patient data).
+resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(importQueue.id, appPrincipalId, roles.storageQueueDataReader)
+  scope: importQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: the trigger takes messages from the import queue and deletes them once imported.
+resource queueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(importQueue.id, appPrincipalId, roles.storageQueueDataMessageProcessor)
+  scope: importQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageProcessor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: a large file's ranges go back on the import queue, one message each, for any
+// instance to take.
+resource rangeSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(importQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+  scope: importQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: the host moves a message that failed five times to the poison queue (it creates
+// nothing: infra/modules/storage.bicep made the queue).
+resource poisonSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(poisonQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+  scope: poisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -152,6 +210,27 @@ resource operator 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!em
   scope: deadLetters
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: operatorPrincipalId
+  }
+}
+
+// Why: the operator takes poisoned import messages off the poison queue to replay them (ids
+// of runs and ranges; no patient data) ...
+resource operatorPoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(poisonQueue.id, operatorPrincipalId, roles.storageQueueDataMessageProcessor)
+  scope: poisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageProcessor)
+    principalId: operatorPrincipalId
+  }
+}
+
+// Why: ... and puts them back on the import queue once the cause is fixed.
+resource operatorReplay 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(importQueue.id, operatorPrincipalId, roles.storageQueueDataMessageSender)
+  scope: importQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
     principalId: operatorPrincipalId
   }
 }

@@ -1,7 +1,8 @@
 // Two accounts, so the app’s identity gets broad rights only where the platform needs them:
 // - host: the Functions host’s own storage (deployment package, leases), where Flex
 //   Consumption needs the identity to own blobs;
-// - data: the uploads (read only by the app), the Event Grid dead letters and the models.
+// - data: the uploads (read only by the app), the Event Grid dead letters, the models, and
+//   the import queue Event Grid fills and bulk_import empties (with its poison queue).
 // Both: no shared keys, no public blobs, TLS 1.2, infrastructure encryption, soft delete.
 param location string
 param tags object
@@ -13,6 +14,7 @@ param deadLetterRetentionDays int
 param networkIsolation bool
 param subnetId string
 param dnsZoneId string
+param queueDnsZoneId string
 param workspaceId string
 
 var deploymentContainer = 'app-package'
@@ -95,6 +97,23 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   properties: { publicAccess: 'None' }
 }
 
+resource queues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account[1]
+  name: 'default'
+}
+
+// BlobCreated events and the ranges of large files (ids only, never patient data); the
+// host moves a message that failed five times (host.json) to the poison queue.
+resource importQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queues
+  name: 'bulk-import'
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queues
+  name: 'bulk-import-poison'
+}
+
 // PHI is kept no longer than it is needed: uploads (an import can be re-run meanwhile) and
 // dead letters (an operator can replay them meanwhile) are deleted after their retention,
 // their earlier versions and snapshots with them; soft delete then keeps them 30 more days.
@@ -139,6 +158,20 @@ resource dataBlobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview'
   }
 }
 
+// Who sent, took or deleted which import message.
+resource queueLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'queue-audit'
+  scope: queues
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      { category: 'StorageRead', enabled: true }
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+  }
+}
+
 resource endpoint 'Microsoft.Network/privateEndpoints@2024-01-01' = [
   for (name, i) in (networkIsolation ? accounts : []): {
     name: 'pe-${name}-blob'
@@ -168,5 +201,30 @@ resource dns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01
 
 output hostAccountName string = account[0].name
 output dataAccountName string = account[1].name
+// The data account's queue endpoint: the functions reach the import queue only through it.
+resource queueEndpoint 'Microsoft.Network/privateEndpoints@2024-01-01' = if (networkIsolation) {
+  name: 'pe-${accounts[1]}-queue'
+  location: location
+  tags: tags
+  properties: {
+    subnet: { id: subnetId }
+    privateLinkServiceConnections: [
+      {
+        name: 'queue'
+        properties: { privateLinkServiceId: account[1].id, groupIds: ['queue'] }
+      }
+    ]
+  }
+}
+
+resource queueDns 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = if (networkIsolation) {
+  parent: queueEndpoint
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [{ name: 'zone', properties: { privateDnsZoneId: queueDnsZoneId } }]
+  }
+}
+
 output dataBlobEndpoint string = account[1].properties.primaryEndpoints.blob
+output dataQueueEndpoint string = account[1].properties.primaryEndpoints.queue
 output deploymentContainer string = '${account[0].properties.primaryEndpoints.blob}${deploymentContainer}'

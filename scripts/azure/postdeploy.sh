@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# After the code is published: subscribe bulk_import to BlobCreated events of the uploads
-# container (infra/eventgrid.bicep), with retries and dead-lettering. Idempotent.
-# A function is listed some time after its code is published, and Event Grid refuses a
-# subscription to a function it cannot find: wait for it first, a bounded number of times.
+# After the code is published: send BlobCreated events of the uploads container to the
+# bulk-import queue that bulk_import empties (infra/eventgrid.bicep), with retries and
+# dead-lettering. Idempotent. A function is listed some time after its code is published:
+# wait for bulk_import first, a bounded number of times, so events are not queued for a
+# function that failed to publish.
 # Reads: AZURE_RESOURCE_GROUP, AZURE_DATA_STORAGE_ACCOUNT, AZURE_FUNCTION_APP_NAME,
 # PATIENT_UPLOADS_CONTAINER. Optional: DEPLOY_FUNCTION_ATTEMPTS, DEPLOY_RETRY_PAUSE.
 set -euo pipefail
@@ -21,8 +22,8 @@ retry "${DEPLOY_FUNCTION_ATTEMPTS:-20}" "${DEPLOY_RETRY_PAUSE:-15}" "bulk_import
 tags=$(az group show -n "$AZURE_RESOURCE_GROUP" --query tags -o json)
 az deployment group create -g "$AZURE_RESOURCE_GROUP" -n bulk-import-events \
   -f infra/eventgrid.bicep \
-  -p dataStorageName="$AZURE_DATA_STORAGE_ACCOUNT" functionAppName="$AZURE_FUNCTION_APP_NAME" \
+  -p dataStorageName="$AZURE_DATA_STORAGE_ACCOUNT" \
   uploadsContainer="$PATIENT_UPLOADS_CONTAINER" tags="$tags" \
   --output none ||
   fail "the Event Grid subscription was not made (the reason is above); run: azd hooks run postdeploy"
-echo "bulk_import subscribed to BlobCreated in ${AZURE_DATA_STORAGE_ACCOUNT}/${PATIENT_UPLOADS_CONTAINER}"
+echo "BlobCreated in ${AZURE_DATA_STORAGE_ACCOUNT}/${PATIENT_UPLOADS_CONTAINER} goes to the bulk-import queue"

@@ -1,0 +1,119 @@
+"""The import queue from the command line: drop a BlobCreated event on it (as Event Grid
+does), list poisoned messages, replay them.
+
+    python -m devtools.import_queue send --upload stays.csv
+    python -m devtools.import_queue send --blob-url http://127.0.0.1:10000/devstoreaccount1/patient-uploads/stays.csv
+    python -m devtools.import_queue poisoned
+    python -m devtools.import_queue replay --all
+    python -m devtools.import_queue replay --message-id 5f0c...
+
+Locally the queue is Azurite's (``PATIENT_STORAGE_CONNECTION``, else Azurite's defaults). In
+Azure pass ``--account-url https://<account>.queue.core.windows.net`` (and, for ``send
+--upload``, ``--blob-url`` instead): your ``az login`` is used, with the roles the operator
+is given (infra/modules/rbac.bicep). Messages hold run ids, range numbers and blob URLs:
+never patient data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from devtools import events
+from shared.platform.queues import IMPORT_QUEUE, POISON_QUEUE
+
+LOCAL = "UseDevelopmentStorage=true"
+
+
+def _connection() -> str:
+    return os.environ.get("PATIENT_STORAGE_CONNECTION") or LOCAL
+
+
+def queue(name: str, account_url: str | None) -> Any:
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    codec = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": TextBase64DecodePolicy(),
+    }
+    if account_url:
+        from azure.identity import DefaultAzureCredential
+
+        return QueueClient(account_url, name, credential=DefaultAzureCredential(), **codec)
+    return QueueClient.from_connection_string(_connection(), name, **codec)
+
+
+def upload(path: Path, container: str) -> tuple[str, str, int]:
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(_connection())
+    if not service.get_container_client(container).exists():
+        service.create_container(container)
+    blob = service.get_blob_client(container, path.name)
+    data = path.read_bytes()
+    etag = blob.upload_blob(data, overwrite=True)["etag"]
+    return blob.url, etag, len(data)
+
+
+def send(args: argparse.Namespace) -> None:
+    if args.upload:
+        url, etag, length = upload(args.upload, args.container)
+    else:
+        url, etag, length = args.blob_url, args.etag, None
+    make = events.cloud_event_schema if args.cloud_events else events.event_grid_schema
+    body = make(url, etag, length or 0)
+    if length is None:  # the import asks the blob for its size
+        body["data"].pop("contentLength", None)
+    queue(IMPORT_QUEUE, args.account_url).send_message(json.dumps(body))
+    print(f"event {body['id']} for {url} is on the {IMPORT_QUEUE} queue")
+
+
+def poisoned(args: argparse.Namespace) -> None:
+    found = queue(POISON_QUEUE, args.account_url).peek_messages(max_messages=32)
+    for message in found:
+        print(f"{message.id}  {message.inserted_on:%Y-%m-%d %H:%M}  {message.content}")
+    if not found:
+        print(f"the {POISON_QUEUE} queue is empty")
+
+
+def replay(args: argparse.Namespace) -> None:
+    poison, target = queue(POISON_QUEUE, args.account_url), queue(IMPORT_QUEUE, args.account_url)
+    moved = 0
+    # Taken for a minute: a replay that dies midway leaves the message in the poison queue.
+    for message in poison.receive_messages(messages_per_page=32, visibility_timeout=60):
+        if args.message_id and message.id != args.message_id:
+            continue
+        target.send_message(message.content)
+        poison.delete_message(message)
+        moved += 1
+        print(f"replayed {message.id}: {message.content}")
+    print(f"{moved} message(s) back on the {IMPORT_QUEUE} queue")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--account-url", help="the queue endpoint in Azure (az login is used)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    to_send = commands.add_parser("send", help="put a BlobCreated event on the import queue")
+    source = to_send.add_mutually_exclusive_group(required=True)
+    source.add_argument("--upload", type=Path, help="CSV to upload first (local runs)")
+    source.add_argument("--blob-url", help="URL of a blob already in the uploads container")
+    to_send.add_argument("--etag", help="ETag of that blob version (default: the current one)")
+    to_send.add_argument(
+        "--container", default=os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
+    )
+    to_send.add_argument("--cloud-events", action="store_true", help="CloudEvents 1.0 schema")
+    commands.add_parser("poisoned", help="list the messages in the poison queue")
+    to_replay = commands.add_parser("replay", help="move poisoned messages back to the queue")
+    which = to_replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true")
+    which.add_argument("--message-id")
+    args = parser.parse_args(argv)
+    {"send": send, "poisoned": poisoned, "replay": replay}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
