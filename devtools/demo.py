@@ -4,7 +4,10 @@ length-of-stay model on them, admit a new patient and print the stay predicted f
 Starts Azurite, migrates a fresh SQLite database, uploads a CSV to the uploads container,
 delivers the BlobCreated event to ``bulk_import`` exactly as the Functions host would, then
 delivers it again (Event Grid delivers at least once) and prints what was stored and
-rejected. Then ``python -m los_model train`` writes a model to ``.local/model``, and
+rejected. A second, larger file is then split into ranges over Azurite's queue and imported
+by two workers, as two instances would (``devtools.queue_host`` stands in for the host's
+queue listener); the demo prints each range and the summed run. Then
+``python -m los_model train`` writes a model to ``.local/model``, and
 ``admit_patient`` (with ``LOS_MODEL_URL`` pointing at it) admits a made-up patient. Run it
 through ``scripts/demo.sh``.
 """
@@ -67,7 +70,8 @@ def report(url: str) -> None:
 
     engine = create_engine(url)
     with engine.connect() as conn:
-        run = conn.execute(sa.select(ingest_runs)).one()
+        run = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.id)).first()
+        assert run is not None
         # Every reason starts with the column (or the line) it is about.
         reasons = Counter(
             r.split()[0] for r in conn.execute(sa.select(ingest_rejects.c.reason)).scalars()
@@ -122,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--bad-rows", type=float, default=0.02, help="fraction of invalid generated rows"
     )
+    parser.add_argument(
+        "--fan-out-rows",
+        type=int,
+        default=20_000,
+        help="rows of the second file, imported in ranges by two workers (default 20000)",
+    )
     parser.add_argument("--no-model", action="store_true", help="import only; no model, no admit")
     args = parser.parse_args(argv)
 
@@ -157,9 +167,65 @@ def main(argv: list[str] | None = None) -> None:
         )
         os.environ.setdefault("EPHI_OWNER", "siteadmin@contoso-health.example")
         deliver(events.event_grid_schema(blob.url, etag, len(data)))
-    report(db_url)
+        report(db_url)
+        fan_out(conn_str, service, db_url, args.fan_out_rows)
     if not args.no_model:
         train_and_admit()
+
+
+def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
+    """A larger file split into ranges of 512 KiB, taken from the queue by two workers."""
+    import threading
+
+    from devtools.queue_host import QueueHost, create_queues
+    from shared.platform.database import create_engine
+    from shared.records.schema import ingest_ranges, ingest_runs
+
+    create_queues(conn_str)
+    os.environ["IMPORT_RANGE_BYTES"] = str(512 * 1024)
+    _indexed.cache_clear()  # workers that read the new setting
+    data = los_generator.csv_bytes(rows, seed=11, start_eid=700_000, bad_rows=0.01)
+    blob = service.get_blob_client(CONTAINER, "larger-stays.csv")
+    etag = blob.upload_blob(data)["etag"]
+    print(f"\nuploaded {len(data):,} bytes to {blob.url} (IMPORT_RANGE_BYTES=524288)")
+    user_function("bulk_import")(
+        events.as_delivered(events.event_grid_schema(blob.url, etag, len(data)))
+    )
+    workers = []
+    for _ in range(2):
+        _indexed.cache_clear()  # each worker its own parts, as on its own instance
+        workers.append(QueueHost(conn_str, user_function("bulk_import")))
+    threads = [threading.Thread(target=w.drain, kwargs={"idle_seconds": 1}) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.id.desc())).first()
+        assert run is not None
+        parts = conn.execute(
+            sa.select(ingest_ranges)
+            .where(ingest_ranges.c.runId == run.id)
+            .order_by(ingest_ranges.c.rangeIndex)
+        ).all()
+    engine.dispose()
+    print(f"run {run.id}: {run.status}, in {run.rangeCount} ranges taken by two workers")
+    print("  range  first line  bytes       read  stored  rejected")
+    for part in parts:
+        print(
+            f"  {part.rangeIndex:>5}  {part.firstLine:>10,}  {part.endByte - part.startByte:>9,}"
+            f"  {part.rowsRead:>5,}  {part.rowsStored:>6,}  {part.rowsRejected:>8,}"
+        )
+    print(
+        f"  the run: read {run.rowsRead:,} = stored {run.rowsStored:,} + rejected "
+        f"{run.rowsRejected:,} (the sum of its ranges)"
+    )
+    print(
+        "  workers handled "
+        + " and ".join(f"{w.handled} messages" for w in workers)
+        + " (one message per range, whichever worker took it)"
+    )
 
 
 def train_and_admit() -> None:
