@@ -322,3 +322,24 @@ def test_ranges_read_exactly_the_records_the_whole_file_holds(
     pieces = [read(header + data[s.start : s.end], s.first_line) for s in plan.spans]
     assert [record for piece in pieces for record in piece] == read(data)
     assert plan.spans[0].start == plan.header_end and plan.spans[-1].end == len(data)
+
+
+def test_a_run_whose_last_range_finished_but_was_not_settled_is_settled_by_a_redelivery(
+    whole_outcome, fanned_out, uploads, db, azurite_connection, monkeypatch
+):
+    from shared.bulk import ingest_runs
+
+    data = awkward_file()
+    url, etag = uploads.put(data, "large.csv")
+    body = events.event_grid_schema(url, etag, len(data))
+    deliver(body)
+    # The worker of the last range dies between committing its range and settling the run.
+    with monkeypatch.context() as patch:
+        patch.setattr(ingest_runs, "settle", lambda engine, run_id: None)
+        host(azurite_connection).drain()
+    [run] = runs(db)
+    assert run.status == "running" and all(p.status == "succeeded" for p in ranges_of(db))
+
+    deliver(body)  # Event Grid's redelivery (or any range message) settles it
+
+    assert outcome(db) == whole_outcome

@@ -189,9 +189,12 @@ def _fan_out(
             len(parts),
         )
     run.range_count = len(parts)
-    for part in parts:
-        if not part.finished:
-            queue.send(RangeTask(run.id, part.index).message())
+    unfinished = [part for part in parts if not part.finished]
+    if not unfinished:
+        # Every range finished but the run was not settled (the worker died in between).
+        return ImportOutcome.of(ingest_runs.settle(engine, run.id) or run)
+    for part in unfinished:
+        queue.send(RangeTask(run.id, part.index).message())
     return ImportOutcome.of(run)
 
 
@@ -215,7 +218,8 @@ def import_range(
         ingest_runs.reopen_range(engine, part)
     elif part.finished:
         log.info("run %s range %s: already %s; nothing to do", run.id, part.index, part.status)
-        return ImportOutcome.of(run, replay=True)
+        settled = ingest_runs.settle(engine, run.id) if not run.finished else None
+        return ImportOutcome.of(settled or run, replay=True)
     ingest_runs.attempt_range(engine, part)
     ref = uploads.resolve(run.url)
     header_end = part.start if part.index == 0 else ingest_runs.ranges(engine, run.id)[0].start
