@@ -29,7 +29,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.import_bench import CONTAINER, _peak_rss_mb, drop_database, fresh_database
+from bench.import_bench import (
+    CONTAINER,
+    _peak_rss_mb,
+    drop_database,
+    fresh_database,
+    generated_upload,
+)
 from devtools import azurite, events, los_generator
 
 OWNER = "siteadmin@contoso-health.example"
@@ -195,17 +201,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, azurite.running() as storage:
         workdir = Path(tmp)
-        csv_path = workdir / "stays.csv"
-        with open(csv_path, "w", encoding="utf-8", newline="") as out:
-            los_generator.write_csv(out, args.rows, seed=1)
+        csv_path, blob, etag = generated_upload(storage, workdir, args.rows)
         size = csv_path.stat().st_size
-        from azure.storage.blob import BlobServiceClient
-
-        service = BlobServiceClient.from_connection_string(storage)
-        service.create_container(CONTAINER)
-        blob = service.get_blob_client(CONTAINER, "stays.csv")
-        with open(csv_path, "rb") as f:
-            etag = blob.upload_blob(f, max_concurrency=2)["etag"]
         body = events.event_grid_schema(blob.url, etag, size)
         print(
             f"{args.rows:,} generated rows, {size / 1e6:.1f} MB; ranges of "
@@ -240,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
             )
 
         small = los_generator.csv_bytes(10_000, seed=3)
-        small_blob = service.get_blob_client(CONTAINER, "small.csv")
+        from azure.storage.blob import BlobClient
+
+        small_blob = BlobClient.from_connection_string(storage, CONTAINER, "small.csv")
         small_etag = small_blob.upload_blob(small)["etag"]
         small_body = events.event_grid_schema(small_blob.url, small_etag, len(small))
         db_url = fresh_database("postgresql", workdir)

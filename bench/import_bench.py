@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -50,6 +51,23 @@ CONTAINER = "patient-uploads"
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generated_upload(storage: str, workdir: Path, rows: int) -> tuple[Path, Any, str]:
+    """``rows`` generated stays written to ``workdir`` and uploaded to the uploads container:
+    the local file, the blob client and the uploaded version's ETag."""
+    from azure.storage.blob import BlobServiceClient
+
+    csv_path = workdir / "stays.csv"
+    with open(csv_path, "w", encoding="utf-8", newline="") as out:
+        los_generator.write_csv(out, rows, seed=1)
+    service = BlobServiceClient.from_connection_string(storage)
+    if not service.get_container_client(CONTAINER).exists():
+        service.create_container(CONTAINER)
+    blob = service.get_blob_client(CONTAINER, "stays.csv")
+    with open(csv_path, "rb") as f:
+        etag = blob.upload_blob(f, max_concurrency=2)["etag"]
+    return csv_path, blob, etag
 
 
 # --- database set-up ------------------------------------------------------------------
@@ -308,17 +326,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, azurite.running() as storage:
         workdir = Path(tmp)
-        csv_path = workdir / "stays.csv"
-        with open(csv_path, "w", encoding="utf-8", newline="") as out:
-            los_generator.write_csv(out, args.rows, seed=1)
+        csv_path, blob, etag = generated_upload(storage, workdir, args.rows)
         size = csv_path.stat().st_size
-        from azure.storage.blob import BlobServiceClient
-
-        service = BlobServiceClient.from_connection_string(storage)
-        service.create_container(CONTAINER)
-        blob = service.get_blob_client(CONTAINER, "stays.csv")
-        with open(csv_path, "rb") as f:
-            etag = blob.upload_blob(f, max_concurrency=2)["etag"]
         print(
             f"{args.rows:,} generated rows, {size / 1e6:.1f} MB, Python {os.sys.version.split()[0]}"
         )

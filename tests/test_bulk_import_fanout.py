@@ -48,6 +48,16 @@ def awkward_file() -> bytes:
     return b"\r\n".join([*lines[:-1], lines[5], lines[1500], b""])
 
 
+def announce_large_file(uploads: Any) -> tuple[bytes, dict[str, Any]]:
+    """Upload :func:`awkward_file` and deliver its BlobCreated event once: the file's bytes
+    and the event, for a test to deliver again."""
+    data = awkward_file()
+    url, etag = uploads.put(data, "large.csv")
+    body = events.event_grid_schema(url, etag, len(data))
+    deliver(body)
+    return data, body
+
+
 @pytest.fixture
 def fanned_out(app_env, monkeypatch, import_queue) -> None:
     monkeypatch.setenv("IMPORT_RANGE_BYTES", str(RANGE_BYTES))
@@ -89,9 +99,7 @@ def whole_outcome(app_env, uploads, db) -> tuple:
 def test_a_large_file_fans_out_into_ranges_whose_sum_is_the_whole_file(
     whole_outcome, fanned_out, uploads, db, azurite_connection, import_queue
 ):
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    deliver(events.event_grid_schema(url, etag, len(data)))
+    data, _ = announce_large_file(uploads)
     [run] = runs(db)
     assert run.status == "running" and run.rangeCount == len(ranges_of(db)) >= 8
     assert import_queue.get_queue_properties().approximate_message_count == run.rangeCount
@@ -111,9 +119,7 @@ def test_a_large_file_fans_out_into_ranges_whose_sum_is_the_whole_file(
 
 
 def test_ranges_start_at_record_boundaries_and_cover_the_file(fanned_out, uploads, db):
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    deliver(events.event_grid_schema(url, etag, len(data)))
+    data, _ = announce_large_file(uploads)
     parts = ranges_of(db)
     header_end = parts[0].startByte
     assert data[header_end - 1 : header_end] == b"\n"
@@ -138,10 +144,7 @@ def test_a_small_file_is_imported_whole_without_the_queue(fanned_out, uploads, d
 def test_duplicate_events_and_range_messages_store_nothing_twice(
     whole_outcome, fanned_out, uploads, db, azurite_connection, import_queue
 ):
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    body = events.event_grid_schema(url, etag, len(data))
-    deliver(body)
+    _, body = announce_large_file(uploads)
     deliver(body)  # Event Grid delivered twice: the second finds the plan and sends again
     [run] = runs(db)
     assert import_queue.get_queue_properties().approximate_message_count == 2 * run.rangeCount
@@ -156,10 +159,7 @@ def test_duplicate_events_and_range_messages_store_nothing_twice(
 def test_two_workers_taking_the_same_ranges_at_once_store_each_row_once(
     whole_outcome, fanned_out, uploads, db, azurite_connection
 ):
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    body = events.event_grid_schema(url, etag, len(data))
-    deliver(body)
+    _, body = announce_large_file(uploads)
     deliver(body)  # every range twice on the queue: the two workers meet on most of them
     hosts = [host(azurite_connection, new_worker(), retry_after=1) for _ in range(2)]
     threads = [threading.Thread(target=h.drain, kwargs={"idle_seconds": 3}) for h in hosts]
@@ -180,9 +180,7 @@ def test_two_workers_taking_the_same_ranges_at_once_store_each_row_once(
 def test_a_worker_killed_mid_range_is_taken_over_after_the_visibility_timeout(
     whole_outcome, fanned_out, uploads, db, azurite_connection, monkeypatch
 ):
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    deliver(events.event_grid_schema(url, etag, len(data)))
+    announce_large_file(uploads)
     real_write = importer.write_batch
     calls = {"n": 0}
 
@@ -208,9 +206,7 @@ def test_a_worker_killed_mid_range_is_taken_over_after_the_visibility_timeout(
 def test_a_range_that_keeps_failing_is_poisoned_and_fails_the_run_keeping_the_rest(
     fanned_out, uploads, db, azurite_connection, monkeypatch
 ):
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    deliver(events.event_grid_schema(url, etag, len(data)))
+    announce_large_file(uploads)
     real_store = importer.store_records
 
     def range_two_breaks(records: Any, validator: Any, run: Any, *args: Any) -> None:
@@ -329,10 +325,7 @@ def test_a_run_whose_last_range_finished_but_was_not_settled_is_settled_by_a_red
 ):
     from shared.bulk import ingest_runs
 
-    data = awkward_file()
-    url, etag = uploads.put(data, "large.csv")
-    body = events.event_grid_schema(url, etag, len(data))
-    deliver(body)
+    _, body = announce_large_file(uploads)
     # The worker of the last range dies between committing its range and settling the run.
     with monkeypatch.context() as patch:
         patch.setattr(ingest_runs, "settle", lambda engine, run_id: None)

@@ -127,16 +127,8 @@ def import_blob_event(
         chunks = uploads.chunks(ref, etag)
         records = CsvRecords(chunks, COLUMNS)
         validator = RowValidator(records.header)
-    except BlobGone as exc:
-        ingest_runs.finish(
-            engine, run, RUN_SUPERSEDED if exc.superseded else RUN_FAILED, exc.reason
-        )
-        log.warning("run %s: %s", run.id, exc.reason)
-        return ImportOutcome.of(run)
-    except FileRejected as exc:
-        ingest_runs.finish(engine, run, RUN_FAILED, f"file rejected: {exc.reason}")
-        log.warning("run %s: file rejected: %s", run.id, exc.reason)
-        return ImportOutcome.of(run)
+    except (BlobGone, FileRejected) as exc:
+        return _unreadable(engine, run, exc)
 
     store_records(records, validator, run, engine, settings, ref.url, predictor)
     ingest_runs.finish(engine, run, RUN_SUCCEEDED)
@@ -169,15 +161,8 @@ def _fan_out(
             plan = ranges.plan(uploads.chunks(ref, etag), range_bytes)
             header = b"".join(uploads.chunks(ref, etag, 0, plan.header_end))
             CsvRecords([header], COLUMNS)  # a file that is not this schema fails here, whole
-        except BlobGone as exc:
-            status = RUN_SUPERSEDED if exc.superseded else RUN_FAILED
-            ingest_runs.finish(engine, run, status, exc.reason)
-            log.warning("run %s: %s", run.id, exc.reason)
-            return ImportOutcome.of(run)
-        except FileRejected as exc:
-            ingest_runs.finish(engine, run, RUN_FAILED, f"file rejected: {exc.reason}")
-            log.warning("run %s: file rejected: %s", run.id, exc.reason)
-            return ImportOutcome.of(run)
+        except (BlobGone, FileRejected) as exc:
+            return _unreadable(engine, run, exc)
         spans = [(span.start, span.end, span.first_line) for span in plan.spans]
         parts = ingest_runs.plan_ranges(engine, run, spans)
         log.info(
@@ -228,11 +213,8 @@ def import_range(
         body = uploads.chunks(ref, run.etag, part.start, part.end - part.start)
         records = CsvRecords(_chained(header, body), COLUMNS, first_line=part.first_line)
         validator = RowValidator(records.header)
-    except BlobGone as exc:
-        status = RUN_SUPERSEDED if exc.superseded else RUN_FAILED
-        return _range_done(engine, run, part, status, exc.reason)
-    except FileRejected as exc:
-        return _range_done(engine, run, part, RUN_FAILED, f"file rejected: {exc.reason}")
+    except (BlobGone, FileRejected) as exc:
+        return _range_done(engine, run, part, *_verdict(exc))
     log.info(
         "run %s range %s: importing lines from %s (attempt %s)",
         run.id,
@@ -286,6 +268,20 @@ def _range_done(
         settled.rows_rejected,
     )
     return ImportOutcome.of(settled)
+
+
+def _verdict(exc: BlobGone | FileRejected) -> tuple[str, str]:
+    """The status and reason a run (or range) ends with when its bytes cannot be read."""
+    if isinstance(exc, FileRejected):
+        return RUN_FAILED, f"file rejected: {exc.reason}"
+    return (RUN_SUPERSEDED if exc.superseded else RUN_FAILED), exc.reason
+
+
+def _unreadable(engine: Engine, run: Run, exc: BlobGone | FileRejected) -> ImportOutcome:
+    status, reason = _verdict(exc)
+    ingest_runs.finish(engine, run, status, reason)
+    log.warning("run %s: %s", run.id, reason)
+    return ImportOutcome.of(run)
 
 
 def _chained(*parts: Iterable[bytes]) -> Iterator[bytes]:

@@ -228,13 +228,19 @@ def load_range(engine: Engine, run_id: int, index: int) -> Range | None:
     return Range(*found) if found else None
 
 
+def _range_update(part: Range, status: str | None = None) -> sa.Update:
+    """An UPDATE of ``part``'s row (only while it has ``status``, when given)."""
+    where = [ingest_ranges.c.runId == part.run_id, ingest_ranges.c.rangeIndex == part.index]
+    if status is not None:
+        where.append(ingest_ranges.c.status == status)
+    return ingest_ranges.update().where(*where)
+
+
 def attempt_range(engine: Engine, part: Range) -> None:
     """Count one more attempt at the range (an operator sees how often it was taken up)."""
     with engine.begin() as conn:
         conn.execute(
-            ingest_ranges.update()
-            .where(ingest_ranges.c.runId == part.run_id, ingest_ranges.c.rangeIndex == part.index)
-            .values(attempts=ingest_ranges.c.attempts + 1, heartbeatAt=utcnow())
+            _range_update(part).values(attempts=ingest_ranges.c.attempts + 1, heartbeatAt=utcnow())
         )
     part.attempts += 1
 
@@ -274,13 +280,7 @@ def finish_range(engine: Engine, part: Range, status: str, error: str | None = N
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
-            ingest_ranges.update()
-            .where(
-                ingest_ranges.c.runId == part.run_id,
-                ingest_ranges.c.rangeIndex == part.index,
-                ingest_ranges.c.status == RUN_RUNNING,
-            )
-            .values(
+            _range_update(part, RUN_RUNNING).values(
                 status=status,
                 finishedAt=now,
                 heartbeatAt=now,
@@ -335,13 +335,9 @@ def reopen_range(engine: Engine, part: Range) -> None:
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
-            ingest_ranges.update()
-            .where(
-                ingest_ranges.c.runId == part.run_id,
-                ingest_ranges.c.rangeIndex == part.index,
-                ingest_ranges.c.status == RUN_FAILED,
+            _range_update(part, RUN_FAILED).values(
+                status=RUN_RUNNING, finishedAt=None, error=None, heartbeatAt=now
             )
-            .values(status=RUN_RUNNING, finishedAt=None, error=None, heartbeatAt=now)
         )
         conn.execute(
             ingest_runs.update()

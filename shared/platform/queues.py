@@ -42,14 +42,13 @@ class ImportQueue:
     def from_connection_string(
         cls, connection_string: str, queue: str = IMPORT_QUEUE
     ) -> ImportQueue:
-        from azure.core.credentials import AzureNamedKeyCredential
         from azure.storage.queue import QueueServiceClient
 
+        from shared.platform.storage import shared_key
+
+        # The SDK finds the queue endpoint (Azurite's included); the key is the string's own.
         url = QueueServiceClient.from_connection_string(connection_string).url
-        parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-        if "AccountName" not in parts or "AccountKey" not in parts:
-            raise ValueError("the connection string names no AccountName and AccountKey")
-        return cls(url, AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"]), queue)
+        return cls(url, shared_key(connection_string), queue)
 
     @property
     def client(self) -> QueueClient:

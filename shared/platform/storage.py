@@ -73,6 +73,16 @@ def resolve_blob_url(url: str, service_url: str, container: str) -> BlobRef:
     )
 
 
+def shared_key(connection_string: str) -> AzureNamedKeyCredential:
+    """The account name and key a storage connection string carries (Azurite, local runs)."""
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    if "AccountName" not in parts or "AccountKey" not in parts:
+        raise ValueError("the connection string names no AccountName and AccountKey")
+    return AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"])
+
+
 class UploadsContainer:
     """Read access to one storage account's uploads container, in the Azure SDK's shape: the
     account's blob endpoint and a credential (the managed identity in Azure), or
@@ -96,16 +106,11 @@ class UploadsContainer:
     def from_connection_string(
         cls, connection_string: str, container: str, *, retries: int = 3
     ) -> UploadsContainer:
-        from azure.core.credentials import AzureNamedKeyCredential
         from azure.storage.blob import BlobServiceClient
 
         # The SDK finds the blob endpoint (Azurite's included); the key is the string's own.
         url = BlobServiceClient.from_connection_string(connection_string).url
-        parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-        if "AccountName" not in parts or "AccountKey" not in parts:
-            raise ValueError("the connection string names no AccountName and AccountKey")
-        key = AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"])
-        return cls(url, key, container, retries=retries)
+        return cls(url, shared_key(connection_string), container, retries=retries)
 
     @property
     def service(self) -> BlobServiceClient:

@@ -91,6 +91,14 @@ BLUEPRINT_COLUMNS: tuple[str, ...] = tuple(c.name for c in patient_data.columns)
     : list(patient_data.columns.keys()).index("predlengthofstay") + 1
 ]
 
+
+def _counts() -> list[sa.Column[int]]:
+    """An import's counts (a run's, a range's): always rowsRead = rowsStored + rowsRejected."""
+    return [sa.Column(name, sa.Integer, nullable=False) for name in COUNT_COLUMNS]
+
+
+COUNT_COLUMNS = ("rowsRead", "rowsStored", "rowsRejected")
+
 ingest_runs = sa.Table(
     "IngestRuns",
     metadata,
@@ -102,9 +110,7 @@ ingest_runs = sa.Table(
     sa.Column("etag", sa.Unicode(128), nullable=False),
     sa.Column("eventId", sa.Unicode(128), nullable=True),
     sa.Column("status", sa.Unicode(16), nullable=False),
-    sa.Column("rowsRead", sa.Integer, nullable=False),
-    sa.Column("rowsStored", sa.Integer, nullable=False),
-    sa.Column("rowsRejected", sa.Integer, nullable=False),
+    *_counts(),
     # Last physical line whose record is committed: a redelivery resumes after it.
     sa.Column("checkpointLine", sa.Integer, nullable=False),
     sa.Column("startedAt", UTC_TIMESTAMP, nullable=False),
@@ -128,9 +134,7 @@ ingest_ranges = sa.Table(
     sa.Column("firstLine", sa.Integer, nullable=False),
     sa.Column("status", sa.Unicode(16), nullable=False),
     sa.Column("checkpointLine", sa.Integer, nullable=False),
-    sa.Column("rowsRead", sa.Integer, nullable=False),
-    sa.Column("rowsStored", sa.Integer, nullable=False),
-    sa.Column("rowsRejected", sa.Integer, nullable=False),
+    *_counts(),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("heartbeatAt", UTC_TIMESTAMP, nullable=False),
     sa.Column("finishedAt", UTC_TIMESTAMP, nullable=True),
