@@ -41,6 +41,13 @@ from devtools import azurite, events, los_generator
 OWNER = "siteadmin@contoso-health.example"
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _environment(db_url: str, storage: str, range_bytes: int) -> None:
     os.environ.update(
         PATIENT_STORAGE_CONNECTION=storage,
@@ -69,9 +76,10 @@ def worker(db_url: str, storage: str, range_bytes: int, ready: mp.Queue, results
 
     _environment(db_url, storage, range_bytes)
     host = QueueHost(storage, _handler(), visibility_timeout=300)
+    cpu_before = _cpu_seconds()
     ready.put(os.getpid())
     host.drain(idle_seconds=5, timeout=3600)
-    results.put((host.handled, host.failed, _peak_rss_mb()))
+    results.put((host.handled, _cpu_seconds() - cpu_before, _peak_rss_mb()))
 
 
 def whole(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue) -> None:
@@ -81,9 +89,9 @@ def whole(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue) ->
     logging.disable(logging.WARNING)
     _environment(db_url, storage, 1024 * 1024 * 1024)
     handler = _handler()
-    start = time.perf_counter()
+    start, cpu_before = time.perf_counter(), _cpu_seconds()
     handler(events.as_delivered(body))
-    results.put((time.perf_counter() - start, _peak_rss_mb()))
+    results.put((time.perf_counter() - start, _cpu_seconds() - cpu_before, _peak_rss_mb()))
 
 
 def _run_status(db_url: str) -> tuple[str, int, int | None] | None:
@@ -100,7 +108,7 @@ def _run_status(db_url: str) -> tuple[str, int, int | None] | None:
 
 def in_ranges(
     db_url: str, storage: str, body: dict[str, Any], workers: int, range_bytes: int
-) -> tuple[float, list[tuple[int, int, float]], int]:
+) -> tuple[float, list[tuple[int, float, float]], int]:
     from devtools.queue_host import create_queues, queue_client
 
     create_queues(storage)
@@ -132,12 +140,12 @@ def in_ranges(
     return elapsed, per_worker, status[2] or 0
 
 
-def _measure_whole(db_url: str, storage: str, body: dict[str, Any]) -> tuple[float, float]:
+def _measure_whole(db_url: str, storage: str, body: dict[str, Any]) -> tuple[float, float, float]:
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=whole, args=(db_url, storage, body, results))
     proc.start()
-    result: tuple[float, float] = results.get(timeout=3600)
+    result: tuple[float, float, float] = results.get(timeout=3600)
     proc.join()
     return result
 
@@ -213,27 +221,29 @@ def main(argv: list[str] | None = None) -> None:
         table = []
         db_url = fresh_database("postgresql", workdir)
         try:
-            seconds, rss = _measure_whole(db_url, storage, body)
+            seconds, cpu, rss = _measure_whole(db_url, storage, body)
         finally:
             drop_database(db_url)
-        table.append(("whole file, 1 worker", seconds, [rss], 0))
+        table.append(("whole file, 1 worker", seconds, [(cpu, rss)], 0))
         for count in (int(w) for w in args.workers.split(",")):
             db_url = fresh_database("postgresql", workdir)
             try:
                 seconds, per_worker, ranges = in_ranges(db_url, storage, body, count, range_bytes)
             finally:
                 drop_database(db_url)
-            rss_list = [rss for _, _, rss in per_worker]
-            table.append((f"ranges, {count} worker(s)", seconds, rss_list, ranges))
+            used = [(cpu, rss) for _, cpu, rss in per_worker]
+            table.append((f"ranges, {count} worker(s)", seconds, used, ranges))
 
         baseline = table[0][1]
-        heading = f"{'seconds':>8s} {'rows/s':>10s} {'vs whole':>9s}  ranges  peak RSS per worker"
+        heading = (
+            f"{'seconds':>8s} {'rows/s':>10s} {'vs whole':>9s}  ranges  per worker: CPU s, peak RSS"
+        )
         print(f"\n{'':24s} {heading}")
-        for name, seconds, rss_list, ranges in table:
-            rss = ", ".join(f"{r:.0f}" for r in rss_list)
+        for name, seconds, used, ranges in table:
+            each = "; ".join(f"{cpu:.1f} s, {rss:.0f} MB" for cpu, rss in used)
             print(
                 f"{name:24s} {seconds:8.2f} {args.rows / seconds:10,.0f} "
-                f"{baseline / seconds:8.2f}x  {ranges:6d}  {rss} MB"
+                f"{baseline / seconds:8.2f}x  {ranges:6d}  {each}"
             )
 
         small = los_generator.csv_bytes(10_000, seed=3)
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             ctx = mp.get_context("spawn")
             with ctx.Pool(1) as pool:
-                ratio = pool.apply(small_file_cost, (db_url, storage, small_body, 7))
+                ratio = pool.apply(small_file_cost, (db_url, storage, small_body, 15))
         finally:
             drop_database(db_url)
         print(
