@@ -250,28 +250,55 @@ def _observation_codes(resource: dict[str, Any]) -> set[str] | None:
         return None
 
 
-def map_admission(payload: Payload, settings: Settings) -> Admission:
-    encounters = payload.of_type("Encounter")
-    patients = payload.of_type("Patient")
-    conditions = payload.of_type("Condition")
-    observations = []
-    for entry in payload.of_type("Observation"):
+@dataclass
+class Resources:
+    """The validated resources a stay is mapped from, and the warnings of those left out."""
+
+    patients: list[Entry]
+    encounters: list[Entry]
+    conditions: list[Entry]
+    observations: list[Entry]
+    warnings: list[Issue] = field(default_factory=list)
+
+
+def mapped_observations(entries: Iterable[Entry]) -> list[Entry]:
+    """The Observations whose codes the mapping reads (or whose code cannot be read, so the
+    validation says why)."""
+    kept = []
+    for entry in entries:
         codes = _observation_codes(entry.resource)
         if codes is None or codes & MAPPED_LOINC:
-            observations.append(entry)
-    # Only what the mapping reads is validated. The stay's own resources must be valid; a
-    # Condition or Observation that is not is left out with a warning (the smallest unit).
-    validate([*patients, *encounters])
-    conditions, warnings = validate_each(conditions)
-    observations, unreadable = validate_each(observations)
-    warnings += unreadable
+            kept.append(entry)
+    return kept
 
-    encounter = choose_admission(encounters)
+
+def validated(payload: Payload) -> Resources:
+    """What an admission reads, validated: its Patient and Encounters must be valid (else
+    422); a Condition or Observation that is not is left out with a warning."""
+    encounters = payload.of_type("Encounter")
+    patients = payload.of_type("Patient")
+    validate([*patients, *encounters])
+    conditions, warnings = validate_each(payload.of_type("Condition"))
+    observations, unreadable = validate_each(mapped_observations(payload.of_type("Observation")))
+    return Resources(patients, encounters, conditions, observations, warnings + unreadable)
+
+
+def map_admission(payload: Payload, settings: Settings) -> Admission:
+    resources = validated(payload)
+    return map_stay(payload, resources, choose_admission(resources.encounters), settings)
+
+
+def map_stay(
+    payload: Payload, resources: Resources, encounter: Entry, settings: Settings
+) -> Admission:
+    """The stay of ``encounter`` (one of ``resources.encounters``), from its Patient's
+    resources alone: the one mapping of both ways in (an admission over HTTP, an export)."""
+    warnings = list(resources.warnings)
     patient = _patient_of(encounter, payload)
-    alone = len(patients) == 1
-    encounters = _about(encounters, patient, payload, alone)
-    conditions = _about(conditions, patient, payload, alone)
-    observations = _about(observations, patient, payload, alone)
+    alone = len(resources.patients) == 1
+    encounters = _about(resources.encounters, patient, payload, alone)
+    conditions = _about(resources.conditions, patient, payload, alone)
+    observations = _about(resources.observations, patient, payload, alone)
     model = encounter.encounter
     if not model.id:
         raise FhirError.one(
