@@ -89,9 +89,11 @@ def _import(
         attempts = message.dequeue_count or 1
         if attempts < MAX_DEQUEUE_COUNT:
             raise
-        # Class name and count only: a driver's message may quote the rows it was sending.
+        # Our own reasons name files, never content; of anything else only the class name:
+        # a driver's message may quote the rows it was sending.
+        why = str(exc) if isinstance(exc, blob_events.RetryLater) else type(exc).__name__
         reason = (
-            f"gave up after {attempts} attempts: {type(exc).__name__}; the message goes to "
+            f"gave up after {attempts} attempts: {why}; the message goes to "
             f"the {POISON_QUEUE} queue, to be replayed once the cause is fixed"
         )
         log.error("message %s: %s", message.id, reason)

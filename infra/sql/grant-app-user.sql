@@ -32,6 +32,9 @@ GO
 -- inserts carry no OUTPUT clause, which would need SELECT: shared/records/schema.py).
 GRANT INSERT ON dbo.IngestRejects TO [$(APP_IDENTITY_NAME)];
 GO
+-- An export's counts per resource type: written once when its run finishes, never read back.
+GRANT INSERT ON dbo.IngestResourceCounts TO [$(APP_IDENTITY_NAME)];
+GO
 -- The audit trail: appended to, never read or changed by the functions (no OUTPUT either).
 GRANT INSERT ON dbo.AuditLog TO [$(APP_IDENTITY_NAME)];
 GO

@@ -12,6 +12,12 @@ BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 RANGE_KIND = "bulk-import-range"
 
 
+class RetryLater(Exception):
+    """Nothing can be done yet, for a reason that is safe to record (names of files, never
+    their content): the queue brings the message back later, and on its last delivery the
+    run is failed with this reason."""
+
+
 class MalformedEvent(Exception):
     """A message that is neither an event nor a range, or an event without the fields every
     BlobCreated event carries."""

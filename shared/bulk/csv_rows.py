@@ -22,11 +22,11 @@ NEWLINE = ord("\n")
 CR = ord("\r")
 
 
-class _TooLong:
+class TooLong:
     """Stands for a line over the size limit, whose bytes are not kept."""
 
 
-TOO_LONG = _TooLong()
+TOO_LONG = TooLong()
 
 # Header names as the blueprint's files spell them (case-insensitive) -> canonical column.
 HEADER_ALIASES: dict[str, str] = {
@@ -57,7 +57,7 @@ class Record:
     problem: str | None = None
 
 
-class _ByteLines:
+class ByteLines:
     """A byte stream read as physical lines, or as blocks of whole lines, in order.
 
     Holds at most one chunk plus one unfinished line; a line over :data:`MAX_LINE_BYTES`
@@ -81,7 +81,7 @@ class _ByteLines:
                 return True
         return False
 
-    def line(self) -> bytes | _TooLong | None:
+    def line(self) -> bytes | TooLong | None:
         """The next line with its newline, ``TOO_LONG``, or ``None`` at the end."""
         while True:
             end = self._buffer.find(b"\n", self._pos)
@@ -127,7 +127,7 @@ class _ByteLines:
 class _Lines:
     """Physical lines decoded, counted, and undecodable ones noted, for the csv module."""
 
-    def __init__(self, source: _ByteLines) -> None:
+    def __init__(self, source: ByteLines) -> None:
         self._source = source
         self.count = 0
         self.bad: dict[int, str] = {}
@@ -135,7 +135,7 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         while (raw := self._source.line()) is not None:
             self.count += 1
-            if isinstance(raw, _TooLong):
+            if isinstance(raw, TooLong):
                 self.bad[self.count] = f"line {self.count} is longer than {MAX_LINE_BYTES:,} bytes"
                 yield "\n"
                 continue
@@ -238,7 +238,7 @@ class CsvRecords:
     ) -> None:
         """``first_line``: the physical line number the line after the header has in the
         file, when ``chunks`` are the header followed by a range of a larger file."""
-        self._source = _ByteLines(chunks)
+        self._source = ByteLines(chunks)
         self._lines = _Lines(self._source)
         self._reader = csv.reader(iter(self._lines), dialect="excel", strict=False)
         try:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from shared.bulk import ingest_runs, ranges
+from shared.bulk import ingest_runs, ndjson, ranges
 from shared.bulk.blob_events import BlobCreated, RangeTask
 from shared.bulk.block_validation import BlockValidator, Checked
 from shared.bulk.csv_rows import CsvRecords, FileRejected, Record
@@ -74,6 +74,7 @@ class ImportOutcome:
 
 
 REFUSED = "refused"
+WAITING = "waiting"  # an export's file: imported with its manifest
 # Batches written or waiting to be while the next block is validated.
 _QUEUED_BATCHES = 3
 # Lines validated at a time: large enough that pandas' fixed cost per parse is small beside
@@ -106,6 +107,13 @@ def import_blob_event(
         log.warning("event %s: blob %s: %s; nothing to import", event.event_id, ref.name, exc)
         return ImportOutcome(status=REFUSED, error=exc.reason)
 
+    if ndjson.is_export_part(ref.name):
+        # An export's file: read when the manifest naming it arrives, not on its own.
+        log.info(
+            "event %s: %s is part of an export; waiting for its manifest", event.event_id, ref.name
+        )
+        return ImportOutcome(status=WAITING)
+
     run = ingest_runs.begin(engine, ref.url, etag, event.event_id)
     if run.finished:
         log.info(
@@ -116,6 +124,8 @@ def import_blob_event(
             run.status,
         )
         return ImportOutcome.of(run, replay=True)
+    if ndjson.is_manifest(ref.name):
+        return _import_export(run, ref, etag, settings, engine, uploads, predictor)
     if queue is not None and (run.range_count or size > settings.import_range_bytes):
         return _fan_out(run, ref, etag, settings.import_range_bytes, engine, uploads, queue)
     if run.checkpoint_line:
@@ -141,6 +151,37 @@ def import_blob_event(
     )
     if run.rows_read == 0:
         log.warning("run %s: the file has a header but no rows", run.id)
+    return ImportOutcome.of(run)
+
+
+def _import_export(
+    run: Run,
+    ref: BlobRef,
+    etag: str,
+    settings: Settings,
+    engine: Engine,
+    uploads: UploadsContainer,
+    predictor: Predictor | None,
+) -> ImportOutcome:
+    """A FHIR Bulk Data export, started by its manifest (shared/bulk/export_import.py)."""
+    from shared.bulk import export_import
+
+    log.info("run %s: importing the FHIR export of manifest %s version %s", run.id, ref.name, etag)
+    try:
+        export_import.import_export(run, ref, etag, settings, engine, uploads, predictor)
+    except (BlobGone, ndjson.ManifestRejected) as exc:
+        reason = exc.reason if isinstance(exc, BlobGone) else f"manifest rejected: {exc.reason}"
+        status = RUN_SUPERSEDED if isinstance(exc, BlobGone) and exc.superseded else RUN_FAILED
+        ingest_runs.finish(engine, run, status, reason)
+        log.warning("run %s: %s", run.id, reason)
+    log.info(
+        "run %s: %s: %s read, %s stored, %s rejected",
+        run.id,
+        run.status,
+        run.rows_read,
+        run.rows_stored,
+        run.rows_rejected,
+    )
     return ImportOutcome.of(run)
 
 
@@ -301,12 +342,12 @@ def store_records(
     """Validate the rest of ``records`` and write them in batches, skipping what ``run``
     already committed. Plain stretches of the file are checked a block at a time; rows with
     no predicted stay are scored by ``predictor`` when there is one."""
-    progress = _Progress(run, settings.progress_interval_seconds)
+    progress = Progress(run, settings.progress_interval_seconds)
     size = settings.import_batch_size
     done = run.checkpoint_line  # lines an earlier delivery committed
     blocks = BlockValidator(validator)
     batch = Batch(last_line=done)
-    with _BatchWriter(engine, run, settings, source_uri, progress, predictor) as writer:
+    with BatchWriter(engine, run, settings, source_uri, progress, predictor) as writer:
         for item in records.blocks(max_lines=BLOCK_LINES):
             if isinstance(item, Record):
                 _add_record(batch, item, validator, done)
@@ -329,7 +370,7 @@ def store_records(
             writer.submit(batch)
 
 
-class _BatchWriter:
+class BatchWriter:
     """Writes batches in file order on one background thread, so the database works while
     the next block is read and validated.
 
@@ -344,7 +385,7 @@ class _BatchWriter:
         run: Run | Range,
         settings: Settings,
         source_uri: str,
-        progress: _Progress,
+        progress: Progress,
         predictor: Predictor | None,
     ) -> None:
         self._write = functools.partial(
@@ -385,7 +426,7 @@ class _BatchWriter:
             )
         self._unscored = problem
 
-    def __enter__(self) -> _BatchWriter:
+    def __enter__(self) -> BatchWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -418,7 +459,7 @@ def _add_record(batch: Batch, record: Record, validator: RowValidator, done: int
     batch.last_line = record.end_line
 
 
-class _Progress:
+class Progress:
     """Logs counts and throughput of a long import every ``interval`` seconds."""
 
     def __init__(self, run: Run | Range, interval: float) -> None:

@@ -325,9 +325,10 @@ def _write(engine: Engine, run: Run | Range, batch: Batch, tags: EphiTags, sourc
                 "lineNumber": line,
                 "eid": eid,
                 "reason": reason,
+                "fileName": file,
                 "createdAt": now,
             }
-            for line, eid, reason in refused
+            for line, eid, reason, file in refused
         ]
         count = len(columns[0])
         if not ingest_runs.advance(conn, run, batch.last_line, len(batch), count, len(rejects)):

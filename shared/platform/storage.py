@@ -135,6 +135,11 @@ class UploadsContainer:
     def resolve(self, url: str) -> BlobRef:
         return resolve_blob_url(url, self.service.url, self.container)
 
+    def sibling(self, ref: BlobRef, name: str) -> BlobRef:
+        """Another blob of the same container, by name (a file an export's manifest names)."""
+        url = f"{self.service.url.rstrip('/')}/{ref.container}/{urllib.parse.quote(name)}"
+        return BlobRef(url=url, container=ref.container, name=name)
+
     def current_etag(self, ref: BlobRef) -> str:
         return self.properties(ref)[0]
 

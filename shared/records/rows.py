@@ -61,11 +61,13 @@ assert COLUMNS == BLUEPRINT_COLUMNS, "PatientRow has drifted from the PatientDat
 
 
 class Reject(NamedTuple):
-    """A record refused: its line, its eid as written (ids only), and the reason."""
+    """A record refused: its line, its eid as written (ids only), the reason, and the file
+    when a run reads several (an export's NDJSON files)."""
 
     line: int
     eid: str | None
     reason: str
+    file: str | None = None
 
 
 @dataclass

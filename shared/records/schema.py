@@ -150,9 +150,25 @@ ingest_rejects = sa.Table(
     sa.Column("eid", sa.Unicode(20), nullable=True),
     sa.Column("reason", sa.Unicode(1000), nullable=False),
     sa.Column("createdAt", UTC_TIMESTAMP, nullable=False),
+    # The file of a run that reads several (an export's NDJSON files); NULL for a CSV.
+    sa.Column("fileName", sa.Unicode(256), nullable=True),
     # Append-only for the app: no ``OUTPUT inserted.id`` (SQL Server would want SELECT on
     # the id, which the app is not granted); the app never needs the new id.
     implicit_returning=False,
+)
+
+# An export's run, per resource type: lines read = used + refused + skipped (a type or code
+# the mapping does not read). Written once, when the run finishes.
+ingest_resource_counts = sa.Table(
+    "IngestResourceCounts",
+    metadata,
+    sa.Column("runId", sa.Integer, sa.ForeignKey("IngestRuns.id"), primary_key=True),
+    sa.Column("resourceType", sa.Unicode(64), primary_key=True),
+    sa.Column("read", sa.Integer, nullable=False),
+    sa.Column("used", sa.Integer, nullable=False),
+    sa.Column("refused", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+    implicit_returning=False,  # append-only, as IngestRejects
 )
 
 audit_log = sa.Table(

@@ -1,0 +1,376 @@
+"""An EHR's FHIR Bulk Data export → stays, through the admission path's own mapping.
+
+The manifest's arrival starts the run (one ``IngestRuns`` row per manifest version). Every
+file it names must be in the uploads container beside it, else the delivery raises
+:class:`ExportIncomplete` and the queue brings it back later: nothing is imported from half an
+export. Then:
+
+1. **stage** (``shared/bulk/export_staging.py``): each line of each file is read once; what
+   the mapping reads (Patients, Encounters, Conditions, the Observations of the codes it
+   reads, Organizations) is kept by patient; a line that is not JSON, names no patient or is
+   too long is refused with its file and line; other types and codes are counted, skipped;
+2. **map**, patient by patient: the R4B models validate each resource (an invalid one is
+   refused, alone); each inpatient Encounter with a start becomes one stay by
+   :func:`shared.fhir.mapping.map_stay`, exactly as if it had been admitted over HTTP (an
+   implausible Observation is refused and the stay stored without it);
+3. **write** in batches with the CSV path's writer: rows, refusals (``IngestRejects`` with
+   ``fileName``) and the checkpoint in one transaction. The units are the staging refusals,
+   then the patients, in a fixed order, so a redelivery re-stages and resumes after the last
+   committed unit; nothing is stored twice. The per-type counts go to
+   ``IngestResourceCounts`` when the run finishes.
+
+For an export, a run's ``rowsRead`` counts the stays found and the resources refused; each
+is either stored or in ``IngestRejects``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from shared.bulk import ingest_runs, ndjson
+from shared.bulk.blob_events import RetryLater
+from shared.bulk.csv_rows import MAX_LINE_BYTES
+from shared.bulk.export_staging import Counts, Refusal, Staged, Staging
+from shared.bulk.ingest_runs import Run
+from shared.bulk.patient_writer import Batch
+from shared.fhir.mapping import (
+    INPATIENT_CLASSES,
+    Resources,
+    map_stay,
+    mapped_observations,
+)
+from shared.fhir.operation_outcome import FhirError, Issue
+from shared.fhir.payload import Entry, Payload, validate_each
+from shared.platform.settings import Settings
+from shared.platform.storage import BlobGone, BlobRef, UploadsContainer
+from shared.records.rows import PatientRow, Reject
+from shared.records.schema import RUN_SUCCEEDED, ingest_resource_counts
+
+if TYPE_CHECKING:
+    from los_model.scoring import Predictor
+
+log = logging.getLogger(__name__)
+
+# The largest manifest read (a manifest lists files; a million of them is still under this).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+STAGED_TYPES = frozenset({"Patient", "Encounter", "Condition", "Observation"})
+_PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_ORGANIZATION_REFERENCE = re.compile(r"(?:^|/)Organization/([A-Za-z0-9\-.]{1,64})")
+
+
+class ExportIncomplete(RetryLater):
+    """A file the manifest names is not in the uploads container (yet)."""
+
+
+@dataclass(frozen=True)
+class _Part:
+    file: ndjson.ExportFile
+    ref: BlobRef
+    etag: str
+
+
+def find_parts(manifest: ndjson.Manifest, ref: BlobRef, uploads: UploadsContainer) -> list[_Part]:
+    """Every file the manifest names, as uploaded (plain or ``.gz``), with its version."""
+    parts = []
+    for file in manifest.files:
+        for name in (file.blob_name, file.blob_name + ".gz"):
+            part_ref = uploads.sibling(ref, name)
+            try:
+                etag, _ = uploads.properties(part_ref)
+            except BlobGone:
+                continue
+            parts.append(_Part(file, part_ref, etag))
+            break
+        else:
+            raise ExportIncomplete(
+                f"{file.file_name} (named by the manifest's output) is not in the uploads "
+                "container yet; the import starts once every file is there"
+            )
+    return parts
+
+
+def stage(parts: list[_Part], uploads: UploadsContainer, staging: Staging) -> None:
+    """Read every line of every file once, keeping what the mapping reads by patient."""
+    counts = staging.counts
+    for part in parts:
+        chunks = uploads.chunks(part.ref, part.etag)
+        if part.ref.name.lower().endswith(".gz"):
+            chunks = ndjson.gunzipped(chunks)
+        name = part.ref.name.rsplit("/", 1)[-1]
+        for number, line in ndjson.numbered_lines(chunks):
+            _stage_line(name, number, line, part.file.resource_type, staging, counts)
+    staging.seal()
+
+
+def _stage_line(
+    file: str, number: int, line: bytes | None, declared: str, staging: Staging, counts: Counts
+) -> None:
+    def refuse(kind: str, reason: str) -> None:
+        counts.add(counts.refused, kind)
+        staging.refuse(Refusal(file, number, kind, reason))
+
+    if line is None:
+        counts.add(counts.read, declared)
+        refuse(declared, f"the line is longer than {MAX_LINE_BYTES:,} bytes")
+        return
+    try:
+        resource = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        counts.add(counts.read, declared)
+        refuse(declared, "the line is not a JSON object (NDJSON: one resource a line)")
+        return
+    kind = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(kind, str) or not kind:
+        counts.add(counts.read, declared)
+        refuse(declared, "the line has no resourceType")
+        return
+    counts.add(counts.read, kind)
+    staged = Staged(kind, file, number, line.decode())
+    if kind == "Organization":
+        organization_id = resource.get("id")
+        if isinstance(organization_id, str) and organization_id:
+            staging.add_organization(organization_id, staged)
+        return
+    if kind not in STAGED_TYPES:
+        counts.add(counts.skipped, kind)  # a type the mapping does not read
+        return
+    if kind == "Observation" and not mapped_observations([Entry(resource, "")]):
+        counts.add(counts.skipped, kind)  # a code the mapping does not read
+        return
+    patient = _patient_key(resource)
+    if patient is None:
+        what = "id" if kind == "Patient" else "subject reference to a Patient (Patient/<id>)"
+        refuse(kind, f"the {kind} has no {what}")
+        return
+    staging.add(patient, staged)
+
+
+def _patient_key(resource: dict[str, Any]) -> str | None:
+    if resource.get("resourceType") == "Patient":
+        found = resource.get("id")
+        return found if isinstance(found, str) and found else None
+    subject = resource.get("subject")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    match = _PATIENT_REFERENCE.search(reference) if isinstance(reference, str) else None
+    return match.group(1) if match else None
+
+
+# --- mapping, patient by patient -----------------------------------------------------------
+
+
+@dataclass
+class PatientStays:
+    """What one patient's resources became: stays (with the line of their Encounter), and
+    refusals of stays and of resources."""
+
+    rows: list[tuple[int, PatientRow]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    refused: set[tuple[str, int]] = field(default_factory=set)
+
+    def refuse(self, counts: Counts, kind: str, where: str, reason: str) -> None:
+        file, line = _file_and_line(where)
+        if (file, line) in self.refused:
+            return  # one refusal per resource, however many stays it was a candidate for
+        self.refused.add((file, line))
+        counts.add(counts.refused, kind)
+        self.rejects.append(Reject(line, None, f"{kind}: {reason}", file))
+
+
+def _file_and_line(expression: str) -> tuple[str, int]:
+    file, _, rest = expression.partition("#")
+    digits = re.match(r"\d+", rest)
+    return file, int(digits.group()) if digits else 0
+
+
+def _entries(staged: list[Staged]) -> list[Entry]:
+    return [Entry(json.loads(s.body), f"{s.file}#{s.line}") for s in staged]
+
+
+def _valid(entries: list[Entry], result: PatientStays, counts: Counts) -> list[Entry]:
+    """The entries the R4B models accept; each other one refused with the first reason."""
+    valid = []
+    for entry in entries:
+        try:
+            kept, issues = validate_each([entry])
+        except FhirError as exc:  # nested too deep to be read safely
+            kept, issues = [], exc.issues
+        valid += kept
+        for issue in issues:
+            result.refuse(
+                counts, entry.type, issue.expression or entry.expression, issue.diagnostics
+            )
+    return valid
+
+
+def map_patient(
+    key: str, staged: list[Staged], staging: Staging, settings: Settings
+) -> PatientStays:
+    """Every stay of one patient, mapped as the admission path maps it."""
+    counts, result = staging.counts, PatientStays()
+    entries = _entries(staged)
+    patients = [e for e in entries if e.type == "Patient"]
+    others = [e for e in entries if e.type != "Patient"]
+    if not patients:
+        for entry in others:
+            result.refuse(
+                counts,
+                entry.type,
+                entry.expression,
+                f"its subject Patient/{key} is not in the export",
+            )
+        return result
+    for duplicate in patients[1:]:
+        result.refuse(counts, "Patient", duplicate.expression, f"Patient/{key} appears twice")
+    patient = _valid(patients[:1], result, counts)
+    if not patient:
+        for entry in others:
+            result.refuse(
+                counts, entry.type, entry.expression, f"its Patient/{key} is not valid FHIR R4"
+            )
+        return result
+    encounters = _valid([e for e in others if e.type == "Encounter"], result, counts)
+    resources = Resources(
+        patients=patient,
+        encounters=encounters,
+        conditions=_valid([e for e in others if e.type == "Condition"], result, counts),
+        observations=_valid([e for e in others if e.type == "Observation"], result, counts),
+    )
+    payload = _payload(patient[0], others, encounters, staging)
+    kinds = {_file_and_line(e.expression): e.type for e in entries}
+    for encounter in encounters:
+        model = encounter.encounter
+        cls = model.class_fhir
+        if cls is None or cls.code not in INPATIENT_CLASSES:
+            continue
+        if model.period is None or model.period.start is None:
+            continue
+        file, line = _file_and_line(encounter.expression)
+        try:
+            admission = map_stay(payload, resources, encounter, settings)
+        except FhirError as exc:
+            reason = "; ".join(_described(issue) for issue in exc.issues)
+            eid = str(exc.eid) if exc.eid is not None else None
+            result.rejects.append(Reject(line, eid, f"Encounter: {reason}", file))
+            continue
+        result.rows.append((line, admission.row))
+        for warning in admission.warnings:  # a resource the stay was stored without
+            where = warning.expression or ""
+            kind = kinds.get(_file_and_line(where), "Observation")
+            result.refuse(counts, kind, where, warning.diagnostics)
+    return result
+
+
+def _described(issue: Issue) -> str:
+    element = (issue.expression or "").partition("#")[2].lstrip("0123456789").lstrip(".")
+    return f"{element}: {issue.diagnostics}" if element else issue.diagnostics
+
+
+def _payload(
+    patient: Entry, others: list[Entry], encounters: list[Entry], staging: Staging
+) -> Payload:
+    """The patient's resources as one request would carry them, with the Organizations its
+    Encounters name, indexed by ``Type/id`` for the mapping's references."""
+    wanted = set()
+    for encounter in encounters:
+        provider = encounter.encounter.serviceProvider
+        match = _ORGANIZATION_REFERENCE.search(provider.reference or "") if provider else None
+        if match:
+            wanted.add(match.group(1))
+    organizations = _entries(staging.organizations(wanted))
+    entries = [patient, *others, *organizations]
+    index = {f"{e.type}/{e.resource.get('id')}": e for e in entries if e.resource.get("id")}
+    return Payload(entries, blueprint=False, index=index)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def units(
+    staging: Staging, settings: Settings
+) -> Iterator[tuple[list[tuple[int, PatientRow]], list[Reject]]]:
+    """The export's units of work in their fixed order: each staging refusal, then each
+    patient's stays and refusals."""
+    for refusal in staging.refusals():
+        yield (
+            [],
+            [
+                Reject(
+                    refusal.line, None, f"{refusal.resource_type}: {refusal.reason}", refusal.file
+                )
+            ],
+        )
+    for key, staged in staging.patients():
+        result = map_patient(key, staged, staging, settings)
+        yield result.rows, result.rejects
+
+
+def import_export(
+    run: Run,
+    ref: BlobRef,
+    etag: str,
+    settings: Settings,
+    engine: Engine,
+    uploads: UploadsContainer,
+    predictor: Predictor | None = None,
+) -> None:
+    """Import the export whose manifest is ``ref`` at ``etag`` into ``run`` (resuming after
+    its checkpoint); raises :class:`ExportIncomplete`, :class:`ndjson.ManifestRejected` or
+    :class:`BlobGone` before anything is written."""
+    from shared.bulk.importer import BatchWriter, Progress
+
+    data = b"".join(uploads.chunks(ref, etag, 0, MAX_MANIFEST_BYTES))
+    manifest = ndjson.read_manifest(data, ref.name)
+    parts = find_parts(manifest, ref, uploads)
+    with Staging() as staging:
+        stage(parts, uploads, staging)
+        done = run.checkpoint_line
+        batch = Batch(last_line=done)
+        size = settings.import_batch_size
+        progress = Progress(run, settings.progress_interval_seconds)
+        with BatchWriter(engine, run, settings, ref.url, progress, predictor) as writer:
+            for ordinal, (rows, rejects) in enumerate(units(staging, settings), start=1):
+                if ordinal <= done:
+                    continue  # committed by an earlier delivery of this manifest version
+                for line, row in rows:
+                    batch.valid.append(line, row)
+                batch.rejects.extend(rejects)
+                batch.last_line = ordinal
+                if len(batch) >= size:
+                    writer.submit(batch)
+                    batch = Batch(last_line=ordinal)
+            if batch.last_line > done:
+                writer.submit(batch)
+        record_counts(engine, run, staging.counts)
+    log.info(
+        "run %s: export of %s files: %s",
+        run.id,
+        len(parts),
+        ", ".join(
+            f"{t} {r} read, {u} used, {x} refused, {s} skipped"
+            for t, r, u, x, s in staging.counts.rows()
+        ),
+    )
+    ingest_runs.finish(engine, run, RUN_SUCCEEDED)
+
+
+def record_counts(engine: Engine, run: Run, counts: Counts) -> None:
+    """Each resource type's counts, once per run (a redelivery finds them written)."""
+    rows = [
+        {"runId": run.id, "resourceType": t[:64], "read": r, "used": u, "refused": x, "skipped": s}
+        for t, r, u, x, s in counts.rows()
+    ]
+    if not rows:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(ingest_resource_counts.insert(), rows)
+    except sa.exc.IntegrityError:
+        pass  # written by an earlier delivery that died before finishing the run
