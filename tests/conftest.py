@@ -21,6 +21,7 @@ from shared.records.schema import (
     audit_log,
     ingest_ranges,
     ingest_rejects,
+    ingest_resource_counts,
     ingest_runs,
     patient_data,
 )
@@ -140,7 +141,14 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url: str = request.getfixturevalue(f"{request.param}_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        for table in (audit_log, ingest_rejects, patient_data, ingest_ranges, ingest_runs):
+        for table in (
+            audit_log,
+            ingest_rejects,
+            ingest_resource_counts,
+            patient_data,
+            ingest_ranges,
+            ingest_runs,
+        ):
             conn.execute(table.delete())
     engine.dispose()
     yield url

@@ -19,7 +19,7 @@ import pytest
 import sqlglot
 from pycep import BicepParser
 
-from devtools import events, los_generator
+from devtools import events, fhir_export, los_generator
 from devtools.queue_host import QueueHost
 from devtools.sql_script import batches
 from shared.platform.settings import load_settings
@@ -34,6 +34,7 @@ from tests.conftest import (
     http,
     reset_process_state,
 )
+from tests.test_fhir_export_import import upload_export
 
 INFRA = PROJECT_ROOT / "infra"
 EPHI_TAGS = {"dataProfile", "owner", "environment", "department"}
@@ -449,6 +450,7 @@ def test_the_grant_script_parses_and_grants_only_select_insert_update_on_our_tab
         "IngestRuns",
         "IngestRanges",
         "IngestRejects",
+        "IngestResourceCounts",
         "AuditLog",
     }
     assert set().union(*granted.values()) <= {"SELECT", "INSERT", "UPDATE"}
@@ -457,7 +459,7 @@ def test_the_grant_script_parses_and_grants_only_select_insert_update_on_our_tab
 def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """An import with rejects (one batch with exactly one rejected row too), the same file
     fanned out in ranges over the import queue, an admission and a discharge: every kind of
-    statement the functions run."""
+    statement the functions run, and a FHIR export."""
     data = los_generator.csv_bytes(300, bad_rows=0.05)
     url, etag = uploads.put(data)
     deliver(events.event_grid_schema(url, etag))
@@ -466,6 +468,7 @@ def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     url, etag = uploads.put(data)  # a new version: a run of its own, in ranges
     deliver(events.event_grid_schema(url, etag, len(data)))
     QueueHost(uploads.connection_string, function("bulk_import")).drain()
+    upload_export(uploads, list(fhir_export.generated(2, seed=8)), "exports/infra/")
     one_bad = los_generator.csv_bytes(3, start_eid=900_000).replace(b",F,", b",X,", 1)
     url, etag = uploads.put(one_bad)
     deliver(events.event_grid_schema(url, etag))
