@@ -334,3 +334,22 @@ def test_an_unexpected_failure_while_loading_costs_no_admission(
     assert admit("5500").status_code == 201
     assert stored(db)[0].predlengthofstay is None
     assert "could not be loaded (MemoryError)" in (audit_reasons(db)[0] or "")
+
+
+def test_stays_from_a_fhir_export_are_scored_and_trained_on_like_any_other(
+    app_env, uploads, db, monkeypatch, model_file
+):
+    from devtools import fhir_export
+    from tests.test_fhir_export_import import upload_export
+
+    use_model(monkeypatch, str(model_file))
+    upload_export(uploads, list(fhir_export.generated(40, seed=12)), "exports/scored/")
+    rows = stored(db)
+    expected_model = model_id(model_file.read_bytes())
+    assert len(rows) > 40
+    assert all(r.predlengthofstay is not None and r.predictionModel == expected_model for r in rows)
+    # Training reads them as it reads any stay (the discharged ones, with a length).
+    from los_model.training import read_stays
+
+    read = read_stays(db, lambda line: None)
+    assert len(read.eids) == sum(r.lengthofstay is not None for r in rows) > 0
