@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -145,12 +146,25 @@ def _stage_line(
     if kind == "Observation" and not mapped_observations([Entry(resource, "")]):
         counts.add(counts.skipped, kind)  # a code the mapping does not read
         return
+    if kind == "Encounter" and _class_code(resource) not in (None, *INPATIENT_CLASSES):
+        # Not a stay, and not a readmission: the mapping would pass over it (its
+        # Observations still count by their time, as they do in an admission).
+        counts.add(counts.skipped, kind)
+        return
     patient = _patient_key(resource)
     if patient is None:
         what = "id" if kind == "Patient" else "subject reference to a Patient (Patient/<id>)"
         refuse(kind, f"the {kind} has no {what}")
         return
     staging.add(patient, staged)
+
+
+def _class_code(resource: dict[str, Any]) -> str | None:
+    """The Encounter's class code as written, or None when it cannot be read (validation
+    will say why)."""
+    cls = resource.get("class")
+    code = cls.get("code") if isinstance(cls, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _patient_key(resource: dict[str, Any]) -> str | None:
@@ -330,7 +344,16 @@ def import_export(
     manifest = ndjson.read_manifest(data, ref.name)
     parts = find_parts(manifest, ref, uploads)
     with Staging() as staging:
+        started = time.perf_counter()
         stage(parts, uploads, staging)
+        staged = time.perf_counter()
+        log.info(
+            "run %s: %s lines of %s files staged in %.1f s",
+            run.id,
+            sum(staging.counts.read.values()),
+            len(parts),
+            staged - started,
+        )
         done = run.checkpoint_line
         batch = Batch(last_line=done)
         size = settings.import_batch_size
@@ -350,9 +373,9 @@ def import_export(
                 writer.submit(batch)
         record_counts(engine, run, staging.counts)
     log.info(
-        "run %s: export of %s files: %s",
+        "run %s: mapped and written in %.1f s; per type: %s",
         run.id,
-        len(parts),
+        time.perf_counter() - staged,
         ", ".join(
             f"{t} {r} read, {u} used, {x} refused, {s} skipped"
             for t, r, u, x, s in staging.counts.rows()
