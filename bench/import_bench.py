@@ -50,6 +50,15 @@ CONTAINER = "patient-uploads"
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak resident memory. Linux's VmHWM starts afresh at exec, while
+    ``ru_maxrss`` carries over the parent's peak into a spawned child."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -6,7 +6,9 @@ delivers the BlobCreated event to ``bulk_import`` exactly as the Functions host 
 delivers it again (Event Grid delivers at least once) and prints what was stored and
 rejected. A second, larger file is then split into ranges over Azurite's queue and imported
 by two workers, as two instances would (``devtools.queue_host`` stands in for the host's
-queue listener); the demo prints each range and the summed run. Then
+queue listener); the demo prints each range and the summed run. Then a generated FHIR Bulk
+Data export (NDJSON files and their manifest) is uploaded and imported: its stays and its
+per-type counts are printed. Then
 ``python -m los_model train`` writes a model to ``.local/model``, and
 ``admit_patient`` (with ``LOS_MODEL_URL`` pointing at it) admits a made-up patient. Run it
 through ``scripts/demo.sh``.
@@ -132,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         default=20_000,
         help="rows of the second file, imported in ranges by two workers (default 20000)",
     )
+    parser.add_argument(
+        "--export-patients",
+        type=int,
+        default=300,
+        help="patients in the generated FHIR export imported after the CSVs (default 300)",
+    )
     parser.add_argument("--no-model", action="store_true", help="import only; no model, no admit")
     args = parser.parse_args(argv)
 
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         deliver(events.event_grid_schema(blob.url, etag, len(data)))
         report(db_url)
         fan_out(conn_str, service, db_url, args.fan_out_rows)
+        fhir_export_import(service, db_url, args.export_patients)
     if not args.no_model:
         train_and_admit()
 
@@ -226,6 +235,48 @@ def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
         + " and ".join(f"{w.handled} messages" for w in workers)
         + " (one message per range, whichever worker took it)"
     )
+
+
+def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
+    """A generated FHIR Bulk Data export: files first, the manifest last, as an EHR's client
+    uploads one; the manifest's event starts the import."""
+    from devtools import fhir_export
+    from shared.platform.database import create_engine
+    from shared.records.schema import ingest_resource_counts, ingest_runs
+
+    os.environ.setdefault("DEFAULT_FACILITY_ID", "A")
+    _indexed.cache_clear()
+    uploaded: dict[str, tuple[str, str]] = {}
+
+    def put(name: str, data: bytes) -> None:
+        blob = service.get_blob_client(CONTAINER, f"exports/demo/{name}")
+        uploaded[name] = (blob.url, blob.upload_blob(data, overwrite=True)["etag"])
+        print(f"  uploaded exports/demo/{name} ({len(data):,} bytes)")
+
+    print(f"\na FHIR Bulk Data export of {patients} generated patients:")
+    fhir_export.write(fhir_export.generated(patients, seed=21, start_eid=800_000), put)
+    url, etag = uploaded["manifest.json"]
+    user_function("bulk_import")(events.as_delivered(events.event_grid_schema(url, etag)))
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.id.desc())).first()
+        assert run is not None
+        per_type = conn.execute(
+            sa.select(ingest_resource_counts)
+            .where(ingest_resource_counts.c.runId == run.id)
+            .order_by(ingest_resource_counts.c.resourceType)
+        ).all()
+    engine.dispose()
+    print(
+        f"run {run.id}: {run.status}: {run.rowsStored:,} stays stored, "
+        f"{run.rowsRejected:,} refused (IngestRejects, with file and line)"
+    )
+    print("  resource type     read    used  refused  skipped")
+    for row in per_type:
+        print(
+            f"  {row.resourceType:14s} {row.read:>7,} {row.used:>7,} {row.refused:>8,} "
+            f"{row.skipped:>8,}"
+        )
 
 
 def train_and_admit() -> None:
