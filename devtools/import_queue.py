@@ -2,6 +2,7 @@
 does), list poisoned messages, replay them.
 
     python -m devtools.import_queue send --upload stays.csv
+    python -m devtools.import_queue send --folder exports/1 --upload x/*.ndjson* x/manifest.json
     python -m devtools.import_queue send --blob-url http://127.0.0.1:10000/devstoreaccount1/patient-uploads/stays.csv
     python -m devtools.import_queue poisoned
     python -m devtools.import_queue replay --all
@@ -46,13 +47,13 @@ def queue(name: str, account_url: str | None) -> Any:
     return QueueClient.from_connection_string(_connection(), name, **codec)
 
 
-def upload(path: Path, container: str) -> tuple[str, str, int]:
+def upload(path: Path, container: str, folder: str = "") -> tuple[str, str, int]:
     from azure.storage.blob import BlobServiceClient
 
     service = BlobServiceClient.from_connection_string(_connection())
     if not service.get_container_client(container).exists():
         service.create_container(container)
-    blob = service.get_blob_client(container, path.name)
+    blob = service.get_blob_client(container, f"{folder.strip('/')}/{path.name}".lstrip("/"))
     data = path.read_bytes()
     etag = blob.upload_blob(data, overwrite=True)["etag"]
     return blob.url, etag, len(data)
@@ -60,7 +61,9 @@ def upload(path: Path, container: str) -> tuple[str, str, int]:
 
 def send(args: argparse.Namespace) -> None:
     if args.upload:
-        url, etag, length = upload(args.upload, args.container)
+        # Every file in order; the event announces the last (an export's manifest).
+        for path in args.upload:
+            url, etag, length = upload(path, args.container, args.folder)
     else:
         url, etag, length = args.blob_url, args.etag, None
     make = events.cloud_event_schema if args.cloud_events else events.event_grid_schema
@@ -99,9 +102,16 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     to_send = commands.add_parser("send", help="put a BlobCreated event on the import queue")
     source = to_send.add_mutually_exclusive_group(required=True)
-    source.add_argument("--upload", type=Path, help="CSV to upload first (local runs)")
+    source.add_argument(
+        "--upload",
+        type=Path,
+        nargs="+",
+        help="files to upload first, the one to announce last: a CSV, or an export's NDJSON "
+        "files then its manifest (local runs)",
+    )
     source.add_argument("--blob-url", help="URL of a blob already in the uploads container")
     to_send.add_argument("--etag", help="ETag of that blob version (default: the current one)")
+    to_send.add_argument("--folder", default="", help="folder of the container to upload into")
     to_send.add_argument(
         "--container", default=os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
     )

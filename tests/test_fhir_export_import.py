@@ -312,3 +312,21 @@ def test_a_redelivered_or_resumed_export_stores_nothing_twice(app_env, uploads, 
     assert len(stored(db)) == len(inpatient_ids(resources)) == run.rowsStored
     assert run.rowsRejected == 0
     assert len(counts(db)) == 5
+
+
+def test_an_export_uploaded_with_the_command_is_imported_from_the_queue(
+    app_env, uploads, db, import_queue, azurite_connection, tmp_path
+):
+    from devtools import import_queue as queue_command
+    from devtools.queue_host import QueueHost
+
+    fhir_export.main(["--patients", "5", "--gzip", "-o", str(tmp_path)])
+    files = sorted(tmp_path.glob("*.ndjson.gz"))
+    folder = f"exports/cli-{uuid.uuid4().hex[:8]}"
+    queue_command.main(
+        ["send", "--folder", folder, "--upload", *map(str, files), str(tmp_path / "manifest.json")]
+    )
+    QueueHost(azurite_connection, function("bulk_import")).drain()
+    [run] = runs(db)
+    assert run.status == "succeeded" and run.blobUrl.endswith(f"{folder}/manifest.json")
+    assert run.rowsStored == len(stored(db)) > 5
