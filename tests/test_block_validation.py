@@ -52,7 +52,7 @@ def block_by_block(chunks: list[bytes], max_lines: int = 1000) -> tuple[Outcome,
         column_wise += checked.columnwise
         for line, row in zip(checked.valid.lines, checked.valid.rows(), strict=True):
             out[line] = repr(row)
-        for line, eid, reason in checked.rejects:
+        for line, eid, reason, _ in checked.rejects:
             out[line] = f"reject: {eid}: {reason}"
     return out, column_wise
 
