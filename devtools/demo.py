@@ -182,21 +182,36 @@ def main(argv: list[str] | None = None) -> None:
         train_and_admit()
 
 
+def latest_run(db_url: str, table: sa.Table, order: Any) -> tuple[Any, list[Any]]:
+    """The latest run and its rows of ``table`` (its ranges, or its counts per type)."""
+    from shared.platform.database import create_engine
+    from shared.records.schema import ingest_runs
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        run = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.id.desc())).first()
+        assert run is not None
+        rows = conn.execute(sa.select(table).where(table.c.runId == run.id).order_by(order)).all()
+    engine.dispose()
+    return run, list(rows)
+
+
 def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
-    """A larger file split into ranges of 512 KiB, taken from the queue by two workers."""
+    """A larger file split into about six ranges (IMPORT_RANGE_BYTES a sixth of its size,
+    for the demo; 32 MiB by default), taken from the queue by two workers."""
     import threading
 
     from devtools.queue_host import QueueHost, create_queues
-    from shared.platform.database import create_engine
-    from shared.records.schema import ingest_ranges, ingest_runs
+    from shared.records.schema import ingest_ranges
 
     create_queues(conn_str)
-    os.environ["IMPORT_RANGE_BYTES"] = str(512 * 1024)
-    _indexed.cache_clear()  # workers that read the new setting
     data = los_generator.csv_bytes(rows, seed=11, start_eid=700_000, bad_rows=0.01)
+    range_bytes = max(1024, len(data) // 6)
+    os.environ["IMPORT_RANGE_BYTES"] = str(range_bytes)
+    _indexed.cache_clear()  # workers that read the new setting
     blob = service.get_blob_client(CONTAINER, "larger-stays.csv")
     etag = blob.upload_blob(data)["etag"]
-    print(f"\nuploaded {len(data):,} bytes to {blob.url} (IMPORT_RANGE_BYTES=524288)")
+    print(f"\nuploaded {len(data):,} bytes to {blob.url} (IMPORT_RANGE_BYTES={range_bytes})")
     user_function("bulk_import")(
         events.as_delivered(events.event_grid_schema(blob.url, etag, len(data)))
     )
@@ -209,16 +224,7 @@ def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        run = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.id.desc())).first()
-        assert run is not None
-        parts = conn.execute(
-            sa.select(ingest_ranges)
-            .where(ingest_ranges.c.runId == run.id)
-            .order_by(ingest_ranges.c.rangeIndex)
-        ).all()
-    engine.dispose()
+    run, parts = latest_run(db_url, ingest_ranges, ingest_ranges.c.rangeIndex)
     print(f"run {run.id}: {run.status}, in {run.rangeCount} ranges taken by two workers")
     print("  range  first line  bytes       read  stored  rejected")
     for part in parts:
@@ -241,8 +247,7 @@ def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
     """A generated FHIR Bulk Data export: files first, the manifest last, as an EHR's client
     uploads one; the manifest's event starts the import."""
     from devtools import fhir_export
-    from shared.platform.database import create_engine
-    from shared.records.schema import ingest_resource_counts, ingest_runs
+    from shared.records.schema import ingest_resource_counts
 
     os.environ.setdefault("DEFAULT_FACILITY_ID", "A")
     _indexed.cache_clear()
@@ -257,16 +262,9 @@ def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
     fhir_export.write(fhir_export.generated(patients, seed=21, start_eid=800_000), put)
     url, etag = uploaded["manifest.json"]
     user_function("bulk_import")(events.as_delivered(events.event_grid_schema(url, etag)))
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        run = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.id.desc())).first()
-        assert run is not None
-        per_type = conn.execute(
-            sa.select(ingest_resource_counts)
-            .where(ingest_resource_counts.c.runId == run.id)
-            .order_by(ingest_resource_counts.c.resourceType)
-        ).all()
-    engine.dispose()
+    run, per_type = latest_run(
+        db_url, ingest_resource_counts, ingest_resource_counts.c.resourceType
+    )
     print(
         f"run {run.id}: {run.status}: {run.rowsStored:,} stays stored, "
         f"{run.rowsRejected:,} refused (IngestRejects, with file and line)"

@@ -17,26 +17,21 @@ from shared.bulk import export_import
 from shared.bulk.export_staging import Staged, Staging
 from shared.fhir.mapping import map_admission
 from shared.fhir.payload import gather
-from shared.records.schema import ingest_rejects, ingest_resource_counts, patient_data
+from shared.records.schema import (
+    BLUEPRINT_COLUMNS,
+    ingest_rejects,
+    ingest_resource_counts,
+    patient_data,
+)
+from shared.records.tags import EphiTags
 from tests.conftest import SHARED_DATA, deliver, function, http, reset_process_state
 from tests.test_bulk_import import runs
 from tests.test_rule_book_paths import FHIR_SETTINGS, as_bundle, stays
 
-# What an admission and an import store alike (provenance and timestamps differ by path).
-COMPARED = [
-    c
-    for c in patient_data.c
-    if c.name
-    not in {
-        "sourceUri",
-        "ingestRunId",
-        "createdAt",
-        "updatedAt",
-        "fhirEncounterId",
-        "absentFeatures",
-        "predictionModel",
-    }
-]
+# What an admission and an import store alike: the blueprint's columns and the ePHI tags
+# (provenance, timestamps and the admission's own bookkeeping differ by path).
+EPHI_TAG_COLUMNS = tuple(EphiTags("p", "o", "e", "d").columns())
+COMPARED = [patient_data.c[name] for name in (*BLUEPRINT_COLUMNS, *EPHI_TAG_COLUMNS)]
 
 
 def upload_export(
