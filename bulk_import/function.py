@@ -21,6 +21,8 @@ log = logging.getLogger("bulk_import")
 
 # host.json's extensions.queues.maxDequeueCount (a test holds them equal).
 MAX_DEQUEUE_COUNT = 5
+# The line logged when a message is given up on (infra/modules/monitoring.bicep alerts on it).
+GAVE_UP = "ImportGaveUp"
 # The queue trigger's connection: PATIENT_STORAGE_CONNECTION (a connection string, local
 # runs) or PATIENT_STORAGE_CONNECTION__queueServiceUri with the managed identity (Azure).
 CONNECTION = "PATIENT_STORAGE_CONNECTION"
@@ -96,7 +98,7 @@ def _import(
             f"gave up after {attempts} attempts: {why}; the message goes to "
             f"the {POISON_QUEUE} queue, to be replayed once the cause is fixed"
         )
-        log.error("message %s: %s", message.id, reason)
+        log.error("%s: message %s: %s", GAVE_UP, message.id, reason)
         task = item if isinstance(item, blob_events.RangeTask) else None
         event = item if isinstance(item, blob_events.BlobCreated) else None
         try:

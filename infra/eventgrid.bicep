@@ -6,6 +6,8 @@ param location string = resourceGroup().location
 param dataStorageName string
 param uploadsContainer string = 'patient-uploads'
 param tags object
+@description('The operators\' action group (main.bicep\'s AZURE_ALERT_ACTION_GROUP_ID); empty: the alert fires in the portal only.')
+param actionGroupId string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: dataStorageName
@@ -90,5 +92,36 @@ resource toBulkImport 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-
         properties: { resourceId: storage.id, blobContainerName: 'deadletter' }
       }
     }
+  }
+}
+
+// Events Event Grid gave up on (30 attempts, 24 hours) are in the deadletter container: the
+// files they name were never imported. docs/operator.md replays them.
+resource deadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-dead-lettered-${dataStorageName}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'BlobCreated events were dead-lettered. See docs/operator.md, Alerts.'
+    severity: 2
+    enabled: true
+    scopes: [topic.id]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'deadLettered'
+          criterionType: 'StaticThresholdCriterion'
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: 'DeadLetteredCount'
+          timeAggregation: 'Total'
+          operator: 'GreaterThan'
+          threshold: 0
+        }
+      ]
+    }
+    actions: empty(actionGroupId) ? [] : [{ actionGroupId: actionGroupId }]
   }
 }

@@ -223,3 +223,6 @@ output AZURE_SQL_SERVER string = sql.outputs.serverFqdn
 output AZURE_SQL_DATABASE string = sql.outputs.databaseName
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output PATIENT_UPLOADS_CONTAINER string = uploadsContainer
+// The operators' action group ('' without ALERT_EMAIL): the Event Grid deployment's
+// dead-letter alert notifies it too.
+output AZURE_ALERT_ACTION_GROUP_ID string = monitoring.outputs.actionGroupId

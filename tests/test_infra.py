@@ -338,13 +338,87 @@ def test_easy_auth_leaves_only_the_capability_statement_open():
     assert paths == ["/api/metadata"]  # events arrive by queue: no webhook path to leave open
 
 
-def test_the_audit_alert_reads_the_line_the_code_logs():
+def log_alerts() -> dict[str, dict[str, Any]]:
+    alerts = bicep("modules/monitoring.bicep")["variables"]["logAlerts"]["value"]
+    return {alert["name"]: alert for alert in alerts}
+
+
+def kql_parse(query: str) -> re.Pattern[str]:
+    """The regular expression a KQL ``parse message with * "a=" a:long ...`` matches."""
+    pattern = query.split("parse message with ", 1)[1].split(" | ", 1)[0]
+    regex = ""
+    for token in re.findall(r'"[^"]*"|\*|\w+:long', pattern):
+        if token == "*":
+            regex += ".*?"
+        elif token.startswith('"'):
+            regex += re.escape(token[1:-1])
+        else:
+            regex += f"(?P<{token.split(':')[0]}>\\d+)"
+    return re.compile(regex)
+
+
+def test_each_alert_reads_the_line_the_code_logs(app_env, uploads, db, caplog):
+    """Every log alert's query names a constant the code logs under, and on lines the code
+    really writes (captured here from real runs) it finds what it is meant to."""
+    import logging
+
+    from bulk_import.function import GAVE_UP
+    from shared.bulk.ingest_runs import RUN_FINISHED
     from shared.fhir.audit import AUDIT_WRITE_FAILED
 
-    rule = bicep("modules/monitoring.bicep")["resources"]["auditWriteFailed"]
-    (criterion,) = body(rule)["properties"]["criteria"]["allOf"]
-    assert criterion["query"] == f'traces | where message startswith "{AUDIT_WRITE_FAILED}"'
-    assert criterion["threshold"] == 0 and criterion["operator"] == "GreaterThan"
+    alerts = log_alerts()
+    assert set(alerts) == {
+        "audit-write-failed",
+        "import-poisoned",
+        "import-run-failed",
+        "import-rejects-spike",
+        "http-5xx",
+    }
+    starts = {
+        "audit-write-failed": AUDIT_WRITE_FAILED,
+        "import-poisoned": GAVE_UP,
+        "import-run-failed": RUN_FINISHED,
+        "import-rejects-spike": RUN_FINISHED,
+    }
+    for name, marker in starts.items():
+        assert alerts[name]["query"].startswith(f'traces | where message startswith "{marker}"')
+    assert alerts["http-5xx"]["query"] == "requests | where toint(resultCode) >= 500"
+    assert all(alert["threshold"] >= 0 for alert in alerts.values())
+
+    # Real runs: one clean, one a fifth refused, one refused whole.
+    caplog.set_level(logging.INFO)
+    for data in (
+        los_generator.csv_bytes(200, seed=1),
+        los_generator.csv_bytes(200, seed=2, start_eid=500_000, bad_rows=0.2),
+        b"not,a,header\n1,2,3\n",
+    ):
+        url, etag = uploads.put(data)
+        deliver(events.event_grid_schema(url, etag))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(RUN_FINISHED)]
+    assert len(lines) == 3
+    failed = [line for line in lines if " failed: " in line]
+    assert len(failed) == 1 and "file rejected" in failed[0]
+    spike = kql_parse(alerts["import-rejects-spike"]["query"])
+    parsed = [spike.match(line) for line in lines[:2]]
+    assert all(parsed), lines
+    counts = [{k: int(v) for k, v in m.groupdict().items()} for m in parsed if m]
+    assert counts[0]["read"] == 200 and counts[0]["rejected"] * 10 <= counts[0]["read"]
+    assert counts[1]["rejected"] * 10 > counts[1]["read"] >= 100  # the one the alert fires on
+    assert all(c["read"] == c["stored"] + c["rejected"] for c in counts)
+
+
+def test_the_dead_letter_alert_watches_the_topic_that_dead_letters():
+    resources = bicep("eventgrid.bicep")["resources"]
+    alert = body(resources["deadLettered"])["properties"]
+    [scope] = alert["scopes"]
+    assert scope["operator"]["operands"] == {"operand_1": "topic", "operand_2": "id"}
+    (criterion,) = alert["criteria"]["allOf"]
+    assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
+    assert criterion["metricName"] == "DeadLetteredCount"
+    assert criterion["threshold"] == 0
+    postdeploy = (PROJECT_ROOT / "scripts" / "azure" / "postdeploy.sh").read_text()
+    assert 'actionGroupId="${AZURE_ALERT_ACTION_GROUP_ID:-}"' in postdeploy
+    assert "AZURE_ALERT_ACTION_GROUP_ID" in bicep("main.bicep")["outputs"]
 
 
 def test_events_of_the_uploads_container_only_go_to_the_queue_bulk_import_empties():

@@ -4,7 +4,7 @@
 param location string
 param tags object
 param resourceToken string
-@description('Who is told when the audit trail has a hole: an email address; empty, no one (the alert still fires in the portal).')
+@description('Who is told when an alert fires (audit trail, imports, 5xx, dead letters): an email address; empty, no one (the alerts still fire in the portal).')
 param alertEmail string
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -40,35 +40,86 @@ resource operators 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(ale
   }
 }
 
-// An audit row the database would not take (shared/fhir/audit.py logs AuditWriteFailed with
-// the event instead): the HIPAA audit trail has a hole until someone completes it from the
-// log. Every occurrence counts, within five minutes.
-resource auditWriteFailed 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
-  name: 'alert-audit-write-failed-${resourceToken}'
-  location: location
-  tags: tags
-  properties: {
+// Each alert reads a line the code logs (tests/test_infra.py holds every query to the code's
+// own constant and format) or a table the platform fills; each says what to do in
+// docs/operator.md. Every occurrence counts within the window unless a threshold says more.
+var logAlerts = [
+  {
+    // shared/fhir/audit.py: AUDIT_WRITE_FAILED. The HIPAA trail has a hole until someone
+    // completes it from the log.
+    name: 'audit-write-failed'
     displayName: 'Audit rows not written (AuditWriteFailed)'
-    description: 'The functions could not write AuditLog rows; the events are in the log. See docs/operator.md.'
     severity: 1
-    enabled: true
-    scopes: [applicationInsights.id]
-    evaluationFrequency: 'PT5M'
-    windowSize: 'PT5M'
-    criteria: {
-      allOf: [
-        {
-          query: 'traces | where message startswith "AuditWriteFailed"'
-          timeAggregation: 'Count'
-          operator: 'GreaterThan'
-          threshold: 0
-          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
-        }
-      ]
-    }
-    actions: { actionGroups: empty(alertEmail) ? [] : [operators.id] }
+    query: 'traces | where message startswith "AuditWriteFailed"'
+    threshold: 0
   }
-}
+  {
+    // bulk_import/function.py: GAVE_UP. A message failed five times and is in the
+    // bulk-import-poison queue: its run (or range) is failed until it is replayed.
+    name: 'import-poisoned'
+    displayName: 'Import message poisoned (ImportGaveUp)'
+    severity: 2
+    query: 'traces | where message startswith "ImportGaveUp"'
+    threshold: 0
+  }
+  {
+    // shared/bulk/ingest_runs.py: RUN_FINISHED, status failed (a file refused whole, a
+    // range given up on, an export whose files never came).
+    name: 'import-run-failed'
+    displayName: 'Import run failed (ImportRunFinished … failed)'
+    severity: 2
+    query: 'traces | where message startswith "ImportRunFinished" and message has " failed: "'
+    threshold: 0
+  }
+  {
+    // The same line: a run that refused more than one row in ten (of at least 100) — a
+    // source that changed its format, or a rule that no longer fits the data.
+    name: 'import-rejects-spike'
+    displayName: 'Import run refused over 10% of its rows'
+    severity: 3
+    query: 'traces | where message startswith "ImportRunFinished" | parse message with * "read=" read:long " stored=" stored:long " rejected=" rejected:long * | where read >= 100 and rejected * 10 > read'
+    threshold: 0
+  }
+  {
+    // Application Insights' own requests table: answers of 500 or more (the functions
+    // answer 503 when the database or the vault cannot be reached).
+    name: 'http-5xx'
+    displayName: 'admit/discharge answered 5xx'
+    severity: 2
+    query: 'requests | where toint(resultCode) >= 500'
+    threshold: 5
+  }
+]
+
+resource logAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [
+  for alert in logAlerts: {
+    name: 'alert-${alert.name}-${resourceToken}'
+    location: location
+    tags: tags
+    properties: {
+      displayName: alert.displayName
+      description: 'See docs/operator.md, Alerts.'
+      severity: alert.severity
+      enabled: true
+      scopes: [applicationInsights.id]
+      evaluationFrequency: 'PT5M'
+      windowSize: 'PT5M'
+      criteria: {
+        allOf: [
+          {
+            query: alert.query
+            timeAggregation: 'Count'
+            operator: 'GreaterThan'
+            threshold: alert.threshold
+            failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+          }
+        ]
+      }
+      actions: { actionGroups: empty(alertEmail) ? [] : [operators.id] }
+    }
+  }
+]
 
 output workspaceId string = workspace.id
 output applicationInsightsName string = applicationInsights.name
+output actionGroupId string = empty(alertEmail) ? '' : operators.id

@@ -5,7 +5,8 @@
 # wait for bulk_import first, a bounded number of times, so events are not queued for a
 # function that failed to publish.
 # Reads: AZURE_RESOURCE_GROUP, AZURE_DATA_STORAGE_ACCOUNT, AZURE_FUNCTION_APP_NAME,
-# PATIENT_UPLOADS_CONTAINER. Optional: DEPLOY_FUNCTION_ATTEMPTS, DEPLOY_RETRY_PAUSE.
+# PATIENT_UPLOADS_CONTAINER. Optional: AZURE_ALERT_ACTION_GROUP_ID (the dead-letter alert's
+# recipients), DEPLOY_FUNCTION_ATTEMPTS, DEPLOY_RETRY_PAUSE.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/azure/lib.sh
@@ -24,6 +25,7 @@ az deployment group create -g "$AZURE_RESOURCE_GROUP" -n bulk-import-events \
   -f infra/eventgrid.bicep \
   -p dataStorageName="$AZURE_DATA_STORAGE_ACCOUNT" \
   uploadsContainer="$PATIENT_UPLOADS_CONTAINER" tags="$tags" \
+  actionGroupId="${AZURE_ALERT_ACTION_GROUP_ID:-}" \
   --output none ||
   fail "the Event Grid subscription was not made (the reason is above); run: azd hooks run postdeploy"
 echo "BlobCreated in ${AZURE_DATA_STORAGE_ACCOUNT}/${PATIENT_UPLOADS_CONTAINER} goes to the bulk-import queue"

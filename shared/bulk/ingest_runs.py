@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -19,6 +20,11 @@ from shared.records.schema import (
 )
 
 MAX_ERROR = 2000
+# The line every finished run logs, once (infra/modules/monitoring.bicep's alerts on failed
+# runs and on a spike of rejected rows parse it): ids and counts only.
+RUN_FINISHED = "ImportRunFinished"
+
+log = logging.getLogger(__name__)
 
 
 def source_key(url: str, etag: str) -> str:
@@ -114,7 +120,7 @@ def finish(engine: Engine, run: Run, status: str, error: str | None = None) -> N
     """Close a run; only a running one, so a late duplicate delivery cannot reopen it."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(
+        moved = conn.execute(
             ingest_runs.update()
             .where(ingest_runs.c.id == run.id, ingest_runs.c.status == RUN_RUNNING)
             .values(
@@ -126,6 +132,23 @@ def finish(engine: Engine, run: Run, status: str, error: str | None = None) -> N
         )
     run.status = status
     run.error = error
+    if moved.rowcount == 1:
+        log_finished(run)
+
+
+def log_finished(run: Run) -> None:
+    """The one line an alert reads per finished run: status and counts, and the reason of a
+    failed one (a reason names columns, rules and files, never values)."""
+    (log.warning if run.status == RUN_FAILED else log.info)(
+        "%s: run %s %s: read=%d stored=%d rejected=%d%s",
+        RUN_FINISHED,
+        run.id,
+        run.status,
+        run.rows_read,
+        run.rows_stored,
+        run.rows_rejected,
+        f" error={run.error}" if run.error else "",
+    )
 
 
 # --- ranges of a fanned-out file -------------------------------------------------------
@@ -326,7 +349,10 @@ def settle(engine: Engine, run_id: int) -> Run | None:
         )
     if moved.rowcount != 1:
         return None  # finished by the other range that finished at the same time
-    return load(engine, run_id)
+    settled = load(engine, run_id)
+    if settled is not None:
+        log_finished(settled)
+    return settled
 
 
 def reopen_range(engine: Engine, part: Range) -> None:
