@@ -8,13 +8,20 @@ import admit_patient
 import bulk_import
 import capability_statement
 import discharge_patient
+import retrain_model
 from shared.platform.services import Services
 
 
 def build_app(services: Services) -> func.FunctionApp:
     """The app the host indexes, its functions bound to ``services``; tests build their own."""
     app = func.FunctionApp()
-    for folder in (bulk_import, admit_patient, discharge_patient, capability_statement):
+    for folder in (
+        bulk_import,
+        admit_patient,
+        discharge_patient,
+        capability_statement,
+        retrain_model,
+    ):
         app.register_functions(folder.blueprint(services))
     return app
 

@@ -1,4 +1,4 @@
-"""The ``bulk_import`` function: Event Grid BlobCreated → :mod:`shared.bulk.importer`."""
+"""The ``bulk_import`` function: the import queue → :mod:`shared.bulk.importer`."""
 
 from bulk_import.function import blueprint
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from los_model.artifact import Model, ModelRejected, load_model
 from los_model.features import feature_matrix
+from los_model.store import is_pointer, sibling_name
 
 log = logging.getLogger(__name__)
 # After a failed load, try again this soon (at most): a blob briefly unreachable at a cold
@@ -40,6 +41,10 @@ class ModelSource(Protocol):
         Raises :class:`ModelUnavailable`."""
         ...
 
+    def sibling(self, name: str) -> bytes:
+        """A file beside the one fetched (a pointer's model). Raises :class:`ModelUnavailable`."""
+        ...
+
 
 class FileSource:
     def __init__(self, path: Path) -> None:
@@ -55,6 +60,12 @@ class FileSource:
             return self.path.read_bytes(), version
         except OSError as exc:
             raise ModelUnavailable(f"the model file cannot be read ({exc.strerror})") from None
+
+    def sibling(self, name: str) -> bytes:
+        try:
+            return (self.path.parent / name).read_bytes()
+        except OSError as exc:
+            raise ModelUnavailable(f"the pointer's model cannot be read ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,9 @@ class Predictor:
             fetched = self.source.fetch(self._version)
             if fetched is not None:
                 data, version = fetched
+                pointer = is_pointer(data)
+                if pointer is not None:  # the champion pointer: follow it to the model
+                    data = self.source.sibling(sibling_name(str(pointer.get("model"))))
                 model = load_model(data)
                 if self._model is not None and model.id != self._model.id:
                     log.info("length-of-stay model %s replaced by %s", self._model.id, model.id)

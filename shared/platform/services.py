@@ -7,7 +7,8 @@ start pays for nothing it does not touch, and each takes only the arguments it n
 
     settings ─► credential ─► secret (Key Vault, or the app setting) ─► database
                           ├─► uploads (account URL + credential, or a connection string)
-                          │                     └─► predictor (the model blob)
+                          │                     ├─► predictor (the champion pointer → model)
+                          │                     └─► model_store (versions + pointer, retraining)
                           └─► import_queue (queue endpoint + credential, or the same string)
 """
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from los_model.scoring import Predictor
+    from los_model.store import ModelStore
     from shared.platform.database import Database
     from shared.platform.queues import ImportQueue
     from shared.platform.secrets import SecretSource
@@ -134,6 +136,19 @@ def _predictor(services: Services) -> Predictor | None:
     )
 
 
+def _model_store(services: Services) -> ModelStore:
+    from shared.records.predictions import build_model_store
+
+    settings = services.settings
+    if settings.los_model_url is None:
+        raise SettingsError(
+            "LOS_MODEL_URL",
+            "set it to the champion pointer (e.g. https://<account>.blob.core.windows.net/"
+            "models/champion.json) for retraining to publish to",
+        )
+    return build_model_store(settings.los_model_url, lambda: services.uploads)
+
+
 class _LazyCredential:
     """The worker's credential, asked for only when a token is."""
 
@@ -155,6 +170,7 @@ class Services:
     uploads = _Part(_uploads)
     import_queue = _Part(_import_queue)
     predictor = _Part(_predictor)
+    model_store = _Part(_model_store)
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = env

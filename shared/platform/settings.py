@@ -47,6 +47,11 @@ class Settings:
     los_model_refresh_seconds: float = 300.0
     queue_service_url: str | None = None
     import_range_bytes: int = 32 * 1024 * 1024
+    retrain_schedule: str = "0 0 3 * * 0"
+    retrain_min_stays: int = 1000
+    retrain_margin: float = 0.0
+    live_mae_factor: float = 1.5
+    live_accuracy_days: int = 90
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -149,7 +154,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         import_range_bytes=_int(
             env, "IMPORT_RANGE_BYTES", 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024
         ),
+        retrain_schedule=_schedule(env),
+        retrain_min_stays=_int(env, "RETRAIN_MIN_STAYS", 1000, 100, 100_000_000),
+        retrain_margin=_float(env, "RETRAIN_MARGIN", 0.0, 0.0, 1.0),
+        live_mae_factor=_float(env, "LIVE_MAE_FACTOR", 1.5, 1.0, 10.0),
+        live_accuracy_days=_int(env, "LIVE_ACCURACY_DAYS", 90, 1, 3650),
     )
+
+
+def _schedule(env: Mapping[str, str]) -> str:
+    """retrain_model's timer (the host reads it too, as %RETRAIN_SCHEDULE%): NCRONTAB's six
+    fields, seconds first."""
+    value = _text(env, "RETRAIN_SCHEDULE", "0 0 3 * * 0")
+    assert value is not None
+    if len(value.split()) != 6:
+        raise SettingsError(
+            "RETRAIN_SCHEDULE",
+            "must be an NCRONTAB expression of six fields (second minute hour day month "
+            "weekday), e.g. 0 0 3 * * 0 for Sundays at 03:00 UTC",
+        )
+    return value
 
 
 # The queue trigger's identity-based connection (the Functions host reads the same setting):

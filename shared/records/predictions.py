@@ -17,6 +17,7 @@ from shared.records.rows import PatientRow, ValidRows
 
 if TYPE_CHECKING:
     from los_model.scoring import ModelSource, Prediction, Predictor
+    from los_model.store import ModelStore
     from shared.platform.storage import AccountBlob, UploadsContainer
 
 
@@ -33,6 +34,20 @@ def build_predictor(
     return Predictor(_source(model_url, account), refresh_seconds)
 
 
+def build_model_store(model_url: str, account: Callable[[], UploadsContainer]) -> ModelStore:
+    """Where retraining writes versions and moves the champion pointer ``model_url`` names:
+    the models container (the identity may write there, and only there), or a local folder."""
+    from los_model.store import BlobStore, DirectoryStore
+
+    if not model_url.lower().startswith(("http://", "https://")):
+        return DirectoryStore(Path(model_url))
+    from shared.platform.storage import AccountBlob
+
+    uploads = account()
+    blob = AccountBlob(uploads, model_url)  # refuses a URL of another account
+    return BlobStore(uploads.service.get_container_client(blob.container), blob.name)
+
+
 def _source(url: str, account: Callable[[], UploadsContainer]) -> ModelSource:
     from los_model.scoring import FileSource
 
@@ -42,7 +57,8 @@ def _source(url: str, account: Callable[[], UploadsContainer]) -> ModelSource:
 
 
 class _BlobSource:
-    """The model blob, read through the storage account's client with the managed identity."""
+    """The model blob (or the champion pointer naming it), read through the storage
+    account's client with the managed identity."""
 
     def __init__(self, url: str, account: Callable[[], UploadsContainer]) -> None:
         self._account = account
@@ -69,6 +85,22 @@ class _BlobSource:
             raise ModelUnavailable(
                 f"the model blob cannot be read ({type(exc).__name__})"
             ) from None
+
+    def sibling(self, name: str) -> bytes:
+        from azure.core.exceptions import AzureError
+
+        from los_model.scoring import ModelUnavailable
+        from shared.platform.storage import AccountBlob
+
+        folder = self._url.rsplit("/", 1)[0]
+        try:
+            found = AccountBlob(self._account(), f"{folder}/{name}").read_if_changed(None)
+        except AzureError as exc:
+            raise ModelUnavailable(
+                f"the pointer's model cannot be read ({type(exc).__name__})"
+            ) from None
+        assert found is not None  # read unconditionally: always the bytes
+        return found[0]
 
 
 def predict_admission(
