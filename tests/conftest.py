@@ -167,6 +167,7 @@ APP_CODE = tuple(
         "admit_patient",
         "discharge_patient",
         "capability_statement",
+        "los_model",
         "retrain_model",
     )
 )

@@ -91,7 +91,7 @@ EXPECTED_GRANTS = {
     # The app's identity.
     ("Key Vault Secrets User", "secret:patient-db-connection-string"),
     ("Storage Blob Data Reader", "container:patient-uploads"),
-    ("Storage Blob Data Reader", "container:models"),
+    ("Storage Blob Data Contributor", "container:models"),  # scoring, and retrain_model
     ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts:host"),
     ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     ("Storage Blob Data Contributor", "container:deadletter"),  # Event Grid's dead letters
@@ -373,8 +373,15 @@ def test_each_alert_reads_the_line_the_code_logs(app_env, uploads, db, caplog):
         "import-run-failed",
         "import-rejects-spike",
         "http-5xx",
+        "model-flagged",
+        "challenger-refused",
     }
+    from los_model.monitoring import MODEL_FLAGGED
+    from los_model.retraining import CHALLENGER_REFUSED
+
     starts = {
+        "model-flagged": MODEL_FLAGGED,
+        "challenger-refused": CHALLENGER_REFUSED,
         "audit-write-failed": AUDIT_WRITE_FAILED,
         "import-poisoned": GAVE_UP,
         "import-run-failed": RUN_FINISHED,

@@ -124,6 +124,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'DEFAULT_FACILITY_ID', value: defaultFacilityId }
         { name: 'LOS_MODEL_URL', value: losModelUrl }
         { name: 'LOS_MODEL_REFRESH_SECONDS', value: '300' }
+        // retrain_model: weekly, Sunday 03:00 UTC; promote a challenger not worse.
+        { name: 'RETRAIN_SCHEDULE', value: '0 0 3 * * 0' }
+        { name: 'RETRAIN_MIN_STAYS', value: '1000' }
+        { name: 'RETRAIN_MARGIN', value: '0' }
+        { name: 'LIVE_MAE_FACTOR', value: '1.5' }
+        { name: 'LIVE_ACCURACY_DAYS', value: '90' }
       ]
     }
   }

@@ -81,6 +81,24 @@ var logAlerts = [
     threshold: 0
   }
   {
+    // los_model/monitoring.py: MODEL_FLAGGED. The champion's error on discharged admissions
+    // is well above its held-out error, or the admissions drifted from its training stays.
+    name: 'model-flagged'
+    displayName: 'Length-of-stay model flagged (ModelFlagged)'
+    severity: 3
+    query: 'traces | where message startswith "ModelFlagged"'
+    threshold: 0
+  }
+  {
+    // los_model/retraining.py: CHALLENGER_REFUSED. A retraining kept the champion (the new
+    // model was worse) or could not train at all.
+    name: 'challenger-refused'
+    displayName: 'Challenger model refused (ChallengerRefused)'
+    severity: 4
+    query: 'traces | where message startswith "ChallengerRefused"'
+    threshold: 0
+  }
+  {
     // Application Insights' own requests table: answers of 500 or more (the functions
     // answer 503 when the database or the vault cannot be reached).
     name: 'http-5xx'

@@ -136,12 +136,14 @@ resource poisonSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Why: scoring reads the published length-of-stay model (LOS_MODEL_URL).
-resource modelsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(models.id, appPrincipalId, roles.storageBlobDataReader)
+// Why: scoring reads the champion pointer and the model it names (LOS_MODEL_URL), and
+// retrain_model writes new model versions and moves the pointer: in the models container
+// (no patient data: trees and cards of aggregate metrics), and nowhere else.
+resource modelsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(models.id, appPrincipalId, roles.storageBlobDataContributor)
   scope: models
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
