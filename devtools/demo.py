@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import json
 import logging
 import os
 from collections import Counter
@@ -278,37 +279,119 @@ def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
 
 
 def train_and_admit() -> None:
-    """Train on what was imported, then admit a new patient with the model set."""
+    """The model's loop: the scheduled retraining promotes a champion, admissions are scored
+    by it, their discharges record the truth, and the report gives the live accuracy."""
     import json
     import shutil
 
-    from los_model import __main__ as los_model_cli
-    from los_model.artifact import MODEL_FILE
-
-    model_dir = LOCAL / "model"
-    shutil.rmtree(model_dir, ignore_errors=True)
-    print(f"\ntraining: python -m los_model train --out {model_dir.relative_to(PROJECT_ROOT)}")
-    if los_model_cli.main(["train", "--out", str(model_dir)]) != 0:
-        return
-    os.environ["LOS_MODEL_URL"] = str(model_dir / MODEL_FILE)
-    os.environ["DEFAULT_FACILITY_ID"] = "B"
-    _indexed.cache_clear()  # a new worker reads the settings as they now are
-
     import azure.functions as func
+    from azure.functions.timer import TimerRequest
 
-    request = func.HttpRequest(
-        "POST",
-        "http://localhost:7071/api/patients/admit",
-        headers={"content-type": "application/fhir+json"},
-        body=json.dumps(example_admission()).encode(),
+    from los_model import monitoring
+    from los_model.store import DirectoryStore
+
+    models = LOCAL / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    models.mkdir()
+    pointer = models / "champion.json"
+    os.environ.update(
+        LOS_MODEL_URL=str(pointer), LOS_MODEL_REFRESH_SECONDS="1", DEFAULT_FACILITY_ID="B"
     )
-    response = user_function("admit_patient")(request)
+    _indexed.cache_clear()  # a new worker reads the settings as they now are
+    print(
+        "\nretrain_model fires (RETRAIN_SCHEDULE); champion pointer "
+        f"{pointer.relative_to(PROJECT_ROOT)}"
+    )
+    user_function("retrain_model")(TimerRequest())
+    store = DirectoryStore(pointer)
+    current, _ = store.read_pointer()
+    if current is None:
+        print("  no champion: see the log above")
+        return
+    card = json.loads(store.read(current["card"]))
+    print(
+        f"  promoted {current['modelId']}: {card['promotion']['reason']}; held-out MAE "
+        f"{card['metrics']['model']['meanAbsoluteError']:.3f} days"
+    )
+
+    def call(name: str, method: str, route: str, body: dict[str, Any]) -> Any:
+        request = func.HttpRequest(
+            method,
+            f"http://localhost:7071/api/{route}",
+            headers={"content-type": "application/fhir+json"},
+            body=json.dumps(body).encode(),
+        )
+        return user_function(name)(request)
+
+    response = call("admit_patient", "POST", "patients/admit", example_admission())
     encounter = json.loads(response.get_body())
     print(f"\nadmit_patient: {response.status_code}, Encounter/{encounter.get('id')}")
     for extension in encounter.get("extension", []):
         parts = {e["url"]: e for e in extension["extension"]}
         days = parts["value"]["valueDuration"]["value"]
         print(f"  predicted stay: {days} days (model {parts['model']['valueString']})")
+
+    admitted = discharged = 0
+    for patient in recent_patients(60):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in patient["admit"]],
+        }
+        if call("admit_patient", "POST", "patients/admit", bundle).status_code == 201:
+            admitted += 1
+            if (
+                call(
+                    "discharge_patient", "PUT", "patients/discharge", patient["discharge"]
+                ).status_code
+                == 200
+            ):
+                discharged += 1
+    print(f"\n{admitted} more admissions scored by the champion; {discharged} discharged since")
+    from shared.platform.database import create_engine
+
+    engine = create_engine(os.environ["SQL_CONNECTION_STRING"])
+    found = monitoring.report(engine, current, card, days=90, factor=1.5)
+    engine.dispose()
+    print("python -m los_model report:")
+    print("  " + monitoring.printed(found).replace("\n", "\n  "))
+
+
+def recent_patients(count: int) -> list[dict[str, Any]]:
+    """Generated patients whose stay began in the last month: each an admission (the stay
+    in progress, with the patient's history) and the discharge that ends it."""
+    from devtools import fhir_export
+
+    resources = list(fhir_export.generated(count, seed=77, start_eid=960_000))
+    organizations = [r for r in resources if r["resourceType"] == "Organization"]
+    patients: list[dict[str, Any]] = []
+    for resource in resources:
+        if resource["resourceType"] == "Patient":
+            patients.append({"admit": [resource, *organizations]})
+        elif resource["resourceType"] != "Organization":
+            patients[-1]["admit"].append(resource)
+    today = dt.date.today()
+    for k, patient in enumerate(patients):
+        stay = next(r for r in patient["admit"] if r["resourceType"] == "Encounter")
+        start = dt.date.fromisoformat(stay["period"]["start"])
+        shift = (today - dt.timedelta(days=20 + k % 10)) - start
+        for r in patient["admit"]:
+            _shift_dates(r, shift)
+        ended = json.loads(json.dumps(stay))
+        del stay["period"]["end"]
+        stay["status"] = "in-progress"
+        patient["discharge"] = ended
+    return patients
+
+
+def _shift_dates(resource: dict[str, Any], shift: dt.timedelta) -> None:
+    for key in ("effectiveDateTime", "onsetDateTime"):
+        if key in resource:
+            resource[key] = (dt.date.fromisoformat(resource[key]) + shift).isoformat()
+    period = resource.get("period", {})
+    for key in ("start", "end"):
+        if key in period:
+            period[key] = (dt.date.fromisoformat(period[key]) + shift).isoformat()
 
 
 def example_admission() -> dict[str, Any]:

@@ -82,8 +82,8 @@ def retrain(
             promote = ours <= theirs * (1 + margin)
             verdict = "not worse than" if promote else "worse than"
             reason = (
-                f"held-out mean absolute error {ours:.3f} days is {verdict} the champion's "
-                f"{theirs:.3f} on the same {len(trained.held_out_y):,} stays (margin {margin:g})"
+                f"held-out mean absolute error {ours:.4f} days is {verdict} the champion's "
+                f"{theirs:.4f} on the same {len(trained.held_out_y):,} stays (margin {margin:g})"
             )
     card["promotion"] = {
         "decision": "promoted" if promote else "refused",

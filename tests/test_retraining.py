@@ -191,7 +191,7 @@ def test_drift_is_flagged_when_admissions_shift(champion_url, uploads, db, caplo
     current = pointer(uploads, champion_url)
     card = card_of(uploads, champion_url, current["modelId"])
     today = dt.date.today().isoformat()
-    for k in range(35):  # every patient far more anaemic than any the model learnt from
+    for k in range(monitoring.MIN_DRIFT):  # all far more anaemic than the stays it learnt from
         admit(
             str(9500 + k),
             f"{today}T08:00:00Z",
@@ -199,7 +199,7 @@ def test_drift_is_flagged_when_admissions_shift(champion_url, uploads, db, caplo
         )
     caplog.set_level(logging.WARNING)
     report = monitoring.report(db, current, card, 90, factor=10.0)
-    assert report.admissions_since_promotion == 35
+    assert report.admissions_since_promotion == monitoring.MIN_DRIFT
     assert report.drift["hematocrit"] > monitoring.PSI_FLAG
     assert any("hematocrit" in flag for flag in report.flags)
     assert any(r.getMessage().startswith("ModelFlagged") for r in caplog.records)
