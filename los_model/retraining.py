@@ -60,10 +60,12 @@ def retrain(
     min_rows: int,
     margin: float,
     progress: Callable[[str], None],
+    max_rows: int | None = None,
 ) -> Decision:
-    """Train a challenger and promote it if it is not worse than the champion."""
+    """Train a challenger (on the ``max_rows`` most recent stays at most) and promote it if
+    it is not worse than the champion."""
     pointer, version = store.read_pointer()
-    trained = train(engine, min_rows, progress)
+    trained = train(engine, min_rows, progress, max_rows)
     card, challenger = trained.card, str(trained.card["id"])
     ours = float(card["metrics"]["model"]["meanAbsoluteError"])
     champion = str(pointer["modelId"]) if pointer else None

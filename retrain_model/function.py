@@ -52,7 +52,12 @@ def run(services: Services) -> bool | None:
         )
         log.info("model report:\n%s", monitoring.printed(found))
         decision = retraining.retrain(
-            engine, store, settings.retrain_min_stays, settings.retrain_margin, log.info
+            engine,
+            store,
+            settings.retrain_min_stays,
+            settings.retrain_margin,
+            log.info,
+            settings.retrain_max_stays,
         )
     except TrainingRefused as exc:
         log.warning("%s: not trained: %s", retraining.CHALLENGER_REFUSED, exc)

@@ -220,3 +220,24 @@ def test_a_training_failure_never_affects_admissions_or_imports(
     assert admit("7100", "2024-03-01T08:00:00Z")["id"] == "7100"
     with db.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(patient_data)).scalar() == 51
+
+
+def test_training_reads_at_most_the_most_recent_stays_it_is_allowed(champion_url, uploads, db):
+    import_stays(uploads, 600, seed=10, start_eid=200_000)
+    stays = training.read_stays(db, lambda line: None, max_rows=100)
+    assert len(stays.eids) == 100
+    with db.connect() as conn:
+        oldest_kept = conn.execute(
+            sa.select(sa.func.min(patient_data.c.vdate)).where(
+                patient_data.c.eid.in_([int(e) for e in stays.eids])
+            )
+        ).scalar()
+        newer_left_out = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(patient_data)
+            .where(
+                patient_data.c.vdate > oldest_kept,
+                patient_data.c.eid.not_in([int(e) for e in stays.eids]),
+            )
+        ).scalar()
+    assert newer_left_out == 0  # every stay left out is older than every stay kept

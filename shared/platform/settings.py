@@ -49,6 +49,7 @@ class Settings:
     import_range_bytes: int = 32 * 1024 * 1024
     retrain_schedule: str = "0 0 3 * * 0"
     retrain_min_stays: int = 1000
+    retrain_max_stays: int = 1_000_000
     retrain_margin: float = 0.0
     live_mae_factor: float = 1.5
     live_accuracy_days: int = 90
@@ -156,6 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         retrain_schedule=_schedule(env),
         retrain_min_stays=_int(env, "RETRAIN_MIN_STAYS", 1000, 100, 100_000_000),
+        retrain_max_stays=_int(env, "RETRAIN_MAX_STAYS", 1_000_000, 1000, 100_000_000),
         retrain_margin=_float(env, "RETRAIN_MARGIN", 0.0, 0.0, 1.0),
         live_mae_factor=_float(env, "LIVE_MAE_FACTOR", 1.5, 1.0, 10.0),
         live_accuracy_days=_int(env, "LIVE_ACCURACY_DAYS", 90, 1, 3650),
