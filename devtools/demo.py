@@ -281,7 +281,6 @@ def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
 def train_and_admit() -> None:
     """The model's loop: the scheduled retraining promotes a champion, admissions are scored
     by it, their discharges record the truth, and the report gives the live accuracy."""
-    import json
     import shutil
 
     import azure.functions as func

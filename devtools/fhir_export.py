@@ -68,11 +68,9 @@ def generated(patients: int, seed: int = 7, start_eid: int = 300_000) -> Iterato
     """``patients`` generated patients, one inpatient stay each (``los_generator``'s row of
     the same seed and eid), with their history, conditions and measurements."""
     rng = random.Random(seed)
-    header = None
+    header = los_generator.header("names")
     facilities = set()
     for fields in los_generator.rows(patients, seed, "names", start_eid, 0.0):
-        if header is None:
-            header = list(los_generator.header("names"))
         row = dict(zip(header, fields, strict=True))
         facilities.add(row["facid"])
         yield from _patient(row, rng)

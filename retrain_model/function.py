@@ -5,6 +5,7 @@ never holds up or fails an admission or an import (they never wait on it)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import azure.functions as func
@@ -42,11 +43,7 @@ def run(services: Services) -> bool | None:
     try:
         store, engine = services.model_store, services.database.engine()
         pointer, _ = store.read_pointer()
-        card = None
-        if pointer is not None:
-            import json
-
-            card = json.loads(store.read(str(pointer["card"])))
+        card = json.loads(store.read(str(pointer["card"]))) if pointer is not None else None
         found = monitoring.report(
             engine, pointer, card, settings.live_accuracy_days, settings.live_mae_factor
         )
