@@ -71,13 +71,13 @@ def _import(
     settings, database = services.settings, services.database
     try:
         if isinstance(item, blob_events.RangeTask):
-            outcome = database.with_rotation(
+            outcome = database.run(
                 lambda: importer.import_range(
                     item, settings, database.engine(), services.uploads, services.predictor
                 )
             )
         else:
-            outcome = database.with_rotation(
+            outcome = database.run(
                 lambda: importer.import_blob_event(
                     item,
                     settings,

@@ -13,6 +13,10 @@ import azure.functions as func
 from shared.platform.services import Services
 
 log = logging.getLogger("retrain_model")
+# The line logged when a scheduled retraining could not run at all (the database stayed
+# unreachable through its retries, or anything else failed): infra/modules/monitoring.bicep
+# alerts on it, since the next chance is a week away.
+RETRAIN_FAILED = "RetrainFailed"
 
 
 def blueprint(services: Services) -> func.Blueprint:
@@ -40,15 +44,17 @@ def run(services: Services) -> bool | None:
     if settings.los_model_url is None:
         log.info("LOS_MODEL_URL is not set: there is no champion to retrain")
         return None
-    try:
-        store, engine = services.model_store, services.database.engine()
+    database = services.database
+
+    def report_and_retrain() -> retraining.Decision:
+        store, engine = services.model_store, database.engine()
         pointer, _ = store.read_pointer()
         card = json.loads(store.read(str(pointer["card"]))) if pointer is not None else None
         found = monitoring.report(
             engine, pointer, card, settings.live_accuracy_days, settings.live_mae_factor
         )
         log.info("model report:\n%s", monitoring.printed(found))
-        decision = retraining.retrain(
+        return retraining.retrain(
             engine,
             store,
             settings.retrain_min_stays,
@@ -56,10 +62,28 @@ def run(services: Services) -> bool | None:
             log.info,
             settings.retrain_max_stays,
         )
+
+    try:
+        # A serverless database paused since the last activity answers the first login
+        # with 40613 while it resumes: run() waits that out (FOR_BACKGROUND_WORK).
+        decision = database.run(report_and_retrain)
     except TrainingRefused as exc:
         log.warning("%s: not trained: %s", retraining.CHALLENGER_REFUSED, exc)
         return None
-    except Exception as exc:  # the next run tries again; nothing else depends on this one
-        log.error("retraining failed (%s); the champion is unchanged", type(exc).__name__)
+    except Exception as exc:  # the champion stays; the operator is alerted on the line
+        from shared.platform.database import is_transient
+
+        why = (
+            "the database stayed unavailable through every retry"
+            if is_transient(exc)
+            else "an unexpected error"
+        )
+        log.error(
+            "%s: %s (%s); the champion is unchanged until the next run (RETRAIN_SCHEDULE) "
+            "or a retrain by hand (docs/data-scientist.md)",
+            RETRAIN_FAILED,
+            why,
+            type(exc).__name__,
+        )
         return None
     return decision.promoted

@@ -99,6 +99,16 @@ var logAlerts = [
     threshold: 0
   }
   {
+    // retrain_model/function.py: RETRAIN_FAILED. A scheduled retraining could not run (the
+    // database stayed unavailable through its retries, or it failed): no report and no
+    // challenger until next week unless someone retrains by hand.
+    name: 'retrain-failed'
+    displayName: 'Scheduled retraining failed (RetrainFailed)'
+    severity: 3
+    query: 'traces | where message startswith "RetrainFailed"'
+    threshold: 0
+  }
+  {
     // Application Insights' own requests table: answers of 500 or more (the functions
     // answer 503 when the database or the vault cannot be reached).
     name: 'http-5xx'

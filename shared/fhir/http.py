@@ -131,7 +131,9 @@ def handle(
             req.get_body(), req.headers.get("content-type"), settings.max_request_bytes
         )
         payload = gather(document)
-        answer = database.with_rotation(lambda: handler(payload, services))
+        from shared.platform.database import FOR_A_CALLER
+
+        answer = database.run(lambda: handler(payload, services), FOR_A_CALLER)
         call.engine = database.engine()
     except FhirError as exc:
         return call.refuse(exc)
@@ -211,9 +213,9 @@ def _unavailable(text: str) -> FhirError:
 def _is_database_unavailable(exc: Exception) -> bool:
     import sqlalchemy as sa
 
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
-        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
-    )
+    from shared.platform.database import is_transient
+
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or is_transient(exc)
 
 
 def _respond(

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import re
 import struct
 import threading
+import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -193,17 +196,108 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+# Azure SQL's transient errors, by the native error number the ODBC driver puts in its
+# message: the list Microsoft.Data.SqlClient retries by default
+# (SqlConfigurableRetryFactory.BaselineTransientErrors) and "Troubleshoot transient connection
+# errors" for Azure SQL Database names. 40613 is also what a paused serverless database
+# answers while it resumes ("Serverless compute tier for Azure SQL Database", Connectivity).
+SQL_SERVER_TRANSIENT = frozenset(
+    {
+        233,  # the connection was closed during login
+        997,  # a connection was established but then failed during login
+        1204,  # no LOCK resource now
+        1205,  # chosen as the deadlock victim: rerun the transaction
+        1222,  # lock request time-out
+        4060,  # cannot open the database (it is resuming or moving)
+        4221,  # login to a read-secondary failed during a reconfiguration
+        10053,  # the connection was aborted by the host
+        10054,  # the connection was reset by the peer
+        10060,  # the connection attempt timed out
+        10928,  # resource limit reached (workers, sessions)
+        10929,  # minimum guarantee not met: the service is busy
+        40143,  # the service encountered an error processing the request
+        40197,  # the service is processing a failover or an upgrade
+        40501,  # the service is busy
+        40540,  # the service encountered an error processing the request
+        40613,  # the database is not currently available (paused, resuming, moving)
+        49918,  # not enough resources to process the request
+        49919,  # too many create or update operations in progress
+        49920,  # too many operations in progress
+    }
+)
+# SQLSTATEs of a connection lost or refused, on any database: the class 08 (connection
+# exceptions), ODBC's time-out, a serialization failure or deadlock to rerun (40001, 40P01)
+# and PostgreSQL's server shutting down or starting up (57P01-57P03).
+_TRANSIENT_STATES = ("08", "HYT00", "HYT01", "40001", "40P01", "57P01", "57P02", "57P03")
+# pyodbc's message ends each diagnostic record with the native error number, then the ODBC
+# call: "...[SQL Server]Database 'x' ... is not currently available. (40613) (SQLDriverConnect)";
+# records are joined by "; ". A number in parentheses elsewhere may be a value it quotes.
+_NATIVE_NUMBER = re.compile(r"\((\d{2,6})\)\s*(?=\(SQL\w*\)|;|$)")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database error that the same work may succeed past if tried
+    again in a moment: Azure SQL's transient errors, a connection lost or refused, a
+    deadlock, SQLite's busy lock."""
+    import sqlalchemy as sa
+
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    state = _sqlstate(orig)
+    if state and state.upper().startswith(_TRANSIENT_STATES):
+        return True
+    text = str(orig)
+    if any(int(n) in SQL_SERVER_TRANSIENT for n in _NATIVE_NUMBER.findall(text)):
+        return True
+    return "database is locked" in text.lower()  # SQLite: another writer held it too long
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How long work is retried on transient database errors: ``attempts`` in all, the
+    pauses between them growing from ``first`` seconds and capped at ``longest``, each drawn
+    at random up to that bound (full jitter), so workers that failed together do not come
+    back together."""
+
+    attempts: int
+    first: float
+    longest: float
+
+    def pauses(self, rng: random.Random) -> Iterator[float]:
+        for n in range(self.attempts - 1):
+            yield rng.uniform(0, min(self.longest, self.first * 2**n))
+
+
+# An HTTP caller is waiting: a few seconds, then 503 with Retry-After.
+FOR_A_CALLER = Retry(attempts=3, first=0.5, longest=2.0)
+# A queue message or a timer: a paused serverless database takes up to about a minute to
+# resume, so wait that long before the message is left for its next delivery.
+FOR_BACKGROUND_WORK = Retry(attempts=8, first=1.0, longest=20.0)
+
+
 class Database:
     """The worker's engine and pool on the connection string ``secret`` gives, reused by every
     invocation; rebuilt when the secret has rotated (seen once its cache has run out, or at
-    once when the database refuses the login)."""
+    once when the database refuses the login). :meth:`run` retries transient errors."""
 
-    def __init__(self, secret: SecretSource, credential: TokenCredential | None = None) -> None:
+    def __init__(
+        self,
+        secret: SecretSource,
+        credential: TokenCredential | None = None,
+        *,
+        sleep: Callable[[float], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self._secret = secret
         self._credential = credential
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._source: str | None = None  # digest of the connection string it was built from
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311  (jitter, not a secret)
 
     def engine(self) -> Engine:
         value = self._secret.get()
@@ -216,7 +310,38 @@ class Database:
                 self._source = _digest(value)
             return self._engine
 
-    def with_rotation(self, work: Callable[[], T]) -> T:
+    def run(self, work: Callable[[], T], retry: Retry = FOR_BACKGROUND_WORK) -> T:
+        """Run ``work``, again after a pause while it fails with a transient error (at most
+        ``retry.attempts`` times in all; the last error is raised), and once more if the
+        database refused the login because the secret rotated. ``work`` must be safe to run
+        again: each of ours is one transaction, or resumes from its checkpoint."""
+        pauses = retry.pauses(self._rng)
+        attempt = 1
+        while True:
+            try:
+                return self._with_rotation(work)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                pause = next(pauses, None)
+                if pause is None:
+                    log.warning(
+                        "database: %s still transient after %d attempts; giving up",
+                        described(exc),
+                        attempt,
+                    )
+                    raise
+                log.warning(
+                    "database: %s is transient (attempt %d of %d); retrying in %.1f s",
+                    described(exc),
+                    attempt,
+                    retry.attempts,
+                    pause,
+                )
+                (self._sleep or time.sleep)(pause)
+                attempt += 1
+
+    def _with_rotation(self, work: Callable[[], T]) -> T:
         """Run ``work``; if the database refuses the login, re-read the secret, and when it
         has changed, rebuild the engine and run ``work`` once more."""
         try:
@@ -237,6 +362,27 @@ class Database:
             if self._engine is not None:
                 self._engine.dispose()
             self._engine, self._source = None, None
+
+
+def _sqlstate(orig: object) -> str:
+    """The SQLSTATE a driver's error carries: psycopg's ``sqlstate``, pyodbc's first arg."""
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str):
+        return state
+    args = getattr(orig, "args", None) or ()
+    first = args[0] if args else None
+    return first if isinstance(first, str) and len(first) == 5 else ""
+
+
+def described(exc: BaseException) -> str:
+    """An error for the log: its class, SQLSTATE and native numbers; never its message,
+    which may quote the statement's values."""
+    orig = getattr(exc, "orig", None)
+    state = _sqlstate(orig)
+    numbers = _NATIVE_NUMBER.findall(str(orig)) if orig is not None else []
+    numbers = [n for n in numbers if int(n) in SQL_SERVER_TRANSIENT]
+    named = type(orig).__name__ if orig is not None else type(exc).__name__
+    return named + (f" {state}" if state else "") + "".join(f" ({n})" for n in numbers)
 
 
 def is_login_failure(exc: BaseException) -> bool:
