@@ -8,6 +8,7 @@ import admit_patient
 import bulk_import
 import capability_statement
 import discharge_patient
+import health
 import retrain_model
 from shared.platform.services import Services
 
@@ -21,6 +22,7 @@ def build_app(services: Services) -> func.FunctionApp:
         discharge_patient,
         capability_statement,
         retrain_model,
+        health,
     ):
         app.register_functions(folder.blueprint(services))
     return app

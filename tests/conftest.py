@@ -167,6 +167,7 @@ APP_CODE = tuple(
         "admit_patient",
         "discharge_patient",
         "capability_statement",
+        "health",
         "los_model",
         "retrain_model",
     )
@@ -422,6 +423,7 @@ def http(
         "admit_patient": "patients/admit",
         "discharge_patient": "patients/discharge",
         "capability_statement": "metadata",
+        "health": "health",
     }[name]
     request = func.HttpRequest(
         method=method,
