@@ -332,10 +332,21 @@ def test_only_flex_consumption_is_offered():
     assert "ElasticPremium" not in text and "'FC1'" in text
 
 
-def test_easy_auth_leaves_only_the_capability_statement_open():
+def test_easy_auth_leaves_only_the_capability_statement_open_and_health_to_its_key():
+    import function_app
+
     auth = bicep("modules/functionapp.bicep")["resources"]["auth"]
     paths = body(auth)["properties"]["globalValidation"]["excludedPaths"]
-    assert paths == ["/api/metadata"]  # events arrive by queue: no webhook path to leave open
+    # Events arrive by queue: no webhook path to leave open.
+    assert paths == ["/api/metadata", "/api/health"]
+    levels = {
+        f.get_function_name(): str(b["authLevel"].value)
+        for f in function_app.app.get_functions()
+        for b in f.get_bindings_dict()["bindings"]
+        if b.get("type") == "httpTrigger"
+    }
+    assert levels["capability_statement"] == "anonymous"
+    assert levels["health"] == "function"  # a key, whatever AUTH_MODE says
 
 
 def log_alerts() -> dict[str, dict[str, Any]]:
@@ -375,11 +386,14 @@ def test_each_alert_reads_the_line_the_code_logs(app_env, uploads, db, caplog):
         "http-5xx",
         "model-flagged",
         "challenger-refused",
+        "retrain-failed",
     }
     from los_model.monitoring import MODEL_FLAGGED
     from los_model.retraining import CHALLENGER_REFUSED
+    from retrain_model.function import RETRAIN_FAILED
 
     starts = {
+        "retrain-failed": RETRAIN_FAILED,
         "model-flagged": MODEL_FLAGGED,
         "challenger-refused": CHALLENGER_REFUSED,
         "audit-write-failed": AUDIT_WRITE_FAILED,
@@ -412,6 +426,158 @@ def test_each_alert_reads_the_line_the_code_logs(app_env, uploads, db, caplog):
     assert counts[0]["read"] == 200 and counts[0]["rejected"] * 10 <= counts[0]["read"]
     assert counts[1]["rejected"] * 10 > counts[1]["read"] >= 100  # the one the alert fires on
     assert all(c["read"] == c["stored"] + c["rejected"] for c in counts)
+
+
+# Application Insights' tables and the telemetry type host.json's sampling names each by.
+TELEMETRY_TYPES = {
+    "traces": "Trace",
+    "requests": "Request",
+    "exceptions": "Exception",
+    "dependencies": "Dependency",
+    "customEvents": "Event",
+}
+IDENTITY_CLIENT_ID = "identity.properties.clientId"
+
+
+def rendered(value: Any) -> str:
+    """A Bicep expression as written: ``identity.properties.clientId`` for pycep's tree."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
+        operands = value["operator"]["operands"]
+        return f"{rendered(operands['operand_1'])}.{rendered(operands['operand_2'])}"
+    return str(value)
+
+
+def app_grants() -> set[tuple[str, str]]:
+    """(role, scope) of every role assignment made to the app's identity."""
+    found = set()
+    for file, _, resource in resources():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        properties = body(resource)["properties"]
+        if properties["principalId"] != "appPrincipalId":
+            continue
+        role = properties["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        found.add((role_of(file, role), scope_of(file, body(resource)["scope"])))
+    return found
+
+
+def test_every_alert_reads_telemetry_that_is_never_sampled_and_that_the_app_may_write():
+    """The telemetry contract. Each alert's signal (the code emitting it is held by
+    test_each_alert_reads_the_line_the_code_logs) must (1) be of a telemetry type that
+    host.json's adaptive sampling never drops, since a burst of failures is exactly when it
+    samples; (2) be written by an identity Application Insights accepts: local auth is off, so
+    the host signs in as the user-assigned identity named in the auth string, which holds
+    Monitoring Metrics Publisher on the component the alerts query."""
+    host = json.loads((PROJECT_ROOT / "host.json").read_text())
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    never_sampled = (
+        set(sampling["excludedTypes"].split(";"))
+        if sampling["isEnabled"]
+        else set(TELEMETRY_TYPES.values())
+    )
+    for name, alert in log_alerts().items():
+        table = alert["query"].split("|", 1)[0].strip()
+        assert TELEMETRY_TYPES[table] in never_sampled, f"{name}: {table} may be sampled away"
+    assert "includedTypes" not in sampling  # it would sample only those, and override the rest
+
+    settings = app_settings()
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
+        f"ClientId=${{{IDENTITY_CLIENT_ID}}};Authorization=AAD"
+    )
+    assert ("Monitoring Metrics Publisher", "Microsoft.Insights/components") in app_grants()
+    # The alerts query the component the app writes to.
+    monitoring = bicep("modules/monitoring.bicep")["resources"]
+    assert body(monitoring["logAlert"])["properties"]["scopes"] == [
+        {
+            "operator": {
+                "type": "property_accessor",
+                "operands": {"operand_1": "applicationInsights", "operand_2": "id"},
+            }
+        }
+    ]
+    modules = bicep("main.bicep")["modules"]
+    assert rendered(body(modules["functionApp"])["params"]["applicationInsightsName"]) == (
+        "monitoring.outputs.applicationInsightsName"
+    )
+    assert rendered(body(modules["rbac"])["params"]["applicationInsightsName"]) == (
+        "monitoring.outputs.applicationInsightsName"
+    )
+
+
+def test_every_identity_based_setting_names_the_user_assigned_identity():
+    """The app has one identity, user-assigned: a setting that signs in without naming its
+    client id would ask for a system-assigned identity that does not exist. And each
+    connection's identity holds the data role that connection needs, at its narrowest scope."""
+    site = bicep("modules/functionapp.bicep")["resources"]["app"]["config"]
+    assert site["identity"]["type"] == "UserAssigned"
+    settings = app_settings()
+    connections = [n.removesuffix("__credential") for n in settings if n.endswith("__credential")]
+    assert sorted(connections) == ["AzureWebJobsStorage", "PATIENT_STORAGE_CONNECTION"]
+    for connection in connections:
+        assert settings[f"{connection}__credential"] == "managedidentity"
+        assert rendered(settings[f"{connection}__clientId"]) == IDENTITY_CLIENT_ID, connection
+    assert rendered(settings["AZURE_CLIENT_ID"]) == IDENTITY_CLIENT_ID  # DefaultAzureCredential
+    assert (
+        "ClientId=${" + IDENTITY_CLIENT_ID + "}"
+        in settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+    )
+    # The identity whose principal the role assignments name is that same identity.
+    main_modules = bicep("main.bicep")["modules"]
+    assert rendered(body(main_modules["rbac"])["params"]["appPrincipalId"]) == (
+        "functionApp.outputs.principalId"
+    )
+    outputs = bicep("modules/functionapp.bicep")["outputs"]
+    assert rendered(outputs["principalId"]["value"]) == "identity.properties.principalId"
+    needed = {
+        # the host's own storage (packages, leases, timers)
+        "AzureWebJobsStorage": {
+            ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts:host")
+        },
+        # bulk_import's trigger: peek, take, poison
+        "PATIENT_STORAGE_CONNECTION": {
+            ("Storage Queue Data Reader", "queue:bulk-import"),
+            ("Storage Queue Data Message Processor", "queue:bulk-import"),
+            ("Storage Queue Data Message Sender", "queue:bulk-import-poison"),
+        },
+        # the code's DefaultAzureCredential: the secret, the uploads, the models, fan-out
+        "AZURE_CLIENT_ID": {
+            ("Key Vault Secrets User", "secret:patient-db-connection-string"),
+            ("Storage Blob Data Reader", "container:patient-uploads"),
+            ("Storage Blob Data Contributor", "container:models"),
+            ("Storage Queue Data Message Sender", "queue:bulk-import"),
+        },
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": {
+            ("Monitoring Metrics Publisher", "Microsoft.Insights/components")
+        },
+    }
+    granted = app_grants()
+    for connection, roles in needed.items():
+        assert roles <= granted, (connection, roles - granted)
+
+
+def test_with_network_isolation_event_grid_reaches_the_data_account_as_documented():
+    """Event Grid delivers to a firewalled storage queue (and dead-letters) with its
+    system-assigned identity through the trusted-services exception; with public network
+    access 'Disabled' no firewall rule or exception is evaluated. So the data account keeps
+    access 'Enabled' behind a firewall that denies every address and network, and the host
+    account, which Event Grid never touches, is 'Disabled'."""
+    account = body(bicep("modules/storage.bicep")["resources"]["account"])["properties"]
+    access = account["publicNetworkAccess"]["operator"]["operands"]
+    host_only = {"operand_1": "i", "operand_2": 0}  # accounts[0] is the host account
+    assert access["condition"]["operator"]["operands"] == {
+        "operand_1": "networkIsolation",
+        "operand_2": {"operator": {"type": "equals", "operands": host_only}},
+    }
+    assert (access["true_value"], access["false_value"]) == ("Disabled", "Enabled")
+    acls = account["networkAcls"]
+    assert acls["bypass"] == "AzureServices"
+    assert acls["ipRules"] == [] and acls["virtualNetworkRules"] == []
+    assert "Deny" in json.dumps(acls["defaultAction"])
+    storage = bicep("modules/storage.bicep")
+    assert storage["variables"]["accounts"]["value"][1].endswith("data")
+    subscription = bicep("eventgrid.bicep")["resources"]["toBulkImport"]["config"]["properties"]
+    assert subscription["deliveryWithResourceIdentity"]["identity"] == {"type": "SystemAssigned"}
+    assert subscription["deadLetterWithResourceIdentity"]["identity"] == {"type": "SystemAssigned"}
 
 
 def test_the_dead_letter_alert_watches_the_topic_that_dead_letters():

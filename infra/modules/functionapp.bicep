@@ -98,7 +98,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         // azure-identity's DefaultAzureCredential picks the user-assigned identity by this.
         { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: applicationInsights.properties.ConnectionString }
-        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
+        // Entra-authenticated telemetry as the user-assigned identity: without its client id
+        // the host would ask for a system-assigned identity the app does not have, and
+        // Application Insights (local auth off) would refuse every trace and request.
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
         // Ours (shared/platform/settings.py): no secret among them.
         { name: 'PATIENT_STORAGE_ACCOUNT_URL', value: dataBlobEndpoint }
         // bulk_import's queue trigger (and the ranges it sends) through the same identity.
@@ -172,9 +175,10 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      // Only the CapabilityStatement is public; events reach bulk_import through its queue,
-      // not a webhook, so no runtime path is left open.
-      excludedPaths: ['/api/metadata']
+      // The CapabilityStatement is public (FHIR discovery); api/health is left to its
+      // function key (the deploy's postdeploy calls it with the key, no user). Events reach
+      // bulk_import through its queue, not a webhook, so no other path is left open.
+      excludedPaths: ['/api/metadata', '/api/health']
     }
     httpSettings: { requireHttps: true }
     identityProviders: {

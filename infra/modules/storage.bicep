@@ -23,10 +23,18 @@ var accounts = [
   'st${take(resourceToken, 18)}data'
 ]
 
+// With networkIsolation, the host account takes no public traffic at all; the data account
+// keeps public network access 'Enabled' but its firewall denies every address and network
+// (defaultAction Deny, no IP or VNet rule), so it is reached through its private endpoints,
+// plus the trusted-services exception. That exception is how Event Grid's system topic
+// delivers to the bulk-import queue and dead-letters with its system-assigned identity, the
+// configuration "Storage queue as an event handler for Azure Event Grid events" documents
+// for a firewalled account; with access 'Disabled' no rule, the exception included, is
+// evaluated (Azure Policy "Storage accounts should disable public network access").
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = [
-  for name in accounts: {
+  for (name, i) in accounts: {
     // checkov:skip=CKV_AZURE_35: the firewall denies by default only with networkIsolation; without a VNet the Functions host (not a trusted service) could not reach it
-    // checkov:skip=CKV_AZURE_59: public network access is off with networkIsolation (a parameter, off by default: see docs/site-administrator.md)
+    // checkov:skip=CKV_AZURE_59: with networkIsolation the host account's public access is off and the data account's firewall denies every address (Event Grid reaches it as a trusted service); without it, a parameter off by default: see docs/site-administrator.md
     // checkov:skip=CKV_AZURE_206: the SKU is a parameter whose every allowed value replicates (main.bicep: ZRS, GRS, GZRS, RA-GRS, RA-GZRS; never LRS)
     // checkov:skip=CKV_AZURE_43: the name is computed: “st” + 13 lowercase letters and digits + “host” or “data” (19 characters)
     name: name
@@ -42,10 +50,12 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = [
       defaultToOAuthAuthentication: true
       minimumTlsVersion: 'TLS1_2'
       supportsHttpsTrafficOnly: true
-      publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
+      publicNetworkAccess: (networkIsolation && i == 0) ? 'Disabled' : 'Enabled'
       networkAcls: {
         defaultAction: networkIsolation ? 'Deny' : 'Allow'
         bypass: 'AzureServices'
+        ipRules: []
+        virtualNetworkRules: []
       }
       encryption: {
         requireInfrastructureEncryption: true // a second layer of encryption at rest
