@@ -2,7 +2,8 @@
 # Installs what the project's development and tests need on a fresh machine, and only what
 # is missing: unixODBC (for pyodbc) and shellcheck (the deploy scripts' lint) from Debian's
 # packages, a venv in .venv with requirements-dev.txt, checkov in .venv-checkov
-# (requirements-infra.txt), Azurite from npm. Deploying needs none of this: see docs/site-administrator.md.
+# (requirements-infra.txt), the app's requirements alone in .venv-package, Azurite from npm.
+# Deploying needs none of this: see docs/site-administrator.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,17 @@ if [ "$(cat .venv-checkov/.requirements.sha256 2>/dev/null)" != "$want" ]; then
   [ -x .venv-checkov/bin/python ] || "$python" -m venv .venv-checkov
   .venv-checkov/bin/python -m pip install -q --disable-pip-version-check -r requirements-infra.txt
   echo "$want" > .venv-checkov/.requirements.sha256
+fi
+
+# The app's requirements alone, as the Functions host installs them: tests/test_package.py
+# indexes the deployment package with it.
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv-package/.requirements.sha256 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing requirements.txt alone into .venv-package"
+  rm -rf .venv-package
+  "$python" -m venv .venv-package
+  .venv-package/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" > .venv-package/.requirements.sha256
 fi
 
 if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Deploy to Azure without azd, with the az CLI only: recover → provision → migrate and grant
-# the database user → publish the code → subscribe bulk_import to the uploads. Running it
-# again changes nothing. Signed in with `az login` as the site administrator.
+# the database user → publish the code → subscribe bulk_import to the uploads → prove it
+# with api/health. Running it again changes nothing. Signed in with `az login` as the site
+# administrator.
 #   AZURE_ENV_NAME=ingest-pilot AZURE_LOCATION=eastus2 EPHI_OWNER=admin@hospital.example \
 #     scripts/deploy.sh
-# Needs: az, Python 3.11, Microsoft ODBC Driver 18 (or 17) for SQL Server, git, curl.
+# Needs: az, Python 3.11, Microsoft ODBC Driver 18 (or 17) for SQL Server, curl.
 # Optional: AUTH_CLIENT_ID, DEFAULT_FACILITY_ID, LOS_MODEL_BLOB, NETWORK_ISOLATION (true|false),
 # STORAGE_SKU (Standard_GRS; Standard_GZRS where the region has availability zones),
 # ALERT_EMAIL (the operator told when an alert fires).
@@ -16,7 +17,6 @@ cd "$(dirname "$0")/.."
 : "${AZURE_LOCATION:?set AZURE_LOCATION (a region with Flex Consumption)}"
 : "${EPHI_OWNER:?set EPHI_OWNER (the site administrator UPN: the owner tag)}"
 need az "https://learn.microsoft.com/cli/azure/install-azure-cli"
-need git "your package manager"
 
 principal_id=$(az ad signed-in-user show --query id -o tsv) ||
   fail "not signed in: run az login as the site administrator"
@@ -47,16 +47,15 @@ echo "publishing the function code to ${AZURE_FUNCTION_APP_NAME}"
 if command -v func >/dev/null; then
   func azure functionapp publish "$AZURE_FUNCTION_APP_NAME" --python
 else
+  # The package azd would build: this folder less .funcignore (devtools/package.py).
   workdir=$(mktemp -d)
   trap 'rm -rf "$workdir"' EXIT
   package=$workdir/app.zip
-  git archive --format=zip -o "$package" HEAD -- \
-    function_app.py host.json requirements.txt shared los_model \
-    bulk_import admit_patient discharge_patient capability_statement
+  "$(deploy_python)" -m devtools.package "$package" ||
+    fail "the deployment package could not be built (the reason is above)"
   az functionapp deployment source config-zip -g "$AZURE_RESOURCE_GROUP" \
     -n "$AZURE_FUNCTION_APP_NAME" --src "$package" --build-remote true --output none ||
     fail "publishing failed (the reason is above); run scripts/deploy.sh again"
 fi
 
 scripts/azure/postdeploy.sh
-echo "done: https://${AZURE_FUNCTION_APP_NAME}.azurewebsites.net/api/metadata"

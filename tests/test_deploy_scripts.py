@@ -1,8 +1,9 @@
 """The deploy as a site administrator runs it: scripts/deploy.sh and the azd hooks, run for
-real against a recording stand-in for ``az``, ``curl`` and the database step
-(tests/stand_in.py), since Azure cannot be reached from here. What the stand-in cannot
-prove (that Azure accepts each call) docs/site-administrator.md says, under "what is
-verified here".
+real against a stand-in for ``az``, ``curl`` and the database step (tests/stand_in.py) that
+keeps a subscription's state across calls (resource groups, soft-deleted vaults, role
+assignments, the app and the functions its package indexes), since Azure cannot be reached
+from here. What the stand-in cannot prove (that Azure accepts each call) api/health proves
+at the first deploy, and docs/site-administrator.md lists the rest.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,8 +59,24 @@ class Deployer:
             wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{stand_in}" {tool} "$@"\n')
             wrapper.chmod(0o755)
         self.log = tmp_path / "calls.jsonl"
+        self.state = tmp_path / "subscription.json"  # kept across runs, as Azure keeps it
         self.home = tmp_path / "home"
         self.home.mkdir()
+
+    def subscription(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.state.read_text())
+        return found
+
+    def azd_down(self) -> None:
+        """What ``azd down`` does: delete the environment's resource group."""
+        proc = subprocess.run(
+            [str(self.bin / "az"), "group", "delete", "-n", "rg-ingest-test", "--yes"],
+            env={**os.environ, "STAND_IN_LOG": str(self.log), "STAND_IN_STATE": str(self.state)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
 
     def run(self, script: str, **env: str) -> Run:
         if self.log.exists():
@@ -69,6 +88,7 @@ class Deployer:
             "PATH": f"{self.bin}:{Path(sys.executable).parent}:/usr/bin:/bin",
             "HOME": str(self.home),
             "STAND_IN_LOG": str(self.log),
+            "STAND_IN_STATE": str(self.state),
             "DEPLOY_PYTHON": str(self.bin / "deploy-python"),
             "DEPLOY_RETRY_PAUSE": "0",
             "AZURE_ENV_NAME": "ingest-test",
@@ -79,6 +99,7 @@ class Deployer:
             ["bash", script],
             cwd=PROJECT_ROOT,
             env={**base, **env},
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=120,
@@ -101,9 +122,11 @@ def test_a_default_deploy_runs_every_step_in_order(deployer):
         run.position("az", "sql", "server", "firewall-rule", "create"),
         run.position("deploy-python"),
         run.position("az", "sql", "server", "firewall-rule", "delete"),
+        run.position("deploy-python", "-m", "devtools.package"),
         run.position("az", "functionapp", "deployment", "source", "config-zip"),
         run.position("az", "functionapp", "function", "show"),
         run.position("az", "deployment", "group", "create"),
+        run.position("curl", "-sS"),
     ]
     assert order == sorted(order)
     (provision,) = run.called("az", "deployment", "sub", "create")
@@ -111,8 +134,7 @@ def test_a_default_deploy_runs_every_step_in_order(deployer):
     assert "storageSku=Standard_GRS" in parameters and "networkIsolation=false" in parameters
     assert not any(p.startswith("planSku") for p in parameters)
     # The database step: the identity by name, object id and client id, from the outputs.
-    (step,) = run.called("deploy-python")
-    assert step[1:3] == ["-m", "devtools.deploy_db"]
+    (step,) = run.called("deploy-python", "-m", "devtools.deploy_db")
     assert step[step.index("--identity-name") + 1] == "id-func-abc123"
     assert step[step.index("--object-id") + 1] == "11111111-2222-3333-4444-555555555555"
     assert step[step.index("--client-id") + 1] == "66666666-7777-8888-9999-000000000000"
@@ -120,7 +142,12 @@ def test_a_default_deploy_runs_every_step_in_order(deployer):
     assert rule[rule.index("--start-ip-address") + 1] == "203.0.113.7"
     assert not run.called("az", "provider", "register")
     assert not run.called("az", "keyvault", "recover")
-    assert "done: https://func-abc123.azurewebsites.net/api/metadata" in run.stdout
+    # The address Azure gave the app (asked for, never assumed), proven by api/health.
+    assert "health: pass (ODBC driver: ODBC Driver 18 for SQL Server" in run.stdout
+    assert (
+        "done: https://func-abc123-b7d2e9.westeurope-01.azurewebsites.net/api/metadata"
+        in run.stdout
+    )
 
 
 def test_network_isolation_registers_microsoft_app_and_makes_no_firewall_rule(deployer):
@@ -146,22 +173,95 @@ def test_a_rerun_makes_the_same_calls(deployer):
     again = deployer.run("scripts/deploy.sh")
     assert first.returncode == again.returncode == 0
 
-    def same(calls: list[list[str]]) -> list[list[str]]:  # the package's temporary folder
-        return [[("PACKAGE" if a.endswith("/app.zip") else a) for a in c] for c in calls]
+    def same(calls: list[list[str]]) -> list[list[str]]:  # temporary files' names differ
+        temporary = tempfile.gettempdir() + "/"
+        return [[("TEMPORARY" if a.startswith(temporary) else a) for a in c] for c in calls]
 
     assert same(first.calls) == same(again.calls)
 
 
-def test_a_vault_left_soft_deleted_by_azd_down_is_recovered_before_provisioning(deployer):
-    run = deployer.run("scripts/deploy.sh", STAND_IN_DELETED_VAULTS="kv-abc123")
+EVERY_FUNCTION = [
+    "admit_patient",
+    "bulk_import",
+    "capability_statement",
+    "discharge_patient",
+    "health",
+    "retrain_model",
+]
+
+
+def test_the_published_package_indexes_every_function(deployer):
+    """The az-only deploy publishes what azd would (.funcignore), and the host finds every
+    function in it: a folder left out of a hand-written list would leave none."""
+    run = deployer.run("scripts/deploy.sh")
     assert run.returncode == 0, run.stderr
-    (recover,) = run.called("az", "keyvault", "recover")
-    assert recover[recover.index("--name") + 1] == "kv-abc123"
-    assert run.position("az", "keyvault", "recover") < run.position(
-        "az", "deployment", "sub", "create"
-    )
-    (listing,) = run.called("az", "keyvault", "list-deleted")
+    (site,) = deployer.subscription()["sites"].values()
+    assert site["functions"] == EVERY_FUNCTION
+
+
+def test_up_down_up_recovers_the_vault_into_its_group_made_again(deployer):
+    first = deployer.run("scripts/deploy.sh")
+    assert first.returncode == 0, first.stderr
+    granted = deployer.subscription()["roleAssignments"]
+    assert granted
+
+    deployer.azd_down()
+    down = deployer.subscription()
+    assert down["groups"] == {} and down["roleAssignments"] == []
+    assert down["vaults"]["kv-abc123"]["deleted"] is True  # soft-deleted: its name is taken
+
+    again = deployer.run("scripts/deploy.sh")
+    assert again.returncode == 0, again.stderr
+    (listing,) = again.called("az", "keyvault", "list-deleted")
     assert "\"azd-env-name\"=='ingest-test'" in " ".join(listing)
+    (made,) = again.called("az", "group", "create")
+    assert made[made.index("-n") + 1] == "rg-ingest-test"
+    assert made[made.index("-l") + 1] == "westeurope"  # where the vault was
+    assert "azd-env-name=ingest-test" in made
+    (recover,) = again.called("az", "keyvault", "recover")
+    assert recover[recover.index("--name") + 1] == "kv-abc123"
+    assert (
+        again.position("az", "group", "create")
+        < again.position("az", "keyvault", "recover")
+        < again.position("az", "deployment", "sub", "create")
+    )
+    up = deployer.subscription()
+    assert up["vaults"]["kv-abc123"]["deleted"] is False
+    assert up["roleAssignments"] == granted
+    assert up["sites"]["func-abc123"]["functions"] == EVERY_FUNCTION
+
+
+def test_up_down_up_after_the_vault_was_purged_makes_a_new_one(deployer):
+    from tests.stand_in import expire_deleted_vaults
+
+    assert deployer.run("scripts/deploy.sh").returncode == 0
+    deployer.azd_down()
+    expire_deleted_vaults(deployer.state)  # 90 days later
+    again = deployer.run("scripts/deploy.sh")
+    assert again.returncode == 0, again.stderr
+    assert not again.called("az", "keyvault", "recover")
+    assert not again.called("az", "group", "create")
+    assert deployer.subscription()["vaults"]["kv-abc123"]["deleted"] is False
+
+
+def test_the_stand_in_refuses_what_azure_refuses(deployer):
+    """The defect the state was added to catch: recovering before the group exists, or
+    provisioning over a soft-deleted vault, fails here as in Azure."""
+    assert deployer.run("scripts/deploy.sh").returncode == 0
+    deployer.azd_down()
+    az = [str(deployer.bin / "az")]
+    env = {**os.environ, "STAND_IN_LOG": str(deployer.log), "STAND_IN_STATE": str(deployer.state)}
+    recover = subprocess.run(
+        [*az, "keyvault", "recover", "--name", "kv-abc123"], env=env, capture_output=True, text=True
+    )
+    assert recover.returncode != 0 and "ResourceGroupNotFound" in recover.stderr
+    provision = subprocess.run(
+        [*az, "deployment", "sub", "create", "-p", "environmentName=ingest-test", "location=x"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert provision.returncode != 0 and "soft-deleted" in provision.stderr
 
 
 @pytest.mark.parametrize(
@@ -172,6 +272,8 @@ def test_a_vault_left_soft_deleted_by_azd_down_is_recovered_before_provisioning(
         ("config-zip", "publishing failed", "deployment group create"),
         ("deployment group create", "Event Grid subscription was not made", None),
         ("keyvault recover", "could not recover Key Vault", "deployment sub create"),
+        ("devtools.package", "the deployment package could not be built", "config-zip"),
+        ("function keys list", "could not read the health function's key", "api/health"),
     ],
 )
 def test_a_failing_step_stops_with_what_to_do(deployer, failing, says, not_after):
@@ -192,6 +294,9 @@ def test_a_failing_database_step_still_closes_the_firewall(deployer):
 
 
 def test_postdeploy_waits_for_the_function_to_be_listed(deployer):
+    from tests.stand_in import published
+
+    published(deployer.state, EVERY_FUNCTION)
     env = {
         name: value
         for name, value in {
@@ -206,6 +311,8 @@ def test_postdeploy_waits_for_the_function_to_be_listed(deployer):
     assert len(run.called("az", "functionapp", "function", "show")) == 3
     assert run.called("az", "deployment", "group", "create")
 
+    deployer.state.unlink()
+    published(deployer.state, EVERY_FUNCTION)
     never = deployer.run(
         "scripts/azure/postdeploy.sh",
         STAND_IN_LISTED_AFTER="99",
@@ -216,6 +323,61 @@ def test_postdeploy_waits_for_the_function_to_be_listed(deployer):
     assert len(never.called("az", "functionapp", "function", "show")) == 4
     assert "bulk_import is not listed" in never.stderr
     assert not never.called("az", "deployment", "group", "create")
+
+
+POSTDEPLOY_ENV = {
+    "AZURE_RESOURCE_GROUP": "rg-ingest-test",
+    "AZURE_FUNCTION_APP_NAME": "func-abc123",
+    "AZURE_DATA_STORAGE_ACCOUNT": "stabc123data",
+    "PATIENT_UPLOADS_CONTAINER": "patient-uploads",
+}
+
+
+@pytest.mark.parametrize("kind", ["no-odbc-driver", "no-database-user"])
+def test_postdeploy_stops_with_what_to_do_when_health_fails(deployer, kind):
+    from tests.stand_in import HEALTH_FAILURES, published
+
+    published(deployer.state, EVERY_FUNCTION)
+    run = deployer.run("scripts/azure/postdeploy.sh", STAND_IN_HEALTH=kind, **POSTDEPLOY_ENV)
+    assert run.returncode != 0
+    name, detail, action = HEALTH_FAILURES[kind]
+    assert f"  fail  {name}: {detail}" in run.stdout
+    assert f"what to do: {action}" in run.stdout
+    assert "api/health reports a part that does not work" in run.stderr
+    assert "done:" not in run.stdout
+    # The key went to curl on standard input, never as an argument.
+    (call,) = run.called("curl")
+    assert not [a for a in call if "stand-in-function-key" in a]
+
+
+def test_postdeploy_waits_for_health_to_answer(deployer):
+    from tests.stand_in import published
+
+    published(deployer.state, EVERY_FUNCTION)
+    run = deployer.run("scripts/azure/postdeploy.sh", STAND_IN_HEALTH_DOWN="2", **POSTDEPLOY_ENV)
+    assert run.returncode == 0, run.stderr
+    assert len(run.called("curl")) == 3
+    deployer.state.unlink()
+    published(deployer.state, EVERY_FUNCTION)
+    never = deployer.run(
+        "scripts/azure/postdeploy.sh",
+        STAND_IN_HEALTH_DOWN="99",
+        DEPLOY_HEALTH_ATTEMPTS="3",
+        **POSTDEPLOY_ENV,
+    )
+    assert never.returncode != 0 and len(never.called("curl")) == 3
+    assert "api/health did not answer" in never.stderr
+
+
+def test_the_stand_in_health_report_is_shaped_as_the_app_makes_it(app_env):
+    from tests.conftest import http
+    from tests.stand_in import HEALTH_FAILURES, health_report
+
+    real = json.loads(http("health", None, method="GET").get_body())
+    for kind in ("pass", *HEALTH_FAILURES):
+        canned = health_report(kind)
+        assert set(canned) == set(real)
+        assert set(canned["checks"]) == set(real["checks"])
 
 
 def test_the_hooks_need_no_developer_tools(deployer):
