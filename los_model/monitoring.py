@@ -8,24 +8,27 @@ and how far today's admissions have drifted from the stays it was trained on.
   answer. A model is **flagged** when its live MAE (at least ``MIN_LIVE`` stays) exceeds its
   card's held-out MAE times ``LIVE_MAE_FACTOR`` (1.5 by default).
 - **Drift.** For each feature, the population stability index (PSI) of the admissions since
-  the model's promotion against its training stays (the card's decile bins):
-  PSI = Σ (a − e)·ln(a / e) over the bins, shares floored at 0.1% so an empty bin counts.
-  Below 0.1: stable; 0.1–0.25: moderate, watch it; above 0.25: **flagged**, significant drift
-  (from :data:`MIN_DRIFT` admissions on: fewer, and sampling noise alone reads as drift).
+  the model's promotion against its training stays, by the method the card names for the
+  feature (:mod:`los_model.drift`: category shares, or decile bins). Below 0.1: stable;
+  0.1–0.25: watch it; above 0.25: **flagged**, significant drift. Every mark, per feature and
+  in the summary alike, needs :data:`MIN_DRIFT` admissions: fewer, and sampling noise alone
+  reads as drift, so the report says "too few admissions to judge" instead.
 
-Everything here reads ids, counts and aggregates; nothing prints a stay.
+One :class:`Report` object: :meth:`Report.as_json` (full precision) for notebooks, monitors
+and ``GET api/model``; :func:`printed` renders the same object as text. Everything here reads
+ids, counts and aggregates; nothing prints a stay.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
+from los_model import drift as drift_method
 from los_model.features import FEATURES, INPUT_COLUMNS, feature_matrix
 from shared.records.schema import patient_data
 
@@ -37,7 +40,6 @@ MIN_LIVE = 30
 # well under the 0.25 a flag needs; with 60 it would be 0.15, and noise would flag.
 MIN_DRIFT = 200
 PSI_WATCH, PSI_FLAG = 0.1, 0.25
-_FLOOR = 0.001
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,64 @@ class Accuracy:
     bias: float
 
 
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    method: str  # how it is compared: "categories" or "quantiles" (los_model.drift)
+    psi: float
+    mark: str  # "stable", "watch", "flagged", or "too few admissions to judge"
+
+
 @dataclass
 class Report:
     model: str | None
     held_out_mae: float | None
     live: list[Accuracy] = field(default_factory=list)
-    drift: dict[str, float] = field(default_factory=dict)
+    drift: list[FeatureDrift] = field(default_factory=list)
     admissions_since_promotion: int = 0
     flags: list[str] = field(default_factory=list)
+    days: int = 90
+    factor: float = 1.5
+    note: str | None = None  # e.g. the champion is a plain model, not a pointer
+
+    def psi(self, feature: str) -> float:
+        return next(d.psi for d in self.drift if d.feature == feature)
+
+    @property
+    def judged(self) -> bool:
+        return self.admissions_since_promotion >= MIN_DRIFT
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data, at full precision."""
+        return {
+            "champion": self.model,
+            "heldOutMeanAbsoluteError": self.held_out_mae,
+            "note": self.note,
+            "liveAccuracy": {
+                "dischargedInTheLastDays": self.days,
+                "flagAtFactorOfHeldOut": self.factor,
+                "minimumStays": MIN_LIVE,
+                "rows": [
+                    {
+                        "model": a.model,
+                        "facility": a.facility,
+                        "stays": a.count,
+                        "meanAbsoluteError": a.mean_absolute_error,
+                        "bias": a.bias,
+                    }
+                    for a in self.live
+                ],
+            },
+            "drift": {
+                "admissionsSincePromotion": self.admissions_since_promotion,
+                "minimumAdmissions": MIN_DRIFT,
+                "judged": self.judged,
+                "watchAbove": PSI_WATCH,
+                "flagAbove": PSI_FLAG,
+                "features": [asdict(d) for d in self.drift],
+            },
+            "flags": list(self.flags),
+        }
 
 
 def live_accuracy(engine: sa.Engine, days: int, today: dt.date | None = None) -> list[Accuracy]:
@@ -92,16 +144,11 @@ def live_accuracy(engine: sa.Engine, days: int, today: dt.date | None = None) ->
     return out
 
 
-def psi(expected: list[float], actual: np.ndarray) -> float:
-    e = np.maximum(np.asarray(expected, dtype=np.float64), _FLOOR)
-    a = np.maximum(actual, _FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
 def drift(
     engine: sa.Engine, card: dict[str, Any], since: dt.datetime
-) -> tuple[dict[str, float], int]:
-    """Each feature's PSI for the admissions stored since ``since``, and how many there were."""
+) -> tuple[list[FeatureDrift], int]:
+    """Each feature's PSI for the admissions stored since ``since``, and how many there were.
+    Marks are given only from :data:`MIN_DRIFT` admissions on."""
     t = patient_data.c
     query = sa.select(*(t[c] for c in INPUT_COLUMNS)).where(
         t.fhirEncounterId.is_not(None), t.createdAt >= since
@@ -109,18 +156,27 @@ def drift(
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     if not rows:
-        return {}, 0
+        return [], 0
     features = feature_matrix({c: [r[i] for r in rows] for i, c in enumerate(INPUT_COLUMNS)})
-    found: dict[str, float] = {}
+    judged = len(rows) >= MIN_DRIFT
+    found: list[FeatureDrift] = []
     for i, name in enumerate(FEATURES):
         reference = card.get("featureDistributions", {}).get(name)
         column = features[:, i]
-        column = column[~np.isnan(column)]
-        if reference is None or not len(column):
+        if reference is None or not (column == column).any():  # all missing (NaN)
             continue
-        bins = np.searchsorted(np.asarray(reference["edges"]), column, side="right")
-        shares = np.bincount(bins, minlength=len(reference["proportions"])) / len(column)
-        found[name] = psi(reference["proportions"], shares)
+        value = drift_method.psi(reference["proportions"], drift_method.shares(reference, column))
+        mark = (
+            "too few admissions to judge"
+            if not judged
+            else "flagged"
+            if value > PSI_FLAG
+            else "watch"
+            if value > PSI_WATCH
+            else "stable"
+        )
+        found.append(FeatureDrift(name, drift_method.method_of(reference), value, mark))
+    found.sort(key=lambda d: -d.psi)
     return found, len(rows)
 
 
@@ -130,12 +186,17 @@ def report(
     card: dict[str, Any] | None,
     days: int,
     factor: float,
+    *,
+    note: str | None = None,
 ) -> Report:
     """The champion's live accuracy and drift, with what is flagged (logged as
     :data:`MODEL_FLAGGED` for the alert)."""
     model = str(pointer["modelId"]) if pointer else None
-    held_out = float(card["metrics"]["model"]["meanAbsoluteError"]) if card else None
-    result = Report(model, held_out, live_accuracy(engine, days))
+    held_out = (
+        float(card["metrics"]["model"]["meanAbsoluteError"]) if card and "metrics" in card else None
+    )
+    result = Report(model, held_out, live_accuracy(engine, days), days=days, factor=factor)
+    result.note = note
     if pointer is not None and card is not None:
         since = dt.datetime.fromisoformat(str(pointer["promotedAt"])).replace(tzinfo=None)
         result.drift, result.admissions_since_promotion = drift(engine, card, since)
@@ -147,28 +208,49 @@ def report(
                 f"{row.count} discharged admissions exceeds {factor:g}x the held-out "
                 f"{held_out:.2f}"
             )
-    drifted = sorted(name for name, value in result.drift.items() if value > PSI_FLAG)
-    if drifted and result.admissions_since_promotion >= MIN_DRIFT:
-        result.flags.append(f"features drifted (PSI > {PSI_FLAG}): {', '.join(drifted)}")
+    drifted = [d.feature for d in result.drift if d.mark == "flagged"]
+    if drifted:
+        result.flags.append(f"features drifted (PSI > {PSI_FLAG}): {', '.join(sorted(drifted))}")
     for flag in result.flags:
         log.warning("%s: model %s: %s", MODEL_FLAGGED, model, flag)
     return result
 
 
 def printed(result: Report) -> str:
-    lines = [
-        f"champion: {result.model or 'none'} (held-out MAE {result.held_out_mae or 0:.3f} days)"
-    ]
-    lines.append(f"{'model':22s} {'facility':8s} {'stays':>6s} {'MAE':>7s} {'bias':>7s}")
+    """The report as text: the same object :meth:`Report.as_json` gives, rounded to read."""
+    if result.model is None:
+        lines = ["champion: none"]
+    elif result.held_out_mae is None:
+        lines = [f"champion: {result.model} (no card: held-out error unknown)"]
+    else:
+        lines = [f"champion: {result.model} (held-out MAE {result.held_out_mae:.3f} days)"]
+    if result.note:
+        lines.append(f"note: {result.note}")
+    lines.append(
+        f"live accuracy, discharged in the last {result.days} days "
+        f"(flag at {result.factor:g}x held-out, from {MIN_LIVE} stays):"
+    )
+    if result.live:
+        lines.append(f"{'model':22s} {'facility':8s} {'stays':>6s} {'MAE':>7s} {'bias':>7s}")
+    else:
+        lines.append("  no discharged admissions with a prediction yet")
     for row in result.live:
         facility = row.facility if row.facility is not None else "all"
         lines.append(
             f"{row.model:22s} {facility:8s} {row.count:6d} {row.mean_absolute_error:7.2f} "
             f"{row.bias:+7.2f}"
         )
-    lines.append(f"drift since promotion ({result.admissions_since_promotion} admissions), PSI:")
-    for name, value in sorted(result.drift.items(), key=lambda kv: -kv[1]):
-        level = "FLAGGED" if value > PSI_FLAG else "watch" if value > PSI_WATCH else "stable"
-        lines.append(f"  {name:28s} {value:6.3f}  {level}")
+    if result.model is not None:
+        count = result.admissions_since_promotion
+        if result.judged:
+            lines.append(f"drift since promotion ({count} admissions), PSI:")
+        else:
+            lines.append(
+                f"drift since promotion: too few admissions to judge ({count} of the "
+                f"{MIN_DRIFT} needed); PSI so far:"
+            )
+        for d in result.drift:
+            mark = ("FLAGGED" if d.mark == "flagged" else d.mark) if result.judged else "-"
+            lines.append(f"  {d.feature:28s} {d.method:10s} {d.psi:6.3f}  {mark}")
     lines += [f"FLAG: {flag}" for flag in result.flags] or ["no flags"]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from los_model import drift
 from los_model.artifact import MODEL_FILE, load_model, model_id
 from los_model.features import ENCODING, FEATURES, INPUT_COLUMNS, feature_matrix
 from los_model.metrics import regression_metrics
@@ -102,28 +103,6 @@ class Trained:
     held_out_y: np.ndarray | None = None
 
 
-DRIFT_BINS = 10
-
-
-def distributions(features: np.ndarray) -> dict[str, dict[str, list[float]]]:
-    """Each feature's distribution over the training stays, as decile edges and the share
-    of stays in each bin: what live admissions are compared with (PSI, los_model.monitoring).
-    Shares and cut points only: no stay can be read back from them."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for i, name in enumerate(FEATURES):
-        column = features[:, i]
-        column = column[~np.isnan(column)]
-        if not len(column):
-            continue
-        edges = np.unique(np.quantile(column, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
-        out[name] = {
-            "edges": [float(e) for e in edges],
-            "proportions": [float(c) / len(column) for c in counts],
-        }
-    return out
-
-
 def train(
     engine: sa.Engine,
     min_rows: int,
@@ -186,7 +165,7 @@ def train(
             "model": ours,
             "baseline": {"predicts": f"the training median, {median:g} days", **baseline},
         },
-        "featureDistributions": distributions(train_x),
+        "featureDistributions": drift.reference(train_x),
     }
     json.dumps(card)  # fails here, not half-written, if something is not JSON
     return Trained(model, card, test_x, test_y)
