@@ -1,25 +1,32 @@
-"""The length-of-stay model from the command line.
+"""The length-of-stay model from the command line: the same operations the ``retrain_model``
+timer runs (:mod:`los_model.operations`), built from the same settings.
 
-    python -m los_model train --out DIR   train on PatientData; write the model and its card
-    python -m los_model retrain           champion/challenger: promote a challenger not worse
-    python -m los_model rollback          move the champion pointer back to the one before
-    python -m los_model report            live accuracy on discharged admissions, and drift
+    python -m los_model report                 live accuracy and drift of the champion
+    python -m los_model retrain                champion/challenger: promote one not worse
+    python -m los_model rollback               the previous champion becomes champion again
+    python -m los_model promote VERSION        a version becomes champion, by hand
+    python -m los_model adopt                  a model file LOS_MODEL_URL names → first champion
+    python -m los_model train --out DIR        train on PatientData; write the model and card
 
-``train`` reads SQL_CONNECTION_STRING. The others also read LOS_MODEL_URL (the champion
-pointer: a blob of the models container, or a local file) and, for a blob,
-PATIENT_STORAGE_CONNECTION (local) or PATIENT_STORAGE_ACCOUNT_URL (your ``az login``).
+Settings are the app's (``shared/platform/settings.py``), read from the environment and, with
+``--settings local.settings.json``, from that file's ``Values`` (the environment wins). A flag
+such as ``--margin`` stands in for its setting for this run only, and the output says so.
+``--json`` prints the result as JSON at full precision. Exit codes: 0 done, 1 refused, 2 not
+configured, 3 unavailable (try again), 4 conflict, 70 unexpected (see
+:mod:`los_model.operations`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from los_model.artifact import write_artifacts
-from los_model.training import TrainingRefused, train
+from los_model.operations import NOT_CONFIGURED, UNEXPECTED, OperationFailed, Outcome
 
 METRIC_NAMES = {
     "meanAbsoluteError": "mean absolute error (days)",
@@ -38,111 +45,144 @@ def metrics_table(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m los_model", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    training = commands.add_parser("train", help="train on the stays stored in PatientData")
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_argument(
+        "--settings",
+        type=Path,
+        help="a local.settings.json whose Values fill in what the environment does not set",
+    )
+    top = argparse.ArgumentParser(
+        prog="python -m los_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    reporting = commands.add_parser("report", parents=[common], help="live accuracy and drift")
+    reporting.add_argument("--days", type=int, help="instead of LIVE_ACCURACY_DAYS")
+    reporting.add_argument("--factor", type=float, help="instead of LIVE_MAE_FACTOR")
+    retraining = commands.add_parser(
+        "retrain", parents=[common], help="train a challenger; promote it if not worse"
+    )
+    retraining.add_argument("--min-stays", type=int, help="instead of RETRAIN_MIN_STAYS")
+    retraining.add_argument("--margin", type=float, help="instead of RETRAIN_MARGIN")
+    retraining.add_argument("--max-stays", type=int, help="instead of RETRAIN_MAX_STAYS")
+    commands.add_parser("rollback", parents=[common], help="the previous champion again")
+    promoting = commands.add_parser("promote", parents=[common], help="a version becomes champion")
+    promoting.add_argument("version", help="the model id, as in versions/<id>/")
+    promoting.add_argument("--reason", help="recorded in the pointer")
+    commands.add_parser("adopt", parents=[common], help="adopt the model file LOS_MODEL_URL names")
+    training = commands.add_parser(
+        "train", parents=[common], help="train on the stays stored in PatientData, to files"
+    )
     training.add_argument("--out", type=Path, required=True, help="directory for the 2 files")
-    training.add_argument(
-        "--min-rows", type=int, default=1000, help="refuse to train on fewer stays (1000)"
-    )
-    retraining = commands.add_parser("retrain", help="train a challenger; promote it if not worse")
-    retraining.add_argument("--min-rows", type=int, default=1000)
-    retraining.add_argument(
-        "--margin", type=float, default=0.0, help="promote up to this much worse (0: not worse)"
-    )
-    commands.add_parser("rollback", help="make the previous champion the champion again")
-    reporting = commands.add_parser("report", help="live accuracy and drift of the champion")
-    reporting.add_argument("--days", type=int, default=90, help="discharged in the last DAYS")
-    reporting.add_argument(
-        "--factor", type=float, default=1.5, help="flag at live MAE > x held-out"
-    )
-    args = parser.parse_args(argv)
-    if args.command != "train":
-        return _champion_command(args)
+    training.add_argument("--min-stays", type=int, help="instead of RETRAIN_MIN_STAYS")
+    return top
 
-    connection_string = os.environ.get("SQL_CONNECTION_STRING")
-    if not connection_string:
-        print("set SQL_CONNECTION_STRING to the database holding PatientData", file=sys.stderr)
-        return 2
-    from shared.platform.database import create_engine
+
+def environment(settings_file: Path | None) -> Mapping[str, str]:
+    """The process environment, over a local.settings.json's Values when one is given."""
+    if settings_file is None:
+        return os.environ
+    try:
+        values = json.loads(settings_file.read_text(encoding="utf-8")).get("Values", {})
+    except (OSError, ValueError) as exc:
+        raise OperationFailed(NOT_CONFIGURED, f"{settings_file} cannot be read: {exc}") from None
+    return {**{k: str(v) for k, v in values.items()}, **os.environ}
+
+
+def run(args: argparse.Namespace, services: Any) -> Outcome:
+    from los_model import operations
 
     def progress(line: str) -> None:
         print(f"... {line}", file=sys.stderr, flush=True)
 
-    engine = create_engine(connection_string)
+    if args.command == "report":
+        return operations.report(services, days=args.days, factor=args.factor)
+    if args.command == "retrain":
+        return operations.retrain(
+            services,
+            min_stays=args.min_stays,
+            margin=args.margin,
+            max_stays=args.max_stays,
+            progress=progress,
+        )
+    if args.command == "rollback":
+        return operations.rollback(services)
+    if args.command == "promote":
+        return operations.promote(services, args.version, reason=args.reason)
+    if args.command == "adopt":
+        return operations.adopt(services)
+    return train_to_files(services, args.out, args.min_stays, progress)
+
+
+def train_to_files(services: Any, out: Path, min_stays: int | None, progress: Any) -> Outcome:
+    from los_model.artifact import write_artifacts
+    from los_model.operations import REFUSED, Override, choose, guarded
+    from los_model.training import train
+
+    overrides: list[Override] = []
+    settings = services.settings
+    minimum = choose(overrides, "RETRAIN_MIN_STAYS", min_stays, settings.retrain_min_stays)
+    database = services.database
+    trained = guarded(
+        lambda: database.run(
+            lambda: train(database.engine(), minimum, progress, settings.retrain_max_stays)
+        )
+    )
     try:
-        trained = train(engine, args.min_rows, progress)
-        model_path, card_path = write_artifacts(args.out, trained.model, trained.card)
-    except (TrainingRefused, FileExistsError) as exc:
-        print(f"not trained: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
+        model_path, card_path = write_artifacts(out, trained.model, trained.card)
+    except FileExistsError as exc:
+        raise OperationFailed(REFUSED, f"not written: {exc}") from None
     card = trained.card
-    print(
-        f"model {card['id']}: {card['training']['rows']:,} stays trained on, "
-        f"{card['training']['heldOutRows']:,} held out"
+    text = "\n".join(
+        [
+            f"model {card['id']}: {card['training']['rows']:,} stays trained on, "
+            f"{card['training']['heldOutRows']:,} held out",
+            metrics_table(card),
+            f"wrote {model_path} and {card_path}",
+            "publish it as the champion: python -m los_model adopt (with LOS_MODEL_URL naming "
+            "the model file), or let retrain_model train its own",
+        ]
     )
-    print(metrics_table(card))
-    print(f"wrote {model_path} and {card_path}")
-    print(f"score with it: LOS_MODEL_URL={model_path.resolve()}")
-    print("(or upload it to the models container and set LOS_MODEL_URL to its blob URL)")
-    return 0
+    result = {"model": str(model_path), "card": card}
+    return Outcome("train", 0, result, text, overrides)
 
 
-def _champion_command(args: argparse.Namespace) -> int:
-    import json
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from shared.platform.services import Services
+    from shared.platform.settings import SettingsError
 
-    from los_model import monitoring, retraining
-    from los_model.training import TrainingRefused
-    from shared.platform.database import create_engine
-    from shared.records.predictions import build_model_store
-
-    url, connection = os.environ.get("LOS_MODEL_URL"), os.environ.get("SQL_CONNECTION_STRING")
-    if not url or not connection:
-        print("set LOS_MODEL_URL (the champion pointer) and SQL_CONNECTION_STRING", file=sys.stderr)
-        return 2
-    store = build_model_store(url, _account)
-    engine = create_engine(connection)
+    services = None
     try:
-        if args.command == "rollback":
-            print(f"champion: {retraining.rollback(store)}")
-            return 0
-        if args.command == "report":
-            pointer, _ = store.read_pointer()
-            card = json.loads(store.read(str(pointer["card"]))) if pointer else None
-            print(
-                monitoring.printed(monitoring.report(engine, pointer, card, args.days, args.factor))
+        services = Services(environment(args.settings))
+        try:
+            outcome = run(args, services)
+        except SettingsError as exc:
+            raise OperationFailed(NOT_CONFIGURED, str(exc)) from None
+    except Exception as exc:  # a bug: its type, never a traceback (it may quote a value)
+        if not isinstance(exc, OperationFailed):
+            exc = OperationFailed(
+                UNEXPECTED,
+                f"unexpected {type(exc).__name__}: nothing was changed after it; "
+                "report it with the command's log",
             )
-            return 0
-
-        def progress(line: str) -> None:
-            print(f"... {line}", file=sys.stderr, flush=True)
-
-        decision = retraining.retrain(engine, store, args.min_rows, args.margin, progress)
-    except (TrainingRefused, ValueError) as exc:
-        print(f"not done: {exc}", file=sys.stderr)
-        return 1
+        if args.json:
+            print(json.dumps({"command": args.command, "exitCode": exc.code, "error": str(exc)}))
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return exc.code
     finally:
-        engine.dispose()
-    verdict = "promoted" if decision.promoted else "refused"
-    print(f"challenger {decision.challenger} {verdict}: {decision.reason}")
-    return 0
-
-
-def _account() -> Any:
-    from shared.platform.storage import UploadsContainer
-
-    container = os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
-    connection = os.environ.get("PATIENT_STORAGE_CONNECTION")
-    if connection:
-        return UploadsContainer.from_connection_string(connection, container)
-    from shared.platform.identity import default_credential
-
-    return UploadsContainer(
-        os.environ["PATIENT_STORAGE_ACCOUNT_URL"], default_credential(), container
-    )
+        if services is not None:
+            services.close()
+    for override in outcome.overrides:
+        print(f"note: {override.said()}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(outcome.as_json(), indent=2, default=str))
+    else:
+        print(outcome.text)
+    return outcome.code
 
 
 if __name__ == "__main__":

@@ -4,9 +4,15 @@ on the same held-out stays, promote only a challenger that is not worse.
 The rule: the challenger is promoted when its held-out mean absolute error is at most the
 champion's on the same stays times ``1 + margin`` (``RETRAIN_MARGIN``, 0 by default: not
 worse), or when there is no champion, or the champion cannot be loaded. Training itself
-refuses a model no better than predicting the median. Either way the challenger's model and
-card are written as a new version; its card says what was decided and why. A promotion moves
-the pointer (with If-Match); a rollback moves it back to the previous champion.
+refuses a model no better than predicting the median.
+
+Versions are immutable (written with ``overwrite=False``): the challenger's model and card
+are written first, with no decision in them, because none has taken effect yet. The decision
+is written once it has, as a third file of the version, ``decision.json``, itself written
+once and never replaced: ``promoted`` after the pointer moved; ``refused`` with both errors;
+``lost the race`` naming the version another retraining promoted first (the pointer moved
+under this one: its If-Match failed). A version with no decision file was interrupted
+between the two (the pointer's history tells whether it was promoted).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import sqlalchemy as sa
 
 from los_model.artifact import ModelRejected, load_model
 from los_model.metrics import regression_metrics
-from los_model.store import ModelStore, pointer_to
+from los_model.store import ModelStore, PointerMoved, pointer_to
 from los_model.training import train
 
 log = logging.getLogger(__name__)
@@ -33,12 +39,37 @@ CHALLENGER_REFUSED = "ChallengerRefused"
 MODEL_PROMOTED = "ModelPromoted"
 
 
+DECISION_FILE = "decision.json"
+
+
 @dataclass(frozen=True)
 class Decision:
     promoted: bool
     challenger: str
-    champion: str | None
+    champion: str | None  # the champion it was judged against (None: there was none)
     reason: str
+    # "promoted", "refused", "lost the race" or "unchanged" (the challenger is the champion)
+    state: str = "promoted"
+    challenger_error: float | None = None
+    champion_error: float | None = None
+    winner: str | None = None  # the version that won the race, when this one lost it
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "decision": self.state,
+            "promoted": self.promoted,
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "reason": self.reason,
+            "challengerHeldOutMeanAbsoluteError": self.challenger_error,
+            "championHeldOutMeanAbsoluteError": self.champion_error,
+            "winner": self.winner,
+        }
+
+
+class NotAPointer(Exception):
+    """LOS_MODEL_URL names a model file, not the champion pointer: retraining would write over
+    a model it did not create."""
 
 
 def _now() -> str:
@@ -65,6 +96,13 @@ def retrain(
     """Train a challenger (on the ``max_rows`` most recent stays at most) and promote it if
     it is not worse than the champion."""
     pointer, version = store.read_pointer()
+    if pointer is None and version is not None:
+        raise NotAPointer(
+            "LOS_MODEL_URL names a model file, not a champion pointer; retraining writes "
+            "nothing over a model it did not create. Adopt it as the first champion: "
+            "python -m los_model adopt (it copies the model into versions/ and writes "
+            "champion.json beside it), then point LOS_MODEL_URL at that champion.json"
+        )
     trained = train(engine, min_rows, progress, max_rows)
     card, challenger = trained.card, str(trained.card["id"])
     ours = float(card["metrics"]["model"]["meanAbsoluteError"])
@@ -73,7 +111,8 @@ def retrain(
     if pointer is None:
         promote, reason = True, "there was no champion"
     elif champion == challenger:
-        promote, reason = False, "the challenger is the champion (the same stays, the same model)"
+        reason = "the challenger is the champion (the same stays, the same model)"
+        return Decision(False, challenger, champion, reason, "unchanged", ours, ours)
     else:
         assert trained.held_out_x is not None and trained.held_out_y is not None
         try:
@@ -87,23 +126,30 @@ def retrain(
                 f"held-out mean absolute error {ours:.4f} days is {verdict} the champion's "
                 f"{theirs:.4f} on the same {len(trained.held_out_y):,} stays (margin {margin:g})"
             )
-    card["promotion"] = {
-        "decision": "promoted" if promote else "refused",
-        "reason": reason,
-        "champion": champion,
-        "championHeldOutMeanAbsoluteError": theirs,
-        "margin": margin,
-        "decidedAt": _now(),
-    }
-    if champion != challenger:
-        store.write_new(f"versions/{challenger}/los-model.json", trained.model)
-        store.write_new(
-            f"versions/{challenger}/model-card.json", json.dumps(card, indent=2).encode()
-        )
+    store.write_new(f"versions/{challenger}/los-model.json", trained.model)
+    store.write_new(f"versions/{challenger}/model-card.json", json.dumps(card, indent=2).encode())
+    decision = Decision(promote, challenger, champion, reason, "promoted", ours, theirs)
     if promote:
-        store.move_pointer(pointer_to(challenger, pointer, _now(), reason), version)
-        log.info("%s: %s replaces %s: %s", MODEL_PROMOTED, challenger, champion, reason)
+        try:
+            store.move_pointer(pointer_to(challenger, pointer, _now(), reason), version)
+        except PointerMoved:
+            now, _ = store.read_pointer()
+            winner = str(now["modelId"]) if now else None
+            decision = Decision(
+                False,
+                challenger,
+                champion,
+                f"lost the race to {winner}: another retraining moved the pointer first; {reason}",
+                "lost the race",
+                ours,
+                theirs,
+                winner,
+            )
+            log.warning("%s: %s %s", CHALLENGER_REFUSED, challenger, decision.reason)
+        else:
+            log.info("%s: %s replaces %s: %s", MODEL_PROMOTED, challenger, champion, reason)
     else:
+        decision = Decision(False, challenger, champion, reason, "refused", ours, theirs)
         log.warning(
             "%s: %s stays champion; %s refused: %s",
             CHALLENGER_REFUSED,
@@ -111,7 +157,25 @@ def retrain(
             challenger,
             reason,
         )
-    return Decision(promote, challenger, champion, reason)
+    record = {**decision.as_json(), "margin": margin, "decidedAt": _now()}
+    store.write_new(f"versions/{challenger}/{DECISION_FILE}", json.dumps(record, indent=2).encode())
+    return decision
+
+
+def promote(store: ModelStore, model_id: str, reason: str) -> str:
+    """Make an existing version the champion by hand (its files must be there); returns the
+    champion it replaced, or ''."""
+    card = json.loads(store.read(f"versions/{model_id}/model-card.json"))
+    if card.get("id") != model_id:
+        raise ValueError(f"versions/{model_id}/model-card.json is the card of another model")
+    load_model(store.read(f"versions/{model_id}/los-model.json"))  # refuses a bad model
+    pointer, version = store.read_pointer()
+    if pointer is None and version is not None:
+        raise NotAPointer("LOS_MODEL_URL names a model file, not a champion pointer: adopt it")
+    store.move_pointer(pointer_to(model_id, pointer, _now(), reason), version)
+    before = str(pointer["modelId"]) if pointer else ""
+    log.info("%s: %s replaces %s: %s", MODEL_PROMOTED, model_id, before or None, reason)
+    return before
 
 
 def rollback(store: ModelStore) -> str:
@@ -126,3 +190,35 @@ def rollback(store: ModelStore) -> str:
         "%s: %s replaces %s: rolled back", MODEL_PROMOTED, earlier["modelId"], pointer["modelId"]
     )
     return str(earlier["modelId"])
+
+
+def adopt(plain: ModelStore, champion: ModelStore, name: str) -> str:
+    """Adopt the model file ``name`` (what LOS_MODEL_URL named before there were pointers) as
+    the first champion: copy it, and its card when one lies beside it, into ``versions/``,
+    and write the pointer ``champion`` beside it. The file itself is left as it is. Returns
+    the model's id."""
+    from los_model.artifact import CARD_FILE
+
+    data = plain.read(name)
+    model = load_model(data)  # refuses anything that is not a model we can load
+    try:
+        card = json.loads(plain.read(CARD_FILE))
+    except Exception:  # no card beside it: the report will say the held-out error is unknown
+        card = None
+    if not isinstance(card, dict) or card.get("id") != model.id:
+        card = {"id": model.id, "adoptedFrom": name, "note": "no card was found beside the model"}
+    for file, content in (
+        ("los-model.json", data),
+        ("model-card.json", json.dumps(card, indent=2).encode()),
+    ):
+        try:
+            champion.write_new(f"versions/{model.id}/{file}", content)
+        except Exception as exc:  # adopted before: the version is already there, immutable
+            if type(exc).__name__ not in ("FileExistsError", "ResourceExistsError"):
+                raise
+    existing, version = champion.read_pointer()
+    if existing is not None or version is not None:
+        raise PointerMoved("a champion pointer (or another file) is already there")
+    champion.move_pointer(pointer_to(model.id, None, _now(), f"adopted from {name}"), None)
+    log.info("%s: %s adopted from %s", MODEL_PROMOTED, model.id, name)
+    return model.id

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # After a failed load, try again this soon (at most): a blob briefly unreachable at a cold
 # start should not leave the worker without predictions for a whole refresh interval.
 RETRY_SECONDS = 30.0
+# With no model at all (none published yet), look again this soon: a worker that waited the
+# refresh interval would store the admissions after the first promotion unscored.
+NO_MODEL_RETRY_SECONDS = 5.0
 
 
 class ModelUnavailable(Exception):
@@ -99,6 +102,11 @@ class Predictor:
                 self._refresh()
             return self._model, self._problem
 
+    def refresh_soon(self) -> None:
+        """Look at the source again on the next use (this process promoted a model)."""
+        with self._lock:
+            self._next_check = 0.0
+
     def _refresh(self) -> None:
         try:
             fetched = self.source.fetch(self._version)
@@ -124,7 +132,8 @@ class Predictor:
             else:
                 self._problem = problem
             log.warning("%s", problem)
-            self._next_check = self._clock() + min(RETRY_SECONDS, self.refresh_seconds)
+            retry = RETRY_SECONDS if self._model is not None else NO_MODEL_RETRY_SECONDS
+            self._next_check = self._clock() + min(retry, self.refresh_seconds)
 
     def predict(self, columns: Mapping[str, Sequence[object]]) -> Prediction:
         """Predicted whole days for rows given column by column (see

@@ -5,7 +5,6 @@ never holds up or fails an admission or an import (they never wait on it)."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
@@ -34,56 +33,38 @@ def blueprint(services: Services) -> func.Blueprint:
 
 
 def run(services: Services) -> bool | None:
-    """Report, retrain, maybe promote; True when a challenger was promoted, None when there
-    was nothing to do or it failed (the reason is logged)."""
+    """Report, retrain, maybe promote (``los_model.operations.scheduled``, which the command
+    line runs too); True when a challenger was promoted, False when it was not, None when
+    there was nothing to do or it failed (the reason is logged)."""
     # Imported here: the other functions' workers never load XGBoost for this.
-    from los_model import monitoring, retraining
-    from los_model.training import TrainingRefused
+    from los_model import operations
 
-    settings = services.settings
-    if settings.los_model_url is None:
+    if services.settings.los_model_url is None:
         log.info("LOS_MODEL_URL is not set: there is no champion to retrain")
         return None
-    database = services.database
-
-    def report_and_retrain() -> retraining.Decision:
-        store, engine = services.model_store, database.engine()
-        pointer, _ = store.read_pointer()
-        card = json.loads(store.read(str(pointer["card"]))) if pointer is not None else None
-        found = monitoring.report(
-            engine, pointer, card, settings.live_accuracy_days, settings.live_mae_factor
-        )
-        log.info("model report:\n%s", monitoring.printed(found))
-        return retraining.retrain(
-            engine,
-            store,
-            settings.retrain_min_stays,
-            settings.retrain_margin,
-            log.info,
-            settings.retrain_max_stays,
-        )
-
     try:
-        # A serverless database paused since the last activity answers the first login
-        # with 40613 while it resumes: run() waits that out (FOR_BACKGROUND_WORK).
-        decision = database.run(report_and_retrain)
-    except TrainingRefused as exc:
-        log.warning("%s: not trained: %s", retraining.CHALLENGER_REFUSED, exc)
-        return None
-    except Exception as exc:  # the champion stays; the operator is alerted on the line
-        from shared.platform.database import is_transient
-
+        _, decided = operations.scheduled(services)
+    except operations.OperationFailed as exc:
+        # The champion stays; the operator is alerted on the line.
         why = (
             "the database stayed unavailable through every retry"
-            if is_transient(exc)
-            else "an unexpected error"
+            if exc.code == operations.UNAVAILABLE
+            else str(exc)
         )
         log.error(
-            "%s: %s (%s); the champion is unchanged until the next run (RETRAIN_SCHEDULE) "
-            "or a retrain by hand (docs/data-scientist.md)",
+            "%s: %s; the champion is unchanged until the next run (RETRAIN_SCHEDULE) or a "
+            "retrain by hand (docs/data-scientist.md)",
             RETRAIN_FAILED,
             why,
+        )
+        return None
+    except Exception as exc:  # a bug, or the instance ran out of memory: never the worker
+        log.error(
+            "%s: an unexpected error (%s); the champion is unchanged until the next run "
+            "(RETRAIN_SCHEDULE) or a retrain by hand (docs/data-scientist.md)",
+            RETRAIN_FAILED,
             type(exc).__name__,
         )
         return None
-    return decision.promoted
+    decision = decided.result.get("decision")
+    return bool(decision["promoted"]) if decision else None

@@ -33,6 +33,16 @@ from tests import fhir_samples as fx
 from tests.conftest import deliver, function, http, reset_process_state, worker
 
 
+def _sqlite_error(sql: str) -> Exception:
+    import sqlite3
+
+    try:
+        sqlite3.connect(":memory:").execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    raise AssertionError("no error")
+
+
 def odbc_error(number: int, state: str = "HY000") -> sa.exc.DBAPIError:
     """An error as pyodbc raises it from Microsoft's ODBC driver, wrapped by SQLAlchemy."""
     text = (
@@ -55,8 +65,9 @@ def test_each_error_azure_sql_documents_as_transient_is_retried(number):
         sa.exc.OperationalError("x", {}, psycopg.errors.AdminShutdown("terminating")),
         sa.exc.OperationalError("x", {}, psycopg.errors.DeadlockDetected("deadlock")),
         sa.exc.OperationalError("x", {}, Exception("database is locked")),  # SQLite's
+        sa.exc.OperationalError("x", {}, psycopg.OperationalError("connection refused")),
     ],
-    ids=["odbc-link", "odbc-timeout", "pg-shutdown", "pg-deadlock", "sqlite-locked"],
+    ids=["odbc-link", "odbc-timeout", "pg-shutdown", "pg-deadlock", "sqlite-locked", "pg-refused"],
 )
 def test_a_lost_connection_a_deadlock_or_a_busy_lock_is_transient(error):
     assert is_transient(error)
@@ -78,8 +89,9 @@ def test_a_lost_connection_a_deadlock_or_a_busy_lock_is_transient(error):
         odbc_error(18456, "28000"),  # login failed: a configuration error, not transient
         sa.exc.ProgrammingError("x", {}, psycopg.errors.UndefinedTable("no PatientData")),
         ValueError("not a database error"),
+        sa.exc.OperationalError("x", {}, _sqlite_error("SELECT * FROM nothing_here")),
     ],
-    ids=["duplicate-key", "login-failed", "no-table", "not-database"],
+    ids=["duplicate-key", "login-failed", "no-table", "not-database", "sqlite-no-table"],
 )
 def test_other_errors_are_not_retried(error):
     assert not is_transient(error)

@@ -249,10 +249,19 @@ def is_transient(exc: BaseException) -> bool:
     state = _sqlstate(orig)
     if state and state.upper().startswith(_TRANSIENT_STATES):
         return True
+    sqlite_error = getattr(orig, "sqlite_errorname", None)
+    if isinstance(sqlite_error, str):  # SQLite: another writer held the lock too long
+        return sqlite_error.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    if (
+        not state
+        and type(orig).__name__ == "OperationalError"
+        and type(orig).__module__.startswith("psycopg")
+    ):
+        return True  # PostgreSQL refused or dropped the connection before any SQLSTATE
     text = str(orig)
     if any(int(n) in SQL_SERVER_TRANSIENT for n in _NATIVE_NUMBER.findall(text)):
         return True
-    return "database is locked" in text.lower()  # SQLite: another writer held it too long
+    return "database is locked" in text.lower()
 
 
 @dataclass(frozen=True)
