@@ -9,6 +9,7 @@ import bulk_import
 import capability_statement
 import discharge_patient
 import health
+import model_report
 import retrain_model
 from shared.platform.services import Services
 
@@ -23,6 +24,7 @@ def build_app(services: Services) -> func.FunctionApp:
         capability_statement,
         retrain_model,
         health,
+        model_report,
     ):
         app.register_functions(folder.blueprint(services))
     return app

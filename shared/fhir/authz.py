@@ -55,7 +55,15 @@ def http_auth_level() -> str:
         return "FUNCTION"  # the safer level; Services.settings reports the bad value at run time
 
 
-def authorize(headers: Mapping[str, str], settings: Settings) -> Principal:
+# The app role that may read the model's report (GET api/model): aggregates, no stay.
+DATA_SCIENTIST_ROLE = "DataScientist"
+
+
+def authorize(
+    headers: Mapping[str, str], settings: Settings, roles: frozenset[str] | None = None
+) -> Principal:
+    """The caller, if it holds one of ``roles`` (default: ``CARE_ROLES``)."""
+    allowed = settings.care_roles if roles is None else roles
     if settings.auth_mode != "easyauth":
         return Principal(FUNCTION_KEY, frozenset())
     # The platform's flag, not a setting an administrator writes: read where it is injected.
@@ -74,12 +82,11 @@ def authorize(headers: Mapping[str, str], settings: Settings) -> Principal:
             **{"WWW-Authenticate": "Bearer"},
         )
     principal = _decode(raw)
-    if not principal.roles & settings.care_roles:
+    if not principal.roles & allowed:
         raise FhirError.one(
             403,
             "forbidden",
-            f"the caller holds none of the app roles allowed to admit and discharge "
-            f"({', '.join(sorted(settings.care_roles))})",
+            f"the caller holds none of the app roles allowed here ({', '.join(sorted(allowed))})",
         )
     return principal
 
