@@ -1,12 +1,16 @@
-"""Retraining cost: seconds and peak memory of one champion/challenger round on N stored stays.
+"""Retraining cost: seconds and peak memory of one champion/challenger round on N stored stays,
+through the operations module (los_model.operations) from the timer and from the command line.
 
     .venv/bin/python -m bench.retrain_bench --stays 100000,1000000 --database postgresql
 
 For each N: a fresh database, N generated stays imported by ``bulk_import`` (not timed), a
-first retraining (promotes: no champion) and a second on the same stays plus 1% more (trains
-a challenger and judges the champion on the same held-out stays), each in a fresh process
-(the retrain_model function's work, without the host), reporting wall seconds and the
-process's own peak RSS. A Flex Consumption instance has 2,048 MB (or 4,096) of memory.
+first retraining by the timer (promotes: no champion); then 1% more stays and a round by the
+``retrain_model`` timer, then 1% more and a round by ``python -m los_model retrain``: each
+trains a challenger and judges the champion on the same held-out stays. Each round runs in a
+fresh process, reporting wall seconds and the process's own peak RSS. ``RETRAIN_MAX_STAYS``
+is set to half of N: both paths must train on that many stays, so their time and memory
+match (the command line once ignored the setting and read every stay). A Flex Consumption
+instance has 2,048 MB (or 4,096) of memory.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from bench.import_bench import CONTAINER, _peak_rss_mb, drop_database, fresh_dat
 from devtools import azurite, events, los_generator
 
 
-def _environment(db_url: str, storage: str, pointer: Path) -> None:
+def _environment(db_url: str, storage: str, pointer: Path, max_stays: int) -> None:
     os.environ.update(
+        RETRAIN_MAX_STAYS=str(max_stays),
         PATIENT_STORAGE_CONNECTION=storage,
         PATIENT_UPLOADS_CONTAINER=CONTAINER,
         SQL_CONNECTION_STRING=db_url,
@@ -35,12 +40,18 @@ def _environment(db_url: str, storage: str, pointer: Path) -> None:
 
 
 def load(
-    db_url: str, storage: str, pointer: Path, rows: int, start_eid: int, results: mp.Queue
+    db_url: str,
+    storage: str,
+    pointer: Path,
+    max_stays: int,
+    rows: int,
+    start_eid: int,
+    results: mp.Queue,
 ) -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    _environment(db_url, storage, pointer)
+    _environment(db_url, storage, pointer, max_stays)
     from azure.storage.blob import BlobClient
 
     import function_app
@@ -54,18 +65,48 @@ def load(
     results.put(None)
 
 
-def retrain(db_url: str, storage: str, pointer: Path, results: mp.Queue) -> None:
+def timer(db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.Queue) -> None:
+    """A round as the retrain_model timer runs it (operations.scheduled)."""
     import logging
 
     logging.disable(logging.INFO)
-    _environment(db_url, storage, pointer)
+    _environment(db_url, storage, pointer, max_stays)
     from retrain_model.function import run
     from shared.platform.services import Services
 
     services = Services()
     start = time.perf_counter()
     promoted = run(services)
-    results.put((time.perf_counter() - start, _peak_rss_mb(), promoted))
+    results.put((time.perf_counter() - start, _peak_rss_mb(), promoted, _trained_on(pointer)))
+
+
+def command_line(
+    db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.Queue
+) -> None:
+    """A round as ``python -m los_model retrain`` runs it (operations.retrain)."""
+    import contextlib
+    import io
+    import logging
+
+    logging.disable(logging.INFO)
+    _environment(db_url, storage, pointer, max_stays)
+    from los_model import __main__ as cli
+
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(["retrain"])
+    results.put((time.perf_counter() - start, _peak_rss_mb(), code == 0, _trained_on(pointer)))
+
+
+def _trained_on(pointer: Path) -> int:
+    """How many stays the newest version was trained on (its card)."""
+    import json
+
+    cards = sorted(
+        pointer.parent.glob("versions/*/model-card.json"), key=lambda p: p.stat().st_mtime
+    )
+    card = json.loads(cards[-1].read_text())
+    return int(card["training"]["rows"] + card["training"]["heldOutRows"])
 
 
 def _child(target: object, args: tuple) -> object:
@@ -85,24 +126,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"{os.cpu_count()} CPUs; XGBoost with nthread=1 (los_model.training.PARAMETERS)")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, azurite.running() as storage:
-        from azure.storage.blob import BlobServiceClient
-
-        BlobServiceClient.from_connection_string(storage).create_container(CONTAINER)
+        azurite.create_containers(storage, CONTAINER)
         for count in (int(n) for n in args.stays.split(",")):
             db_url = fresh_database(args.database, Path(tmp))
             pointer = Path(tmp) / f"models-{count}" / "champion.json"
             pointer.parent.mkdir()
+            half = max(count // 2, 1000)
             try:
-                _child(load, (db_url, storage, pointer, count, 200_000))
-                first = _child(retrain, (db_url, storage, pointer))
-                _child(load, (db_url, storage, pointer, count // 100, 200_000 + count))
-                second = _child(retrain, (db_url, storage, pointer))
+                _child(load, (db_url, storage, pointer, half, count, 200_000))
+                _child(timer, (db_url, storage, pointer, half))
+                rounds = []
+                for n, path in enumerate((timer, command_line), start=1):
+                    more = (db_url, storage, pointer, half, count // 100, 200_000 + n * count)
+                    _child(load, more)
+                    rounds.append((path.__name__, _child(path, (db_url, storage, pointer, half))))
             finally:
                 drop_database(db_url)
-            for name, (seconds, rss, promoted) in (("first", first), ("second", second)):  # type: ignore[misc]
+            for name, (seconds, rss, promoted, trained) in rounds:  # type: ignore[misc]
                 print(
-                    f"{count:>9,} stays, {name} retraining: {seconds:7.1f} s, peak RSS "
-                    f"{rss:7.0f} MB, promoted: {promoted}"
+                    f"{count:>9,} stays (RETRAIN_MAX_STAYS {half:,}), {name:12s}: "
+                    f"{seconds:7.1f} s, peak RSS {rss:7.0f} MB, trained on {trained:,}, "
+                    f"promoted: {promoted}"
                 )
 
 

@@ -28,6 +28,25 @@ def connection_string(port: int, queue_port: int | None = None, host: str = "127
     )
 
 
+# The containers the app reads and writes, made together wherever a local account is set up:
+# the uploads (PATIENT_UPLOADS_CONTAINER) and the models (the champion pointer, versions).
+UPLOADS_CONTAINER = "patient-uploads"
+MODELS_CONTAINER = "models"
+
+
+def create_containers(
+    connection_string: str, uploads: str = UPLOADS_CONTAINER, models: str = MODELS_CONTAINER
+) -> None:
+    """Make the uploads and models containers (as infra/modules/storage.bicep does in Azure)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(connection_string)
+    for name in (uploads, models):
+        with contextlib.suppress(ResourceExistsError):
+            service.create_container(name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         from azure.storage.blob import BlobServiceClient
 
         service = BlobServiceClient.from_connection_string(conn_str)
-        service.create_container(CONTAINER)
+        azurite.create_containers(conn_str, CONTAINER)
         name = args.csv.name if args.csv else "generated-stays.csv"
         blob = service.get_blob_client(CONTAINER, name)
         etag = blob.upload_blob(data)["etag"]
@@ -286,8 +286,9 @@ def train_and_admit() -> None:
     import azure.functions as func
     from azure.functions.timer import TimerRequest
 
-    from los_model import monitoring
+    from los_model import operations
     from los_model.store import DirectoryStore
+    from shared.platform.services import Services
 
     models = LOCAL / "models"
     shutil.rmtree(models, ignore_errors=True)
@@ -309,7 +310,7 @@ def train_and_admit() -> None:
         return
     card = json.loads(store.read(current["card"]))
     print(
-        f"  promoted {current['modelId']}: {card['promotion']['reason']}; held-out MAE "
+        f"  promoted {current['modelId']}: {current['reason']}; held-out MAE "
         f"{card['metrics']['model']['meanAbsoluteError']:.3f} days"
     )
 
@@ -347,13 +348,13 @@ def train_and_admit() -> None:
             ):
                 discharged += 1
     print(f"\n{admitted} more admissions scored by the champion; {discharged} discharged since")
-    from shared.platform.database import create_engine
-
-    engine = create_engine(os.environ["SQL_CONNECTION_STRING"])
-    found = monitoring.report(engine, current, card, days=90, factor=1.5)
-    engine.dispose()
-    print("python -m los_model report:")
-    print("  " + monitoring.printed(found).replace("\n", "\n  "))
+    services = Services()  # the settings, as the command line reads them
+    try:
+        found = operations.report(services)
+    finally:
+        services.close()
+    print("python -m los_model report (--json for the same at full precision):")
+    print("  " + found.text.replace("\n", "\n  "))
 
 
 def recent_patients(count: int) -> list[dict[str, Any]]:

@@ -50,9 +50,10 @@ def queue(name: str, account_url: str | None) -> Any:
 def upload(path: Path, container: str, folder: str = "") -> tuple[str, str, int]:
     from azure.storage.blob import BlobServiceClient
 
+    from devtools.azurite import create_containers
+
     service = BlobServiceClient.from_connection_string(_connection())
-    if not service.get_container_client(container).exists():
-        service.create_container(container)
+    create_containers(_connection(), container)
     blob = service.get_blob_client(container, f"{folder.strip('/')}/{path.name}".lstrip("/"))
     data = path.read_bytes()
     etag = blob.upload_blob(data, overwrite=True)["etag"]

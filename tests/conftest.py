@@ -54,9 +54,7 @@ def migrate(connection_string: str) -> None:
 @pytest.fixture(scope="session")
 def azurite_connection() -> Iterator[str]:
     with azurite.running() as conn_str:
-        from azure.storage.blob import BlobServiceClient
-
-        BlobServiceClient.from_connection_string(conn_str).create_container(UPLOADS)
+        azurite.create_containers(conn_str, UPLOADS)
         queue_host.create_queues(conn_str)
         yield conn_str
 
@@ -168,6 +166,7 @@ APP_CODE = tuple(
         "discharge_patient",
         "capability_statement",
         "health",
+        "model_report",
         "los_model",
         "retrain_model",
     )
@@ -392,6 +391,26 @@ def sql_secret(
     return SqlSecret(secret_source, monkeypatch, vault)
 
 
+@pytest.fixture
+def champion_url(app_env, uploads, monkeypatch) -> str:
+    """LOS_MODEL_URL at a fresh champion pointer in the models container."""
+    import contextlib
+    import time
+
+    from azure.core.exceptions import ResourceExistsError
+
+    service = uploads.service
+    with contextlib.suppress(ResourceExistsError):
+        service.create_container("models")
+    folder = f"loop-{time.monotonic_ns()}"
+    url = f"{service.url.rstrip('/')}/models/{folder}/champion.json"
+    monkeypatch.setenv("LOS_MODEL_URL", url)
+    monkeypatch.setenv("LOS_MODEL_REFRESH_SECONDS", "1")
+    monkeypatch.setenv("RETRAIN_MIN_STAYS", "500")
+    reset_process_state()
+    return url
+
+
 def function(name: str) -> Any:
     """The user function the host would invoke for ``name``, in the current worker."""
     return worker().functions[name].get_user_function()
@@ -424,6 +443,7 @@ def http(
         "discharge_patient": "patients/discharge",
         "capability_statement": "metadata",
         "health": "health",
+        "model_report": "model",
     }[name]
     request = func.HttpRequest(
         method=method,

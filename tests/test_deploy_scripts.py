@@ -186,6 +186,7 @@ EVERY_FUNCTION = [
     "capability_statement",
     "discharge_patient",
     "health",
+    "model_report",
     "retrain_model",
 ]
 

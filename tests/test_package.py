@@ -25,6 +25,7 @@ FUNCTIONS = [
     "capability_statement",
     "discharge_patient",
     "health",
+    "model_report",
     "retrain_model",
 ]
 # Loaded on first use, never while the host indexes the app on a cold start.
