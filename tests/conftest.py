@@ -214,6 +214,18 @@ class SqlServerShadow:
 
 
 @pytest.fixture(autouse=True)
+def retry_pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The database part's pauses between retries, recorded instead of slept: a test of an
+    unreachable database should not wait out a minute of back-off (the policy itself is
+    tested in tests/test_transient_sql.py)."""
+    from shared.platform import database
+
+    pauses: list[float] = []
+    monkeypatch.setattr(database, "pause_for", pauses.append)
+    return pauses
+
+
+@pytest.fixture(autouse=True)
 def sql_server_shadow(request: pytest.FixtureRequest) -> Iterator[SqlServerShadow | None]:
     """While a test runs the app on SQLite or PostgreSQL, every statement the app runs is
     also compiled for SQL Server and held to the grant script: the test fails if one does

@@ -18,7 +18,6 @@ from azure.functions.timer import TimerRequest
 from los_model import __main__ as cli
 from los_model import drift, monitoring, operations, scoring
 from los_model.store import BlobStore
-from shared.platform import database as db_module
 from shared.records.schema import patient_data
 from tests import fhir_samples as fx
 from tests.conftest import function, http, reset_process_state, worker
@@ -222,7 +221,6 @@ def test_the_command_line_exits_with_a_code_and_what_to_do_never_a_traceback(
 
 
 def test_an_unreachable_database_exits_3(champion_url, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(db_module.time, "sleep", lambda _: None)
     monkeypatch.setenv("SQL_CONNECTION_STRING", "postgresql+psycopg://127.0.0.1:9/none")
     assert cli.main(["report"]) == operations.UNAVAILABLE
     assert "try again in a minute" in capsys.readouterr().err

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from azure.functions.timer import TimerRequest
 
 from devtools import events, los_generator
-from shared.platform import database as db_module
 from shared.platform.database import (
     FOR_A_CALLER,
     FOR_BACKGROUND_WORK,
@@ -158,10 +157,9 @@ class Outage:
 
 
 @pytest.fixture
-def outage(app_env, monkeypatch) -> Iterator[Any]:
+def outage(app_env, retry_pauses) -> Iterator[Any]:
     """Injects an outage into the current worker's engine; pauses are recorded, not slept."""
-    pauses: list[float] = []
-    monkeypatch.setattr(db_module.time, "sleep", pauses.append)
+    pauses: list[float] = retry_pauses
     installed: list[tuple[sa.Engine, Outage]] = []
 
     def inject(number: int, times: int) -> Outage:

@@ -287,6 +287,11 @@ FOR_A_CALLER = Retry(attempts=3, first=0.5, longest=2.0)
 FOR_BACKGROUND_WORK = Retry(attempts=8, first=1.0, longest=20.0)
 
 
+def pause_for(seconds: float) -> None:
+    """How :meth:`Database.run` waits between attempts (tests replace it)."""
+    time.sleep(seconds)
+
+
 class Database:
     """The worker's engine and pool on the connection string ``secret`` gives, reused by every
     invocation; rebuilt when the secret has rotated (seen once its cache has run out, or at
@@ -347,7 +352,7 @@ class Database:
                     retry.attempts,
                     pause,
                 )
-                (self._sleep or time.sleep)(pause)
+                (self._sleep or pause_for)(pause)
                 attempt += 1
 
     def _with_rotation(self, work: Callable[[], T]) -> T:
