@@ -74,13 +74,21 @@ def resolve_blob_url(url: str, service_url: str, container: str) -> BlobRef:
 
 
 def shared_key(connection_string: str) -> AzureNamedKeyCredential:
-    """The account name and key a storage connection string carries (Azurite, local runs)."""
+    """The account name and key a storage connection string carries (Azurite, local runs),
+    read by the Storage SDK's own parser: ``AccountName=…;AccountKey=…`` and the
+    ``UseDevelopmentStorage=true`` shorthand (Azurite's well-known account) alike."""
     from azure.core.credentials import AzureNamedKeyCredential
+    from azure.storage.blob import BlobServiceClient
 
-    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-    if "AccountName" not in parts or "AccountKey" not in parts:
-        raise ValueError("the connection string names no AccountName and AccountKey")
-    return AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"])
+    credential = BlobServiceClient.from_connection_string(connection_string).credential
+    name = getattr(credential, "account_name", None)
+    key = getattr(credential, "account_key", None)
+    if not name or not key:
+        raise ValueError(
+            "the connection string names no AccountName and AccountKey "
+            "(nor UseDevelopmentStorage=true)"
+        )
+    return AzureNamedKeyCredential(str(name), str(key))
 
 
 class UploadsContainer:
