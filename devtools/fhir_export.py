@@ -192,9 +192,10 @@ def write(
         by_type.setdefault(resource["resourceType"], []).append(line)
     output = []
     for kind in sorted(by_type):
-        name = f"{kind}.000.ndjson"
+        # The manifest names each file exactly as it is written (the import reads that name).
+        name = f"{kind}.000.ndjson" + (".gz" if compress else "")
         data = b"\n".join(by_type[kind]) + b"\n"
-        put(prefix + name + (".gz" if compress else ""), gzip.compress(data) if compress else data)
+        put(prefix + name, gzip.compress(data) if compress else data)
         output.append(
             {
                 "type": kind,
@@ -223,9 +224,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, help="the export's folder")
     args = parser.parse_args(argv)
     if args.synthea:
-        bundles = (json.loads(p.read_text()) for p in sorted(args.synthea.glob("*.json")))
+        files = sorted(args.synthea.glob("*.json")) if args.synthea.is_dir() else []
+        if not files:
+            raise SystemExit(f"fhir_export: no Synthea bundles (*.json) in {args.synthea}")
+        bundles = (json.loads(p.read_text()) for p in files)
         resources: Iterable[dict[str, Any]] = from_bundles(bundles)
     else:
+        if args.patients < 1:
+            raise SystemExit("fhir_export: --patients must be at least 1")
         resources = generated(args.patients, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -78,33 +78,77 @@ class _Part:
     etag: str
 
 
+def _other_suffix(name: str) -> str:
+    return name[: -len(".gz")] if name.lower().endswith(".gz") else name + ".gz"
+
+
 def find_parts(manifest: ndjson.Manifest, ref: BlobRef, uploads: UploadsContainer) -> list[_Part]:
-    """Every file the manifest names, as uploaded (plain or ``.gz``), with its version."""
+    """Every file the manifest names, by exactly the name it gives, with its version. A file
+    beside it under another suffix (``X.ndjson.gz`` for ``X.ndjson``, or the reverse: a stale
+    file of an earlier export in the same folder, say) is never read in its place: it is
+    ignored and the log says so. Whether a file is gzipped is read from its bytes."""
     parts = []
     for file in manifest.files:
-        for name in (file.blob_name, file.blob_name + ".gz"):
-            part_ref = uploads.sibling(ref, name)
-            try:
-                etag, _ = uploads.properties(part_ref)
-            except BlobGone:
-                continue
-            parts.append(_Part(file, part_ref, etag))
-            break
-        else:
+        part_ref = uploads.sibling(ref, file.blob_name)
+        other = _other_suffix(file.blob_name)
+        try:
+            etag, _ = uploads.properties(part_ref)
+        except BlobGone:
+            if _exists(uploads, uploads.sibling(ref, other)):
+                log.warning(
+                    "export %s: %s is in the uploads container but the manifest names %s: "
+                    "ignored; waiting for %s",
+                    ref.name,
+                    other.rsplit("/", 1)[-1],
+                    file.file_name,
+                    file.file_name,
+                )
             raise ExportIncomplete(
                 f"{file.file_name} (named by the manifest's output) is not in the uploads "
                 "container yet; the import starts once every file is there"
+            ) from None
+        if _exists(uploads, uploads.sibling(ref, other)):
+            log.warning(
+                "export %s: %s beside %s is not named by the manifest: ignored",
+                ref.name,
+                other.rsplit("/", 1)[-1],
+                file.file_name,
             )
+        parts.append(_Part(file, part_ref, etag))
     return parts
+
+
+def _exists(uploads: UploadsContainer, ref: BlobRef) -> bool:
+    try:
+        uploads.properties(ref)
+    except BlobGone:
+        return False
+    return True
+
+
+def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The file's bytes, gunzipped when they are a gzip stream (its magic number)."""
+    first = next(chunks, b"")
+    while len(first) < 2:
+        more = next(chunks, None)
+        if more is None:
+            break
+        first += more
+    stream = _chain(first, chunks)
+    return ndjson.gunzipped(stream) if first[:2] == b"\x1f\x8b" else stream
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
 
 
 def stage(parts: list[_Part], uploads: UploadsContainer, staging: Staging) -> None:
     """Read every line of every file once, keeping what the mapping reads by patient."""
     counts = staging.counts
     for part in parts:
-        chunks = uploads.chunks(part.ref, part.etag)
-        if part.ref.name.lower().endswith(".gz"):
-            chunks = ndjson.gunzipped(chunks)
+        chunks = _decompressed(iter(uploads.chunks(part.ref, part.etag)))
         name = part.ref.name.rsplit("/", 1)[-1]
         for number, line in ndjson.numbered_lines(chunks):
             _stage_line(name, number, line, part.file.resource_type, staging, counts)
