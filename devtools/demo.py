@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-model", action="store_true", help="import only; no model, no admit")
     args = parser.parse_args(argv)
+    if args.csv is not None and (not args.csv.is_file() or args.csv.stat().st_size == 0):
+        raise SystemExit(f"demo: {args.csv} is not a file with stays in it")
 
     LOCAL.mkdir(exist_ok=True)
     db_path = LOCAL / "demo.db"
@@ -177,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("EPHI_OWNER", "siteadmin@contoso-health.example")
         deliver(events.event_grid_schema(blob.url, etag, len(data)))
         report(db_url)
-        fan_out(conn_str, service, db_url, args.fan_out_rows)
-        fhir_export_import(service, db_url, args.export_patients)
+        if args.csv is None:  # your file instead of the generated ones: nothing else imported
+            fan_out(conn_str, service, db_url, args.fan_out_rows)
+            fhir_export_import(service, db_url, args.export_patients)
     if not args.no_model:
         train_and_admit()
 

@@ -4,15 +4,15 @@ does), list poisoned messages, replay them.
     python -m devtools.import_queue send --upload stays.csv
     python -m devtools.import_queue send --folder exports/1 --upload x/*.ndjson* x/manifest.json
     python -m devtools.import_queue send --blob-url http://127.0.0.1:10000/devstoreaccount1/patient-uploads/stays.csv
-    python -m devtools.import_queue poisoned
+    python -m devtools.import_queue poisoned            # ids (--full: the messages too)
     python -m devtools.import_queue replay --all
     python -m devtools.import_queue replay --message-id 5f0c...
 
 Locally the queue is Azurite's (``PATIENT_STORAGE_CONNECTION``, else Azurite's defaults). In
-Azure pass ``--account-url https://<account>.queue.core.windows.net`` (and, for ``send
---upload``, ``--blob-url`` instead): your ``az login`` is used, with the roles the operator
-is given (infra/modules/rbac.bicep). Messages hold run ids, range numbers and blob URLs:
-never patient data.
+Azure add ``--account-url https://<account>.queue.core.windows.net``, before or after the
+command (and, for ``send``, ``--blob-url`` instead of ``--upload``): your ``az login`` is
+used, with the roles the operator is given (infra/modules/rbac.bicep). Messages hold run ids,
+range numbers and blob URLs: never patient data.
 """
 
 from __future__ import annotations
@@ -76,32 +76,53 @@ def send(args: argparse.Namespace) -> None:
 
 
 def poisoned(args: argparse.Namespace) -> None:
+    """The poisoned messages' ids and when they were queued; ``--full`` adds each message
+    (event ids, run ids, range numbers and blob URLs: no patient data)."""
     found = queue(POISON_QUEUE, args.account_url).peek_messages(max_messages=32)
     for message in found:
-        print(f"{message.id}  {message.inserted_on:%Y-%m-%d %H:%M}  {message.content}")
+        line = f"{message.id}  {message.inserted_on:%Y-%m-%d %H:%M}"
+        print(f"{line}  {message.content}" if args.full else line)
     if not found:
         print(f"the {POISON_QUEUE} queue is empty")
+    elif len(found) == 32:
+        print("(the first 32; replay them to see more)")
 
 
 def replay(args: argparse.Namespace) -> None:
     poison, target = queue(POISON_QUEUE, args.account_url), queue(IMPORT_QUEUE, args.account_url)
     moved = 0
+    passed_over = []
     # Taken for a minute: a replay that dies midway leaves the message in the poison queue.
     for message in poison.receive_messages(messages_per_page=32, visibility_timeout=60):
         if args.message_id and message.id != args.message_id:
+            passed_over.append(message)  # held until the search ends, so it is seen once
             continue
         target.send_message(message.content)
         poison.delete_message(message)
         moved += 1
-        print(f"replayed {message.id}: {message.content}")
+        print(f"replayed {message.id}")
+    for message in passed_over:  # not the one asked for: visible again at once
+        poison.update_message(message, visibility_timeout=0)
     print(f"{moved} message(s) back on the {IMPORT_QUEUE} queue")
+    if args.message_id and not moved:
+        raise SystemExit(f"no message {args.message_id} in the {POISON_QUEUE} queue")
 
 
 def main(argv: list[str] | None = None) -> None:
+    # --account-url before or after the command: each command accepts it too.
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--account-url",
+        default=argparse.SUPPRESS,
+        help="the queue endpoint in Azure, https://<account>.queue.core.windows.net "
+        "(az login is used)",
+    )
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--account-url", help="the queue endpoint in Azure (az login is used)")
+    parser.add_argument("--account-url", dest="account_url_first", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    to_send = commands.add_parser("send", help="put a BlobCreated event on the import queue")
+    to_send = commands.add_parser(
+        "send", parents=[where], help="put a BlobCreated event on the import queue"
+    )
     source = to_send.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--upload",
@@ -117,12 +138,18 @@ def main(argv: list[str] | None = None) -> None:
         "--container", default=os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
     )
     to_send.add_argument("--cloud-events", action="store_true", help="CloudEvents 1.0 schema")
-    commands.add_parser("poisoned", help="list the messages in the poison queue")
-    to_replay = commands.add_parser("replay", help="move poisoned messages back to the queue")
+    listing = commands.add_parser(
+        "poisoned", parents=[where], help="list the poisoned messages' ids"
+    )
+    listing.add_argument("--full", action="store_true", help="print each message too")
+    to_replay = commands.add_parser(
+        "replay", parents=[where], help="move poisoned messages back to the queue"
+    )
     which = to_replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true")
     which.add_argument("--message-id")
     args = parser.parse_args(argv)
+    args.account_url = getattr(args, "account_url", None) or args.account_url_first
     {"send": send, "poisoned": poisoned, "replay": replay}[args.command](args)
 
 

@@ -5,7 +5,11 @@ token (``az login``), as the app does with its identity.
 
     SQL_CONNECTION_STRING='Driver={ODBC Driver 18 for SQL Server};Server=tcp:...' \\
         .venv/bin/python -m devtools.sql_script infra/sql/grant-app-user.sql \\
-        --var APP_IDENTITY_NAME=func-abc123
+        --var APP_IDENTITY_NAME=id-func-abc123 \\
+        --var APP_OBJECT_ID=11111111-2222-3333-4444-555555555555 \\
+        --var APP_CLIENT_ID=66666666-7777-8888-9999-000000000000
+
+Every ``$(NAME)`` the script uses must be given; a missing one is named before anything runs.
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if not _NAME.fullmatch(value):
             print(f"--var {name}: letters, digits, '.', '-' and '_' only", file=sys.stderr)
             return 2
+    try:
+        script = batches(args.script.read_text(encoding="utf-8"), variables)
+    except OSError as exc:
+        print(f"{args.script}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
     connection_string = os.environ.get("SQL_CONNECTION_STRING")
     if not connection_string:
         print("set SQL_CONNECTION_STRING to the target database", file=sys.stderr)
@@ -58,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = create_engine(connection_string)
     try:
         with engine.begin() as conn:
-            for batch in batches(args.script.read_text(encoding="utf-8"), variables):
+            for batch in script:
                 conn.exec_driver_sql(batch)
     finally:
         engine.dispose()

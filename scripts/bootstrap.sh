@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project's development and tests need on a fresh machine, and only what
-# is missing: unixODBC (for pyodbc) and shellcheck (the deploy scripts' lint) from Debian's
-# packages, a venv in .venv with requirements-dev.txt, checkov in .venv-checkov
-# (requirements-infra.txt), the app's requirements alone in .venv-package, Azurite from npm.
+# is missing: unixODBC (for pyodbc), shellcheck (the deploy scripts' lint) and sqlite3 (the
+# docs' queries) from Debian's packages, a venv in .venv with requirements-dev.txt, checkov in
+# .venv-checkov (requirements-infra.txt), the app's requirements alone in .venv-package,
+# Azurite from npm.
 # Deploying needs none of this: see docs/site-administrator.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ fi
 missing=()
 { ldconfig -p 2>/dev/null || true; } | grep -q 'libodbc\.so\.2' || missing+=(unixodbc)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v sqlite3 >/dev/null || missing+=(sqlite3) # the docs' queries of the local database
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]} (Debian's packages)"
   if [ "$(id -u)" = 0 ]; then

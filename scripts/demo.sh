@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the bulk import locally on the embedded default (SQLite) against Azurite.
-#   scripts/demo.sh                      # 1,000 generated stays, a few deliberately bad
-#   scripts/demo.sh --csv path/to.csv    # your own file
+# The loop locally, on the embedded default (SQLite) against Azurite: import, train, admit,
+# predict (devtools/demo.py).
+#   scripts/demo.sh                      # 5,000 generated stays (2% deliberately bad), a
+#                                        # file in ranges, a FHIR export, then the model
+#   scripts/demo.sh --csv path/to.csv    # your own file instead of the generated imports
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
