@@ -18,6 +18,7 @@ range numbers and blob URLs: never patient data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -44,7 +45,13 @@ def queue(name: str, account_url: str | None) -> Any:
         from azure.identity import DefaultAzureCredential
 
         return QueueClient(account_url, name, credential=DefaultAzureCredential(), **codec)
-    return QueueClient.from_connection_string(_connection(), name, **codec)
+    from azure.core.exceptions import ResourceExistsError
+
+    client = QueueClient.from_connection_string(_connection(), name, **codec)
+    # Locally the queues are made on first use, as the containers are (in Azure, by infra/).
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    return client
 
 
 def upload(path: Path, container: str, folder: str = "") -> tuple[str, str, int]:
@@ -150,7 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--message-id")
     args = parser.parse_args(argv)
     args.account_url = getattr(args, "account_url", None) or args.account_url_first
-    {"send": send, "poisoned": poisoned, "replay": replay}[args.command](args)
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        {"send": send, "poisoned": poisoned, "replay": replay}[args.command](args)
+    except ResourceNotFoundError as exc:
+        raise SystemExit(
+            f"import_queue: {exc.reason or 'not found'} ({getattr(exc, 'error_code', '')}): "
+            "check --account-url, and that the deployment made the queues (azd provision)"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ that says what to do:
 code   meaning
 =====  ==============================================================
 0      done
-1      refused: too few stays, a model no better than the median, a
-       worse challenger, nothing to roll back to
+1      refused to act: too few stays, a model no better than the
+       median, nothing to roll back to, no such version (a worse
+       challenger is a decision made: 0, with the decision)
 2      not configured: a setting is missing or wrong
 3      unavailable: the database or storage did not answer; try again
 4      conflict: the pointer moved under this run, or LOS_MODEL_URL
@@ -211,9 +212,9 @@ def retrain(
     if decision.promoted:
         _tell_the_predictor(services)
     text = f"challenger {decision.challenger} {decision.state}: {decision.reason}"
-    code = DONE if decision.promoted or decision.state == "unchanged" else REFUSED
-    if decision.state == "lost the race":
-        code = CONFLICT
+    # A refused challenger is a decision made and recorded, not a failure: exit 0, the
+    # decision in the output. Only a race lost to another retraining is a conflict.
+    code = CONFLICT if decision.state == "lost the race" else DONE
     return Outcome("retrain", code, {"decision": decision.as_json()}, text, overrides)
 
 
