@@ -466,3 +466,11 @@ def http(
         body=body or b"",
     )
     return function(name)(request)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Count the docs' shell blocks: run by tests/test_doc_commands.py, or marked with what
+    they need that this machine lacks."""
+    from tests.doc_blocks import blocks, summary
+
+    terminalreporter.write_line(summary(blocks()))

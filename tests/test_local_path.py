@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import shutil
 from typing import Any
 
 import pytest
@@ -187,7 +189,6 @@ def test_the_demo_refuses_a_missing_file(tmp_path):
 
 
 def test_the_demo_imports_only_your_file_with_csv(tmp_path, monkeypatch):
-    import shutil
     import uuid
 
     from devtools import demo
@@ -199,8 +200,6 @@ def test_the_demo_imports_only_your_file_with_csv(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     mine = tmp_path / "mine.csv"
     mine.write_bytes(los_generator.csv_bytes(30, seed=45))
-    import os
-
     saved = dict(os.environ)  # the demo sets the settings for the workers it starts
     try:
         demo.main(["--csv", str(mine), "--no-model"])
@@ -259,3 +258,48 @@ def test_replaying_one_message_leaves_the_others_to_replay_at_once(
     assert "2 message(s) back" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no message nope"):
         queue_command.main(["replay", "--message-id", "nope"])
+
+
+def test_azurite_as_the_docs_start_it_answers_the_sdk(tmp_path):
+    """The integration engineer's `npx azurite …` line, run as written (in the project, where
+    npx finds the project's Azurite): the Storage SDK, whose API versions may be newer than
+    Azurite's, is answered, not refused."""
+    import shlex
+    import signal
+    import subprocess
+    import time
+
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.doc_blocks import blocks
+
+    [block] = [
+        b for b in blocks() if b.doc == "docs/integration-engineer.md" and "npx azurite" in b.code
+    ]
+    [line] = [ln for ln in block.code.splitlines() if ln.startswith("npx azurite")]
+    words = shlex.split(line, comments=True)
+    assert words[-1] == "&"
+    location = f".local/test-azurite-{tmp_path.name}"
+    words = [location if w == ".local/azurite" else w for w in words[:-1]]
+    proc = subprocess.Popen(
+        words,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        service = BlobServiceClient.from_connection_string(DEVELOPMENT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                service.create_container(f"docs-{tmp_path.name}"[:63].lower().replace("_", "-"))
+                break
+            except Exception as exc:  # not listening yet
+                if time.monotonic() > deadline or "API version" in str(exc):
+                    raise
+                time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        shutil.rmtree(PROJECT_ROOT / location, ignore_errors=True)
