@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PROJECT_ROOT
+from tests.test_package import FUNCTIONS
 
 SCRIPTS = [
     "scripts/deploy.sh",
@@ -180,24 +181,13 @@ def test_a_rerun_makes_the_same_calls(deployer):
     assert same(first.calls) == same(again.calls)
 
 
-EVERY_FUNCTION = [
-    "admit_patient",
-    "bulk_import",
-    "capability_statement",
-    "discharge_patient",
-    "health",
-    "model_report",
-    "retrain_model",
-]
-
-
 def test_the_published_package_indexes_every_function(deployer):
     """The az-only deploy publishes what azd would (.funcignore), and the host finds every
     function in it: a folder left out of a hand-written list would leave none."""
     run = deployer.run("scripts/deploy.sh")
     assert run.returncode == 0, run.stderr
     (site,) = deployer.subscription()["sites"].values()
-    assert site["functions"] == EVERY_FUNCTION
+    assert site["functions"] == FUNCTIONS
 
 
 def test_up_down_up_recovers_the_vault_into_its_group_made_again(deployer):
@@ -229,7 +219,7 @@ def test_up_down_up_recovers_the_vault_into_its_group_made_again(deployer):
     up = deployer.subscription()
     assert up["vaults"]["kv-abc123"]["deleted"] is False
     assert up["roleAssignments"] == granted
-    assert up["sites"]["func-abc123"]["functions"] == EVERY_FUNCTION
+    assert up["sites"]["func-abc123"]["functions"] == FUNCTIONS
 
 
 def test_up_down_up_after_the_vault_was_purged_makes_a_new_one(deployer):
@@ -297,7 +287,7 @@ def test_a_failing_database_step_still_closes_the_firewall(deployer):
 def test_postdeploy_waits_for_the_function_to_be_listed(deployer):
     from tests.stand_in import published
 
-    published(deployer.state, EVERY_FUNCTION)
+    published(deployer.state, FUNCTIONS)
     env = {
         name: value
         for name, value in {
@@ -313,7 +303,7 @@ def test_postdeploy_waits_for_the_function_to_be_listed(deployer):
     assert run.called("az", "deployment", "group", "create")
 
     deployer.state.unlink()
-    published(deployer.state, EVERY_FUNCTION)
+    published(deployer.state, FUNCTIONS)
     never = deployer.run(
         "scripts/azure/postdeploy.sh",
         STAND_IN_LISTED_AFTER="99",
@@ -338,7 +328,7 @@ POSTDEPLOY_ENV = {
 def test_postdeploy_stops_with_what_to_do_when_health_fails(deployer, kind):
     from tests.stand_in import HEALTH_FAILURES, published
 
-    published(deployer.state, EVERY_FUNCTION)
+    published(deployer.state, FUNCTIONS)
     run = deployer.run("scripts/azure/postdeploy.sh", STAND_IN_HEALTH=kind, **POSTDEPLOY_ENV)
     assert run.returncode != 0
     name, detail, action = HEALTH_FAILURES[kind]
@@ -354,12 +344,12 @@ def test_postdeploy_stops_with_what_to_do_when_health_fails(deployer, kind):
 def test_postdeploy_waits_for_health_to_answer(deployer):
     from tests.stand_in import published
 
-    published(deployer.state, EVERY_FUNCTION)
+    published(deployer.state, FUNCTIONS)
     run = deployer.run("scripts/azure/postdeploy.sh", STAND_IN_HEALTH_DOWN="2", **POSTDEPLOY_ENV)
     assert run.returncode == 0, run.stderr
     assert len(run.called("curl")) == 3
     deployer.state.unlink()
-    published(deployer.state, EVERY_FUNCTION)
+    published(deployer.state, FUNCTIONS)
     never = deployer.run(
         "scripts/azure/postdeploy.sh",
         STAND_IN_HEALTH_DOWN="99",

@@ -36,23 +36,12 @@ def test_every_part_answers(app_env, secret_source, db_url):
 
 
 @pytest.mark.parametrize("secret_source", ["app-setting"])
-def test_the_champion_model_is_named(app_env, uploads, monkeypatch):
-    import contextlib
-    import time
-
-    from azure.core.exceptions import ResourceExistsError
-
-    with contextlib.suppress(ResourceExistsError):
-        uploads.service.create_container("models")
-    url = f"{uploads.service.url.rstrip('/')}/models/health-{time.monotonic_ns()}/champion.json"
-    monkeypatch.setenv("LOS_MODEL_URL", url)
-    monkeypatch.setenv("RETRAIN_MIN_STAYS", "200")
-    reset_process_state()
+def test_the_champion_model_is_named(champion_url, uploads):
     status, report = health()
     assert report["checks"]["model"]["status"] == "warn"  # set, but nothing published yet
     assert "until a champion is published" in report["checks"]["model"]["action"]
 
-    blob, etag = uploads.put(los_generator.csv_bytes(400, seed=12))
+    blob, etag = uploads.put(los_generator.csv_bytes(600, seed=12))
     deliver(events.event_grid_schema(blob, etag))
     function("retrain_model")(TimerRequest(past_due=False))
     reset_process_state()

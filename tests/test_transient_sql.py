@@ -223,25 +223,9 @@ def test_an_import_waits_for_the_database_to_resume(outage, uploads, db):
     assert (status, stored) == ("succeeded", 120)
 
 
-@pytest.fixture
-def champion(app_env, uploads, monkeypatch) -> str:
-    import contextlib
-    import time
-
-    from azure.core.exceptions import ResourceExistsError
-
-    with contextlib.suppress(ResourceExistsError):
-        uploads.service.create_container("models")
-    url = f"{uploads.service.url.rstrip('/')}/models/transient-{time.monotonic_ns()}/champion.json"
-    monkeypatch.setenv("LOS_MODEL_URL", url)
-    monkeypatch.setenv("RETRAIN_MIN_STAYS", "200")
-    reset_process_state()
-    return url
-
-
 @pytest.mark.parametrize("secret_source", ["app-setting"])
-def test_the_timer_resumes_a_paused_database_and_retrains(champion, outage, uploads, caplog):
-    url, etag = uploads.put(los_generator.csv_bytes(400, seed=6))
+def test_the_timer_resumes_a_paused_database_and_retrains(champion_url, outage, uploads, caplog):
+    url, etag = uploads.put(los_generator.csv_bytes(600, seed=6))
     deliver(events.event_grid_schema(url, etag))
     caplog.set_level(logging.INFO)
     failing = outage(40613, 4)  # about the minute a serverless database takes to resume
@@ -253,7 +237,9 @@ def test_the_timer_resumes_a_paused_database_and_retrains(champion, outage, uplo
 
 
 @pytest.mark.parametrize("secret_source", ["app-setting"])
-def test_the_timer_logs_retrain_failed_when_the_database_never_answers(champion, outage, caplog):
+def test_the_timer_logs_retrain_failed_when_the_database_never_answers(
+    champion_url, outage, caplog
+):
     from retrain_model.function import RETRAIN_FAILED
 
     caplog.set_level(logging.INFO)
