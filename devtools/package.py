@@ -37,7 +37,7 @@ def files(root: Path = PROJECT_ROOT) -> Iterator[str]:
     """The package's files, as paths relative to ``root`` with ``/``, sorted. A folder that
     ``.funcignore`` leaves out is not walked (``.venv``, ``node_modules``)."""
     spec = ignore_spec(root)
-    found = []
+    found: list[str] = []
     for folder, dirs, names in os.walk(root):
         relative = Path(folder).relative_to(root).as_posix()
         prefix = "" if relative == "." else relative + "/"

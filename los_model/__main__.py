@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +77,6 @@ def parser() -> argparse.ArgumentParser:
     training.add_argument("--out", type=Path, required=True, help="directory for the 2 files")
     training.add_argument("--min-stays", type=int, help="instead of RETRAIN_MIN_STAYS")
     return top
-
-
-def environment(settings_file: Path | None) -> Mapping[str, str]:
-    """The process environment, over a local.settings.json's Values when one is given."""
-    if settings_file is None:
-        return os.environ
-    try:
-        values = json.loads(settings_file.read_text(encoding="utf-8")).get("Values", {})
-    except (OSError, ValueError) as exc:
-        raise OperationFailed(NOT_CONFIGURED, f"{settings_file} cannot be read: {exc}") from None
-    return {**{k: str(v) for k, v in values.items()}, **os.environ}
 
 
 def run(args: argparse.Namespace, services: Any) -> Outcome:
@@ -153,17 +140,16 @@ def train_to_files(services: Any, out: Path, min_stays: int | None, progress: An
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from shared.platform.services import Services
-    from shared.platform.settings import SettingsError
+    from shared.platform.settings import SettingsError, environment
 
     services = None
     try:
         services = Services(environment(args.settings))
-        try:
-            outcome = run(args, services)
-        except SettingsError as exc:
-            raise OperationFailed(NOT_CONFIGURED, str(exc)) from None
+        outcome = run(args, services)
     except Exception as exc:  # a bug: its type, never a traceback (it may quote a value)
-        if not isinstance(exc, OperationFailed):
+        if isinstance(exc, SettingsError):  # names the setting, never its value
+            exc = OperationFailed(NOT_CONFIGURED, str(exc))
+        elif not isinstance(exc, OperationFailed):
             exc = OperationFailed(
                 UNEXPECTED,
                 f"unexpected {type(exc).__name__}: nothing was changed after it; "

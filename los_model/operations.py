@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from los_model import monitoring, retraining
 from los_model.store import PointerMoved
 from los_model.training import TrainingRefused
+from shared.platform.database import FOR_BACKGROUND_WORK, Retry
 
 if TYPE_CHECKING:
     from los_model.store import ModelStore
@@ -132,7 +133,7 @@ def guarded(work: Callable[[], Any]) -> Any:
                 f"the database or storage did not answer ({type(exc).__name__}); "
                 "try again in a minute (GET api/health says which part)",
             ) from None
-        if _is_not_found(exc):
+        if isinstance(exc, FileNotFoundError):  # the stores' word for it (los_model.store)
             raise OperationFailed(
                 REFUSED, f"not found in the models container ({type(exc).__name__})"
             ) from None
@@ -140,24 +141,24 @@ def guarded(work: Callable[[], Any]) -> Any:
 
 
 def _is_storage_unavailable(exc: Exception) -> bool:
-    try:
-        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-    except ImportError:  # pragma: no cover - azure-core is a requirement
-        return False
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
     return isinstance(exc, ServiceRequestError | ServiceResponseError)
-
-
-def _is_not_found(exc: Exception) -> bool:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    return isinstance(exc, ResourceNotFoundError | FileNotFoundError)
 
 
 # --- report ---------------------------------------------------------------------------------
 
 
-def report(services: Services, *, days: int | None = None, factor: float | None = None) -> Outcome:
-    """The champion's live accuracy and drift, by the settings unless overridden."""
+def report(
+    services: Services,
+    *,
+    days: int | None = None,
+    factor: float | None = None,
+    retry: Retry | None = None,
+) -> Outcome:
+    """The champion's live accuracy and drift, by the settings unless overridden. ``retry``:
+    how long to wait out a transient database error (default: as background work; an HTTP
+    caller passes ``FOR_A_CALLER``)."""
     settings = services.settings
     overrides: list[Override] = []
     days = choose(overrides, "LIVE_ACCURACY_DAYS", days, settings.live_accuracy_days)
@@ -177,7 +178,7 @@ def report(services: Services, *, days: int | None = None, factor: float | None 
         found = monitoring.report(database.engine(), pointer, card, days, factor, note=note)
         return found, card
 
-    found, card = guarded(lambda: database.run(work))
+    found, card = guarded(lambda: database.run(work, retry or FOR_BACKGROUND_WORK))
     result = {"report": found.as_json(), "card": card}
     return Outcome("report", DONE, result, monitoring.printed(found), overrides)
 
@@ -288,9 +289,11 @@ def adopt(services: Services) -> Outcome:
 def _tell_the_predictor(services: Services) -> None:
     """This process's predictor looks at the pointer on its next use, not after its refresh
     interval: admissions right after a promotion are scored by the new champion."""
+    from shared.platform.settings import SettingsError
+
     try:
         predictor = services.predictor
-    except Exception:  # no predictor configured here (a command line without the app)
+    except SettingsError:  # no predictor can be built here (a command line without the app)
         return
     if predictor is not None:
         predictor.refresh_soon()

@@ -17,6 +17,7 @@ between the two (the pointer's history tells whether it was promoted).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -203,7 +204,7 @@ def adopt(plain: ModelStore, champion: ModelStore, name: str) -> str:
     model = load_model(data)  # refuses anything that is not a model we can load
     try:
         card = json.loads(plain.read(CARD_FILE))
-    except Exception:  # no card beside it: the report will say the held-out error is unknown
+    except (FileNotFoundError, ValueError):  # none beside it: the held-out error is unknown
         card = None
     if not isinstance(card, dict) or card.get("id") != model.id:
         card = {"id": model.id, "adoptedFrom": name, "note": "no card was found beside the model"}
@@ -211,11 +212,9 @@ def adopt(plain: ModelStore, champion: ModelStore, name: str) -> str:
         ("los-model.json", data),
         ("model-card.json", json.dumps(card, indent=2).encode()),
     ):
-        try:
+        # Adopted before: the version is already there, immutable.
+        with contextlib.suppress(FileExistsError):
             champion.write_new(f"versions/{model.id}/{file}", content)
-        except Exception as exc:  # adopted before: the version is already there, immutable
-            if type(exc).__name__ not in ("FileExistsError", "ResourceExistsError"):
-                raise
     existing, version = champion.read_pointer()
     if existing is not None or version is not None:
         raise PointerMoved("a champion pointer (or another file) is already there")

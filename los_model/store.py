@@ -51,10 +51,13 @@ class ModelStore(Protocol):
         """The pointer and its version (ETag), or (None, None) when there is none."""
         ...
 
-    def read(self, name: str) -> bytes: ...
+    def read(self, name: str) -> bytes:
+        """A file of the models folder; :class:`FileNotFoundError` when there is none."""
+        ...
 
     def write_new(self, name: str, data: bytes) -> None:
-        """Write a file that must not exist yet (a version is never overwritten)."""
+        """Write a file that must not exist yet (a version is never overwritten);
+        :class:`FileExistsError` when it does."""
         ...
 
     def move_pointer(self, pointer: dict[str, Any], expected: str | None) -> None:
@@ -115,11 +118,21 @@ class BlobStore:
         return is_pointer(downloader.readall()), str(downloader.properties.etag)
 
     def read(self, name: str) -> bytes:
-        data: bytes = self.container.download_blob(self._name(name)).readall()
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            data: bytes = self.container.download_blob(self._name(name)).readall()
+        except ResourceNotFoundError:
+            raise FileNotFoundError(f"models/{self._name(name)}") from None
         return data
 
     def write_new(self, name: str, data: bytes) -> None:
-        self.container.upload_blob(self._name(name), data, overwrite=False)
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.container.upload_blob(self._name(name), data, overwrite=False)
+        except ResourceExistsError:
+            raise FileExistsError(f"models/{self._name(name)}") from None
 
     def move_pointer(self, pointer: dict[str, Any], expected: str | None) -> None:
         from azure.core import MatchConditions

@@ -35,11 +35,12 @@ def _report(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     from los_model import operations
     from shared.fhir.authz import DATA_SCIENTIST_ROLE, authorize
     from shared.fhir.operation_outcome import FhirError, operation_outcome
+    from shared.platform.database import FOR_A_CALLER
     from shared.platform.settings import SettingsError
 
     try:
         authorize(req.headers, services.settings, frozenset({DATA_SCIENTIST_ROLE}))
-        found = operations.report(services)
+        found = operations.report(services, retry=FOR_A_CALLER)  # a caller is waiting
     except FhirError as exc:
         return _json(exc.status, operation_outcome(exc.issues), exc.headers)
     except (SettingsError, operations.OperationFailed) as exc:

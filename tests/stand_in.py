@@ -128,24 +128,14 @@ def option(args: list[str], *names: str) -> str | None:
     return None
 
 
-def parameters(args: list[str]) -> dict[str, str]:
-    if "-p" not in args:
+def pairs(args: list[str], flag: str) -> dict[str, str]:
+    """The ``key=value`` words after ``flag`` (``-p`` parameters, ``--tags``), up to the next
+    option."""
+    if flag not in args:
         return {}
     found = {}
-    for word in args[args.index("-p") + 1 :]:
+    for word in args[args.index(flag) + 1 :]:
         if word.startswith("-"):
-            break
-        key, _, value = word.partition("=")
-        found[key] = value
-    return found
-
-
-def tags_of(args: list[str]) -> dict[str, str]:
-    if "--tags" not in args:
-        return {}
-    found = {}
-    for word in args[args.index("--tags") + 1 :]:
-        if word.startswith("--"):
             break
         key, _, value = word.partition("=")
         found[key] = value
@@ -185,7 +175,7 @@ def az(state: dict[str, Any], args: list[str]) -> str | None:
         name = option(args, "-n", "--name")
         state["groups"][name] = {
             "location": option(args, "-l", "--location"),
-            "tags": tags_of(args),
+            "tags": pairs(args, "--tags"),
         }
         return None
     if words.startswith("group show"):
@@ -194,7 +184,7 @@ def az(state: dict[str, Any], args: list[str]) -> str | None:
     if words.startswith("group delete"):  # what azd down does
         return delete_group(state, option(args, "-n", "--name"))
     if words.startswith("deployment sub create"):
-        return provision(state, parameters(args))
+        return provision(state, pairs(args, "-p"))
     if words.startswith("deployment group create"):
         need_group(state, option(args, "-g", "--resource-group"))
         return None

@@ -432,6 +432,7 @@ def test_easyauth_without_the_platform_in_front_trusts_no_principal_header(
     # AUTH_MODE=easyauth makes the functions anonymous; without App Service authentication
     # in front anyone could send X-MS-CLIENT-PRINCIPAL. Refuse, never trust it.
     monkeypatch.delenv("WEBSITE_AUTH_ENABLED")
+    reset_process_state()  # the flag is injected at a worker's start
     forged = {"X-MS-CLIENT-PRINCIPAL": principal("CareLineManager")}
     response = http("admit_patient", fx.blueprint("admit_100002.json"), headers=forged)
     assert_outcome(response, 503, "transient")

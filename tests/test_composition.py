@@ -84,3 +84,53 @@ def test_the_function_glue_takes_the_services_it_is_given():
     )
     assert "def blueprint(services: Services)" in text
     assert "Services()" not in text  # only function_app.py builds one
+
+
+APP_CODE = [
+    p
+    for part in (
+        "shared",
+        "los_model",
+        "bulk_import",
+        "admit_patient",
+        "discharge_patient",
+        "capability_statement",
+        "retrain_model",
+        "health",
+        "model_report",
+    )
+    for p in sorted((PROJECT_ROOT / part).rglob("*.py"))
+] + [PROJECT_ROOT / "function_app.py"]
+SETTINGS_MODULE = PROJECT_ROOT / "shared" / "platform" / "settings.py"
+
+
+def test_only_the_settings_module_reads_the_environment():
+    """Settings reach the code through Services (the composition root), read in one module:
+    a setting read anywhere else would escape Services(env) and its checks."""
+    readers = []
+    for path in APP_CODE:
+        if path == SETTINGS_MODULE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in (
+                "os.environ",
+                "os.getenv",
+            ):
+                readers.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}")
+    assert readers == []
+
+
+def test_the_platform_auth_flag_and_a_local_settings_file_are_read_there(tmp_path, monkeypatch):
+    from shared.platform.settings import PLATFORM_AUTH_FLAG, environment, load_settings
+
+    base = {"EPHI_OWNER": "owner@example.org"}
+    assert load_settings({**base, PLATFORM_AUTH_FLAG: "True"}).platform_auth_enabled is True
+    assert load_settings(base).platform_auth_enabled is False
+    file = tmp_path / "local.settings.json"
+    file.write_text('{"Values": {"RETRAIN_MARGIN": "0.2", "LIVE_MAE_FACTOR": "2"}}')
+    monkeypatch.setenv("LIVE_MAE_FACTOR", "3")
+    env = environment(file)
+    assert (env["RETRAIN_MARGIN"], env["LIVE_MAE_FACTOR"]) == ("0.2", "3")  # the environment wins
+    file.write_text("not json")
+    with pytest.raises(SettingsError, match=r"cannot be read as a local\.settings\.json"):
+        environment(file)

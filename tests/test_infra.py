@@ -62,6 +62,10 @@ LOCAL_ONLY_SETTINGS = {
     "SQL_CONNECTION_STRING": "the connection string comes from Key Vault in Azure",
     "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "switches a safety check off, for a local test vault",
 }
+# Settings the code reads that App Service itself injects: the template must not set them.
+INJECTED_BY_THE_PLATFORM = {
+    "WEBSITE_AUTH_ENABLED": "True when App Service authentication stands in front of the app",
+}
 # The Functions host's own settings (not read by shared/platform/settings.py).
 PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__accountName",
@@ -197,9 +201,9 @@ def test_the_app_settings_are_exactly_what_the_code_reads():
     template = set(app_settings())
     ours = template - PLATFORM_SETTINGS
     assert not ours - read, f"the template sets settings no code reads: {sorted(ours - read)}"
-    missing = read - ours - set(LOCAL_ONLY_SETTINGS)
+    missing = read - ours - set(LOCAL_ONLY_SETTINGS) - set(INJECTED_BY_THE_PLATFORM)
     assert not missing, f"the code reads settings the template does not set: {sorted(missing)}"
-    assert not set(LOCAL_ONLY_SETTINGS) & template
+    assert not (set(LOCAL_ONLY_SETTINGS) | set(INJECTED_BY_THE_PLATFORM)) & template
 
 
 def test_no_secret_key_or_connection_string_in_an_app_setting_or_an_output():

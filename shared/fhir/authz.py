@@ -15,12 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.fhir.operation_outcome import FhirError
-from shared.platform.settings import Settings, SettingsError
+from shared.platform.settings import PLATFORM_AUTH_FLAG, Settings, SettingsError
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
@@ -31,8 +30,6 @@ NAME_CLAIMS = (
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
 )
 FUNCTION_KEY = "function key"
-# Set by App Service itself (read-only for the app) when its authentication is enabled.
-PLATFORM_AUTH_FLAG = "WEBSITE_AUTH_ENABLED"
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,7 @@ def authorize(
     allowed = settings.care_roles if roles is None else roles
     if settings.auth_mode != "easyauth":
         return Principal(FUNCTION_KEY, frozenset())
-    # The platform's flag, not a setting an administrator writes: read where it is injected.
-    if os.environ.get(PLATFORM_AUTH_FLAG, "").lower() != "true":
+    if not settings.platform_auth_enabled:
         raise SettingsError(
             "AUTH_MODE",
             "easyauth, but App Service authentication is not enabled in front of the app "

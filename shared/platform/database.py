@@ -239,8 +239,6 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a database error that the same work may succeed past if tried
     again in a moment: Azure SQL's transient errors, a connection lost or refused, a
     deadlock, SQLite's busy lock."""
-    import sqlalchemy as sa
-
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
     if exc.connection_invalidated:
@@ -403,8 +401,7 @@ def is_login_failure(exc: BaseException) -> bool:
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
     orig = exc.orig
-    args = getattr(orig, "args", None)
-    state = getattr(orig, "sqlstate", None) or (args[0] if args else None)
+    state = _sqlstate(orig)
     text = str(orig).lower()
     # Connection-time errors often carry no SQLSTATE; then the server's words tell.
     return (

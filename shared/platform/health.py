@@ -114,7 +114,7 @@ def _secret(services: Services) -> Check:
 def _database(services: Services) -> Check:
     import sqlalchemy as sa
 
-    from shared.platform.database import FOR_A_CALLER, described, is_login_failure, is_transient
+    from shared.platform.database import FOR_A_CALLER, described, is_transient
     from shared.records.schema import patient_data
 
     database = services.database
@@ -141,12 +141,12 @@ def _database(services: Services) -> Check:
     try:
         database.run(probe, FOR_A_CALLER)
     except sa.exc.DBAPIError as exc:
-        if is_login_failure(exc):
-            action = DATABASE_STEP
-        elif is_transient(exc):
-            action = "try again in a minute: a paused serverless database resumes on a login"
-        else:  # no table, or no SELECT on it
-            action = DATABASE_STEP
+        # A refused login, no table or no SELECT on it: the database step makes all three.
+        action = (
+            "try again in a minute: a paused serverless database resumes on a login"
+            if is_transient(exc)
+            else DATABASE_STEP
+        )
         return Check("fail", f"the database refused the probe: {described(exc)}", action, extra)
     return Check("pass", "PatientData answers to the app's identity", extra=extra)
 

@@ -12,8 +12,13 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.records.tags import EphiTags
+
+# Set by App Service itself (read-only for the app) when its authentication is enabled: the
+# platform's word, not a setting an administrator writes (infra/ never sets it).
+PLATFORM_AUTH_FLAG = "WEBSITE_AUTH_ENABLED"
 
 
 class SettingsError(Exception):
@@ -53,6 +58,8 @@ class Settings:
     retrain_margin: float = 0.0
     live_mae_factor: float = 1.5
     live_accuracy_days: int = 90
+    # App Service's own flag that its authentication stands in front (PLATFORM_AUTH_FLAG).
+    platform_auth_enabled: bool = False
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -161,7 +168,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retrain_margin=_float(env, "RETRAIN_MARGIN", 0.0, 0.0, 1.0),
         live_mae_factor=_float(env, "LIVE_MAE_FACTOR", 1.5, 1.0, 10.0),
         live_accuracy_days=_int(env, "LIVE_ACCURACY_DAYS", 90, 1, 3650),
+        platform_auth_enabled=(_text(env, PLATFORM_AUTH_FLAG) or "").lower() == "true",
     )
+
+
+def environment(local_settings: Path | None = None) -> Mapping[str, str]:
+    """The settings a command line reads: the process environment, over a
+    ``local.settings.json``'s ``Values`` when one is given (the environment wins)."""
+    if local_settings is None:
+        return os.environ
+    try:
+        values = json.loads(local_settings.read_text(encoding="utf-8")).get("Values", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SettingsError(
+            str(local_settings), f"cannot be read as a local.settings.json ({exc})"
+        ) from None
+    return {**{k: str(v) for k, v in values.items()}, **os.environ}
 
 
 def _schedule(env: Mapping[str, str]) -> str:
