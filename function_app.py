@@ -1,5 +1,5 @@
 """The Azure Functions app (Python v2 model): one blueprint per function folder, each bound
-to the worker's parts (:class:`shared.platform.services.Services`, built here, once, and
+to the worker's parts (:class:`shared.composition.Services`, built here, once, and
 only as the functions first use them)."""
 
 import azure.functions as func
@@ -11,7 +11,7 @@ import discharge_patient
 import health
 import model_report
 import retrain_model
-from shared.platform.services import Services
+from shared.composition import Services
 
 
 def build_app(services: Services) -> func.FunctionApp:

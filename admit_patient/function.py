@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.composition import Services
 from shared.fhir import http as fhir_http
 from shared.fhir.authz import http_auth_level
 from shared.fhir.payload import Payload
-from shared.platform.services import Services
 
 
 def blueprint(services: Services) -> func.Blueprint:
@@ -19,14 +19,22 @@ def blueprint(services: Services) -> func.Blueprint:
         route="patients/admit", methods=["POST"], auth_level=func.AuthLevel[http_auth_level()]
     )
     def admit_patient(req: func.HttpRequest) -> func.HttpResponse:
-        return fhir_http.handle(req, "admit", _admit, services)
+        return fhir_http.handle(req, "admit", _admit(services), services)
 
     return bp
 
 
-def _admit(payload: Payload, services: Services) -> fhir_http.Answer:
-    # Imported on first call: the mapping brings SQLAlchemy and the FHIR models, which
-    # indexing at cold start should not pay for.
-    from shared.fhir import encounters
+def _admit(services: Services) -> fhir_http.Handler:
+    def admit(payload: Payload) -> fhir_http.Answer:
+        # Imported on first call: the mapping brings SQLAlchemy and the FHIR models, which
+        # indexing at cold start should not pay for.
+        from shared.fhir import encounters
 
-    return encounters.admit(payload, services)
+        return encounters.admit(
+            payload,
+            settings=services.settings,
+            engine=services.database.engine(),
+            predictor=services.predictor,
+        )
+
+    return admit

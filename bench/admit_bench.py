@@ -50,7 +50,7 @@ def with_encounter_id(document: dict[str, Any], new_id: str) -> bytes:
 def _admit_function() -> Any:
     """admit_patient in a worker as the host starts one (settings read as they are now)."""
     import function_app
-    from shared.platform.services import Services
+    from shared.composition import Services
 
     app = function_app.build_app(Services())
     [fn] = [f for f in app.get_functions() if f.get_function_name() == "admit_patient"]

@@ -50,7 +50,7 @@ def _environment(db_url: str, storage: str) -> None:
 
 def _function(name: str) -> Any:
     import function_app
-    from shared.platform.services import Services
+    from shared.composition import Services
 
     app = function_app.build_app(Services())
     [fn] = [f for f in app.get_functions() if f.get_function_name() == name]

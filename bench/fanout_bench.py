@@ -60,7 +60,7 @@ def _environment(db_url: str, storage: str, range_bytes: int) -> None:
 
 def _handler() -> Any:
     import function_app
-    from shared.platform.services import Services
+    from shared.composition import Services
 
     app = function_app.build_app(Services())
     [fn] = [f for f in app.get_functions() if f.get_function_name() == "bulk_import"]
@@ -158,7 +158,7 @@ def small_file_cost(db_url: str, storage: str, body: dict[str, Any], repeats: in
     logging.disable(logging.WARNING)
     _environment(db_url, storage, 32 * 1024 * 1024)
     from shared.bulk import importer
-    from shared.platform.services import Services
+    from shared.composition import Services
 
     handler = _handler()
     services = Services()

@@ -1,4 +1,4 @@
-"""A length-of-stay model for the benchmarks, made as ``python -m los_model train`` makes one
+"""A length-of-stay model for the benchmarks, made as ``python -m ops.model train`` makes one
 (same features, parameters and rounds), from generated stays instead of a database."""
 
 from __future__ import annotations

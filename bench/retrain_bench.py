@@ -1,11 +1,11 @@
 """Retraining cost: seconds and peak memory of one champion/challenger round on N stored stays,
-through the operations module (los_model.operations) from the timer and from the command line.
+through the operations module (shared.modelops.operations) from the timer and from the command line.
 
     .venv/bin/python -m bench.retrain_bench --stays 100000,1000000 --database postgresql
 
 For each N: a fresh database, N generated stays imported by ``bulk_import`` (not timed), a
 first retraining by the timer (promotes: no champion); then 1% more stays and a round by the
-``retrain_model`` timer, then 1% more and a round by ``python -m los_model retrain``: each
+``retrain_model`` timer, then 1% more and a round by ``python -m ops.model retrain``: each
 trains a challenger and judges the champion on the same held-out stays. Each round runs in a
 fresh process, reporting wall seconds and the process's own peak RSS. ``RETRAIN_MAX_STAYS``
 is set to half of N: both paths must train on that many stays, so their time and memory
@@ -72,7 +72,7 @@ def timer(db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.
     logging.disable(logging.INFO)
     _environment(db_url, storage, pointer, max_stays)
     from retrain_model.function import run
-    from shared.platform.services import Services
+    from shared.composition import Services
 
     services = Services()
     start = time.perf_counter()
@@ -83,14 +83,14 @@ def timer(db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.
 def command_line(
     db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.Queue
 ) -> None:
-    """A round as ``python -m los_model retrain`` runs it (operations.retrain)."""
+    """A round as ``python -m ops.model retrain`` runs it (operations.retrain)."""
     import contextlib
     import io
     import logging
 
     logging.disable(logging.INFO)
     _environment(db_url, storage, pointer, max_stays)
-    from los_model import __main__ as cli
+    from ops import model as cli
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -14,8 +14,8 @@ import logging
 import azure.functions as func
 
 from shared.bulk import blob_events
+from shared.composition import Services
 from shared.platform.queues import IMPORT_QUEUE, POISON_QUEUE
-from shared.platform.services import Services
 
 log = logging.getLogger("bulk_import")
 

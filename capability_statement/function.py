@@ -6,8 +6,8 @@ import json
 
 import azure.functions as func
 
+from shared.composition import Services
 from shared.fhir.payload import FHIR_JSON
-from shared.platform.services import Services
 
 
 def blueprint(services: Services) -> func.Blueprint:

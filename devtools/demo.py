@@ -9,7 +9,7 @@ by two workers, as two instances would (``devtools.queue_host`` stands in for th
 queue listener); the demo prints each range and the summed run. Then a generated FHIR Bulk
 Data export (NDJSON files and their manifest) is uploaded and imported: its stays and its
 per-type counts are printed. Then
-``python -m los_model train`` writes a model to ``.local/model``, and
+``python -m ops.model train`` writes a model to ``.local/model``, and
 ``admit_patient`` (with ``LOS_MODEL_URL`` pointing at it) admits a made-up patient. Run it
 through ``scripts/demo.sh``.
 """
@@ -49,7 +49,7 @@ def migrate(url: str) -> None:
 def _indexed() -> dict[str, Any]:
     # A worker as the host starts one: its own parts, the app bound to them, indexed once.
     import function_app
-    from shared.platform.services import Services
+    from shared.composition import Services
 
     app = function_app.build_app(Services())
     return {f.get_function_name(): f for f in app.get_functions()}
@@ -289,9 +289,9 @@ def train_and_admit() -> None:
     import azure.functions as func
     from azure.functions.timer import TimerRequest
 
-    from los_model import operations
     from los_model.store import DirectoryStore
-    from shared.platform.services import Services
+    from shared.composition import Services
+    from shared.modelops import operations
 
     models = LOCAL / "models"
     shutil.rmtree(models, ignore_errors=True)
@@ -356,7 +356,7 @@ def train_and_admit() -> None:
         found = operations.report(services)
     finally:
         services.close()
-    print("python -m los_model report (--json for the same at full precision):")
+    print("python -m ops.model report (--json for the same at full precision):")
     print("  " + found.text.replace("\n", "\n  "))
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.composition import Services
 from shared.fhir import http as fhir_http
 from shared.fhir.authz import http_auth_level
 from shared.fhir.payload import Payload
-from shared.platform.services import Services
 
 
 def blueprint(services: Services) -> func.Blueprint:
@@ -22,12 +22,15 @@ def blueprint(services: Services) -> func.Blueprint:
         auth_level=func.AuthLevel[http_auth_level()],
     )
     def discharge_patient(req: func.HttpRequest) -> func.HttpResponse:
-        return fhir_http.handle(req, "discharge", _discharge, services)
+        return fhir_http.handle(req, "discharge", _discharge(services), services)
 
     return bp
 
 
-def _discharge(payload: Payload, services: Services) -> fhir_http.Answer:
-    from shared.fhir import encounters  # on first call, as admit_patient's
+def _discharge(services: Services) -> fhir_http.Handler:
+    def discharge(payload: Payload) -> fhir_http.Answer:
+        from shared.fhir import encounters  # on first call, as admit_patient's
 
-    return encounters.discharge(payload, services)
+        return encounters.discharge(payload, engine=services.database.engine())
+
+    return discharge

@@ -11,7 +11,7 @@ import json
 
 import azure.functions as func
 
-from shared.platform.services import Services
+from shared.composition import Services
 
 HEALTH_JSON = "application/health+json"
 

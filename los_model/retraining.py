@@ -101,7 +101,7 @@ def retrain(
         raise NotAPointer(
             "LOS_MODEL_URL names a model file, not a champion pointer; retraining writes "
             "nothing over a model it did not create. Adopt it as the first champion: "
-            "python -m los_model adopt (it copies the model into versions/ and writes "
+            "python -m ops.model adopt (it copies the model into versions/ and writes "
             "champion.json beside it), then point LOS_MODEL_URL at that champion.json"
         )
     trained = train(engine, min_rows, progress, max_rows)

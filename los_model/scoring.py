@@ -1,7 +1,7 @@
 """Scoring with a model loaded once per worker process and refreshed when its file changes.
 
 The model comes from a :class:`ModelSource` (a local file, or a blob read with the managed
-identity: :mod:`shared.records.predictions`). It is loaded on first use; afterwards the
+identity: :mod:`shared.platform.model_blobs`). It is loaded on first use; afterwards the
 source is asked at most every ``refresh_seconds`` whether a new version exists, so a newly
 published model is picked up without a restart. A model that cannot be had never fails
 the caller: :meth:`Predictor.predict` says why there is no prediction instead.

@@ -1,4 +1,4 @@
-"""Trigger glue for ``model_report``: GET model → :func:`los_model.operations.report` as JSON.
+"""Trigger glue for ``model_report``: GET model → :func:`shared.modelops.operations.report` as JSON.
 
 For the data scientist (the ``DataScientist`` app role with App Service authentication; a
 function key otherwise): the champion's card, its live accuracy overall and per facility,
@@ -12,8 +12,8 @@ import logging
 
 import azure.functions as func
 
+from shared.composition import Services
 from shared.fhir.authz import http_auth_level
-from shared.platform.services import Services
 
 log = logging.getLogger("model_report")
 
@@ -32,9 +32,9 @@ def blueprint(services: Services) -> func.Blueprint:
 
 def _report(req: func.HttpRequest, services: Services) -> func.HttpResponse:
     # Imported on first call: the report brings SQLAlchemy and NumPy.
-    from los_model import operations
     from shared.fhir.authz import DATA_SCIENTIST_ROLE, authorize
     from shared.fhir.operation_outcome import FhirError, operation_outcome
+    from shared.modelops import operations
     from shared.platform.database import FOR_A_CALLER
     from shared.platform.settings import SettingsError
 

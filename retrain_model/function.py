@@ -9,7 +9,7 @@ import logging
 
 import azure.functions as func
 
-from shared.platform.services import Services
+from shared.composition import Services
 
 log = logging.getLogger("retrain_model")
 # The line logged when a scheduled retraining could not run at all (the database stayed
@@ -33,11 +33,11 @@ def blueprint(services: Services) -> func.Blueprint:
 
 
 def run(services: Services) -> bool | None:
-    """Report, retrain, maybe promote (``los_model.operations.scheduled``, which the command
+    """Report, retrain, maybe promote (``shared.modelops.operations.scheduled``, which the command
     line runs too); True when a challenger was promoted, False when it was not, None when
     there was nothing to do or it failed (the reason is logged)."""
     # Imported here: the other functions' workers never load XGBoost for this.
-    from los_model import operations
+    from shared.modelops import operations
 
     if services.settings.los_model_url is None:
         log.info("LOS_MODEL_URL is not set: there is no champion to retrain")

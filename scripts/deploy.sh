@@ -47,11 +47,11 @@ echo "publishing the function code to ${AZURE_FUNCTION_APP_NAME}"
 if command -v func >/dev/null; then
   func azure functionapp publish "$AZURE_FUNCTION_APP_NAME" --python
 else
-  # The package azd would build: this folder less .funcignore (devtools/package.py).
+  # The package azd would build: this folder less .funcignore (ops/package.py).
   workdir=$(mktemp -d)
   trap 'rm -rf "$workdir"' EXIT
   package=$workdir/app.zip
-  "$(deploy_python)" -m devtools.package "$package" ||
+  "$(deploy_python)" -m ops.package "$package" ||
     fail "the deployment package could not be built (the reason is above)"
   az functionapp deployment source config-zip -g "$AZURE_RESOURCE_GROUP" \
     -n "$AZURE_FUNCTION_APP_NAME" --src "$package" --build-remote true --output none ||

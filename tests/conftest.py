@@ -15,8 +15,8 @@ from alembic import command
 from alembic.config import Config
 
 from devtools import azurite, events, queue_host
+from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE
-from shared.platform.services import Services
 from shared.records.schema import (
     audit_log,
     ingest_ranges,

@@ -382,7 +382,7 @@ def curl(state: dict[str, Any], args: list[str], stdin: str) -> tuple[int, str]:
 
 
 def deploy_python(args: list[str]) -> int:
-    if args[:2] == ["-m", "devtools.package"]:  # the package is built for real
+    if args[:2] == ["-m", "ops.package"]:  # the package is built for real
         return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, check=False).returncode
     print("deploy_db: done")
     return 0

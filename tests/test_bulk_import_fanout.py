@@ -25,8 +25,8 @@ from devtools import import_queue as queue_command
 from devtools.queue_host import QueueHost, WorkerKilled, queue_client
 from shared.bulk import importer, ranges
 from shared.bulk.csv_rows import CsvRecords
+from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE
-from shared.platform.services import Services
 from shared.records.schema import ingest_ranges
 from tests.conftest import PROJECT_ROOT, deliver, function, reset_process_state
 from tests.test_bulk_import import rejects, runs

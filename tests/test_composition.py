@@ -1,5 +1,5 @@
 """One composition root: shared/ keeps no process-wide state; function_app.py builds the
-app's parts once per worker (shared.platform.services.Services) and hands them to the glue."""
+app's parts once per worker (shared.composition.Services) and hands them to the glue."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.platform.services import Services
+from shared.composition import Services
 from shared.platform.settings import SettingsError
 from tests.conftest import PROJECT_ROOT
 

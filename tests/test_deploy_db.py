@@ -1,4 +1,4 @@
-"""The deploy's database step (devtools/deploy_db.py) and the driver the app connects with:
+"""The deploy's database step (ops/deploy_db.py) and the driver the app connects with:
 what can be proven without a SQL Server."""
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def test_a_default_deploy_runs_every_step_in_order(deployer):
         run.position("az", "sql", "server", "firewall-rule", "create"),
         run.position("deploy-python"),
         run.position("az", "sql", "server", "firewall-rule", "delete"),
-        run.position("deploy-python", "-m", "devtools.package"),
+        run.position("deploy-python", "-m", "ops.package"),
         run.position("az", "functionapp", "deployment", "source", "config-zip"),
         run.position("az", "functionapp", "function", "show"),
         run.position("az", "deployment", "group", "create"),
@@ -135,7 +135,7 @@ def test_a_default_deploy_runs_every_step_in_order(deployer):
     assert "storageSku=Standard_GRS" in parameters and "networkIsolation=false" in parameters
     assert not any(p.startswith("planSku") for p in parameters)
     # The database step: the identity by name, object id and client id, from the outputs.
-    (step,) = run.called("deploy-python", "-m", "devtools.deploy_db")
+    (step,) = run.called("deploy-python", "-m", "ops.deploy_db")
     assert step[step.index("--identity-name") + 1] == "id-func-abc123"
     assert step[step.index("--object-id") + 1] == "11111111-2222-3333-4444-555555555555"
     assert step[step.index("--client-id") + 1] == "66666666-7777-8888-9999-000000000000"
@@ -263,7 +263,7 @@ def test_the_stand_in_refuses_what_azure_refuses(deployer):
         ("config-zip", "publishing failed", "deployment group create"),
         ("deployment group create", "Event Grid subscription was not made", None),
         ("keyvault recover", "could not recover Key Vault", "deployment sub create"),
-        ("devtools.package", "the deployment package could not be built", "config-zip"),
+        ("ops.package", "the deployment package could not be built", "config-zip"),
         ("function keys list", "could not read the health function's key", "api/health"),
     ],
 )

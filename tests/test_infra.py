@@ -21,7 +21,7 @@ from pycep import BicepParser
 
 from devtools import events, fhir_export, los_generator
 from devtools.queue_host import QueueHost
-from devtools.sql_script import batches
+from ops.sql_script import batches
 from shared.platform.settings import load_settings
 from tests import fhir_samples as fx
 from tests import tsql_shadow

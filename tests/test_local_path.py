@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from devtools import azurite, events, fhir_export, los_generator, queue_host, sql_script
 from devtools import import_queue as queue_command
 from shared.bulk.blob_events import RetryLater
+from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE
-from shared.platform.services import Services
 from shared.records.schema import ingest_runs, patient_data
 from tests.conftest import GRANT_SCRIPT, PROJECT_ROOT, deliver, migrate
 

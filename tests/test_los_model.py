@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from devtools import events, los_generator
-from los_model import __main__ as cli
 from los_model.artifact import CARD_FILE, MODEL_FILE, load_model, model_id
 from los_model.features import FEATURES, INPUT_COLUMNS, feature_matrix
 from los_model.training import TrainingRefused, train
+from ops import model as cli
 from shared.bulk.csv_rows import CsvRecords
 from shared.bulk.row_validation import COLUMNS, RowValidator
 from shared.fhir.http import PREDICTED_STAY_EXTENSION

@@ -1,4 +1,4 @@
-"""Model operations a data scientist can trust: one surface (los_model.operations) for the
+"""Model operations a data scientist can trust: one surface (shared.modelops.operations) for the
 timer, the command line and GET api/model; drift that sees every feature; decisions recorded
 only once they took effect; a report that says one thing; no scoring gap after the first
 promotion; nothing written over a model retraining did not create."""
@@ -15,9 +15,10 @@ import pytest
 import sqlalchemy as sa
 from azure.functions.timer import TimerRequest
 
-from los_model import __main__ as cli
-from los_model import drift, monitoring, operations, scoring
+from los_model import drift, monitoring, scoring
 from los_model.store import BlobStore
+from ops import model as cli
+from shared.modelops import operations
 from shared.records.schema import patient_data
 from tests import fhir_samples as fx
 from tests.conftest import function, http, reset_process_state, worker
@@ -356,7 +357,7 @@ def test_retraining_refuses_to_write_over_a_plain_model(plain_model, uploads, db
     import_stays(uploads, 900, seed=34, start_eid=200_000)
     assert cli.main(["retrain"]) == operations.CONFLICT
     err = capsys.readouterr().err
-    assert "python -m los_model adopt" in err and "Traceback" not in err
+    assert "python -m ops.model adopt" in err and "Traceback" not in err
     caplog.set_level(logging.ERROR)
     function("retrain_model")(TimerRequest())  # the timer refuses too, and says so
     assert any(

@@ -1,4 +1,4 @@
-"""Ship what is tested: the deployment package (devtools/package.py, the project less
+"""Ship what is tested: the deployment package (ops/package.py, the project less
 .funcignore, as azd and scripts/deploy.sh build it), unpacked beside a venv that has
 requirements.txt alone (.venv-package, made by scripts/bootstrap.sh), is indexed as the
 host indexes it: every function listed, every module importable, and nothing heavy loaded

@@ -18,7 +18,7 @@ from azure.functions.timer import TimerRequest
 from devtools import events, los_generator
 from los_model import monitoring, retraining, training
 from retrain_model.function import run
-from shared.platform.services import Services
+from shared.composition import Services
 from shared.records.schema import patient_data
 from tests import fhir_samples as fx
 from tests.conftest import deliver, function, http, reset_process_state, worker

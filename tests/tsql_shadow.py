@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from devtools.sql_script import batches
+from ops.sql_script import batches
 
 Need = tuple[str, str, str | None]  # (privilege, table, column or None for the table)
 

@@ -2,7 +2,7 @@
 # After provisioning: migrate the database (alembic upgrade head) and grant the Function
 # app's identity its SELECT/INSERT/UPDATE (infra/sql/grant-app-user.sql), both as the
 # deploying user, the server's Microsoft Entra admin, with their `az login` token
-# (devtools/deploy_db.py). The app's identity never runs DDL. Idempotent.
+# (ops/deploy_db.py). The app's identity never runs DDL. Idempotent.
 # Needs: az, Python 3.11, Microsoft ODBC Driver 18 (or 17) for SQL Server.
 # Reads (azd sets them from infra/main.bicep's outputs; scripts/deploy.sh exports them):
 # AZURE_RESOURCE_GROUP, AZURE_SQL_SERVER, AZURE_SQL_DATABASE, AZURE_NETWORK_ISOLATION,
@@ -40,7 +40,7 @@ else
 fi
 
 export SQL_CONNECTION_STRING="Driver={ODBC Driver 18 for SQL Server};Server=tcp:${AZURE_SQL_SERVER},1433;Database=${AZURE_SQL_DATABASE};Encrypt=yes;TrustServerCertificate=no;Connection Timeout=60;"
-"$python" -m devtools.deploy_db \
+"$python" -m ops.deploy_db \
   --identity-name "$AZURE_FUNCTION_IDENTITY_NAME" \
   --object-id "$AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID" \
   --client-id "$AZURE_FUNCTION_IDENTITY_CLIENT_ID" \

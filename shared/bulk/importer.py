@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from los_model import stays
 from shared.bulk import ingest_runs, ndjson, ranges
 from shared.bulk.blob_events import BlobCreated, RangeTask
 from shared.bulk.block_validation import BlockValidator, Checked
@@ -36,7 +37,6 @@ from shared.bulk.row_validation import RowValidator
 from shared.platform.queues import ImportQueue
 from shared.platform.settings import Settings
 from shared.platform.storage import BlobGone, BlobRef, UntrustedBlobUrl, UploadsContainer
-from shared.records import predictions
 from shared.records.rows import COLUMNS, Reject
 from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
 
@@ -419,7 +419,7 @@ class BatchWriter:
         """Fill the predicted stay of rows that have none, in one call, on the reading
         thread: the writer thread is the slower one on a server database, and XGBoost
         predicts without the GIL while the writer binds."""
-        batch.models, problem = predictions.predict_batch(batch.valid, self._predictor)
+        batch.models, problem = stays.predict_batch(batch.valid, self._predictor)
         if problem is not None and problem != self._unscored:
             log.warning(
                 "run %s: rows stored without a predicted stay: %s", self._run.run_id, problem

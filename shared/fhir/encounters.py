@@ -1,7 +1,7 @@
 """The two use cases of the HTTP side, typed: admit an Encounter, discharge it.
 
-Each takes the request's resources (:class:`~shared.fhir.payload.Payload`) and the worker's
-parts (:class:`~shared.platform.services.Services`), and returns the answer
+Each takes the request's resources (:class:`~shared.fhir.payload.Payload`) and the parts it
+uses (the settings, the database engine, the predictor), and returns the answer
 (:class:`~shared.fhir.http.Answer`) or raises a :class:`FhirError` that names the encounter
 and its eid, so every refusal's audit row says which stay it was about. The function folders
 only bind these to their routes.
@@ -9,18 +9,26 @@ only bind these to their routes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from los_model import stays
 from shared.fhir import admissions, mapping
 from shared.fhir.http import Answer, encounter_resource
 from shared.fhir.operation_outcome import FhirError
 from shared.fhir.payload import Payload
-from shared.platform.services import Services
-from shared.records import predictions
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from los_model.scoring import Predictor
+    from shared.platform.settings import Settings
 
 
 def _refusal(
     status: int,
     code: str,
     text: str,
+    *,
     encounter_id: str,
     eid: int,
     expression: str | None = None,
@@ -30,24 +38,25 @@ def _refusal(
     return error
 
 
-def admit(payload: Payload, services: Services) -> Answer:
+def admit(
+    payload: Payload, *, settings: Settings, engine: Engine, predictor: Predictor | None
+) -> Answer:
     """Map, predict, store: 201 for a new stay, 200 for the same one again, 409 otherwise."""
-    settings = services.settings
     admission = mapping.map_admission(payload, settings)
-    admission.row, prediction = predictions.predict_admission(admission.row, services.predictor)
+    admission.row, prediction = stays.predict_admission(admission.row, predictor)
     if prediction is not None:
         admission.prediction_model = prediction.model_id
     encounter_id, eid = admission.fhir_encounter_id, admission.eid
     try:
-        stay = admissions.admit(services.database.engine(), admission, settings.tags)
+        stay = admissions.admit(engine, admission, settings.tags)
     except admissions.AdmissionConflict:
         raise _refusal(
             409,
             "conflict",
             f"encounter {encounter_id} (eid {eid}) is already stored with other content; "
             "stored stays are never overwritten",
-            encounter_id,
-            eid,
+            encounter_id=encounter_id,
+            eid=eid,
         ) from None
     return Answer(
         status=201 if stay.changed else 200,
@@ -61,32 +70,36 @@ def admit(payload: Payload, services: Services) -> Answer:
     )
 
 
-def discharge(payload: Payload, services: Services) -> Answer:
+def discharge(payload: Payload, *, engine: Engine) -> Answer:
     """Record the discharge: 200; 404 never admitted, 422 before admission, 409 another date."""
     request = mapping.map_discharge(payload)
     encounter_id, eid = request.fhir_encounter_id, request.eid
     try:
-        stay = admissions.discharge(services.database.engine(), request)
+        stay = admissions.discharge(engine, request)
     except admissions.UnknownEncounter:
         raise _refusal(
-            404, "not-found", f"encounter {encounter_id} was never admitted", encounter_id, eid
+            404,
+            "not-found",
+            f"encounter {encounter_id} was never admitted",
+            encounter_id=encounter_id,
+            eid=eid,
         ) from None
     except admissions.DischargeBeforeAdmission:
         raise _refusal(
             422,
             "business-rule",
             "period.end is before the stored admission date",
-            encounter_id,
-            eid,
-            request.end_expression,
+            encounter_id=encounter_id,
+            eid=eid,
+            expression=request.end_expression,
         ) from None
     except admissions.DischargeConflict:
         raise _refusal(
             409,
             "conflict",
             f"encounter {encounter_id} was already discharged on another date",
-            encounter_id,
-            eid,
+            encounter_id=encounter_id,
+            eid=eid,
         ) from None
     return Answer(
         status=200,

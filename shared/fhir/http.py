@@ -11,18 +11,19 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
 
 from shared.fhir.authz import FUNCTION_KEY, authorize
 from shared.fhir.operation_outcome import FhirError, Issue, operation_outcome
 from shared.fhir.payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
-from shared.platform.services import Services
 from shared.platform.settings import SettingsError
 
 if TYPE_CHECKING:  # at run time admissions (SQLAlchemy) is imported on first call
     from shared.fhir.admissions import Stay
+    from shared.platform.database import Database
+    from shared.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "30"
@@ -49,7 +50,18 @@ class Answer:
         return "; ".join(parts) or None
 
 
-Handler = Callable[[Payload, Services], Answer]
+class Parts(Protocol):
+    """What a request needs of the worker's parts, each built on first use: a setting that
+    is missing answers 503 and is logged for the site administrator."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def database(self) -> Database: ...
+
+
+# The use case a route runs, given the request's resources (inside the database's retry).
+Handler = Callable[[Payload], Answer]
 
 
 def correlation_id(req: func.HttpRequest) -> str:
@@ -67,7 +79,7 @@ class _Call:
     action: str
     correlation: str
     fhir: bool
-    services: Services
+    parts: Parts
     principal: str = FUNCTION_KEY
     engine: Any = None
 
@@ -83,7 +95,7 @@ class _Call:
         from shared.fhir import audit
 
         if self.engine is None:
-            self.engine = _engine_if_available(self.services)
+            self.engine = _engine_if_available(self.parts)
 
         audit.record(
             self.engine,
@@ -113,19 +125,17 @@ class _Call:
         )
 
 
-def handle(
-    req: func.HttpRequest, action: str, handler: Handler, services: Services
-) -> func.HttpResponse:
+def handle(req: func.HttpRequest, action: str, handler: Handler, parts: Parts) -> func.HttpResponse:
     call = _Call(
         action,
         correlation_id(req),
         wants_fhir(req.headers.get("content-type"), req.headers.get("accept")),
-        services,
+        parts,
     )
     try:
-        settings = services.settings
+        settings = parts.settings
         call.principal = authorize(req.headers, settings).name
-        database = services.database
+        database = parts.database
         call.engine = database.engine()
         document = decode_body(
             req.get_body(), req.headers.get("content-type"), settings.max_request_bytes
@@ -133,7 +143,7 @@ def handle(
         payload = gather(document)
         from shared.platform.database import FOR_A_CALLER
 
-        answer = database.run(lambda: handler(payload, services), FOR_A_CALLER)
+        answer = database.run(lambda: handler(payload), FOR_A_CALLER)
         call.engine = database.engine()
     except FhirError as exc:
         return call.refuse(exc)
@@ -198,10 +208,10 @@ def _with_outcome(answer: Answer, prefer: str | None) -> dict[str, Any]:
     return resource
 
 
-def _engine_if_available(services: Services) -> Any:
+def _engine_if_available(parts: Parts) -> Any:
     """The engine for an audit row written before the request got that far, if there is one."""
     try:
-        return services.database.engine()
+        return parts.database.engine()
     except Exception:  # no database to write to: audit.record logs the event instead
         return None
 

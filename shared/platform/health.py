@@ -24,12 +24,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shared.platform.settings import SettingsError
 
 if TYPE_CHECKING:
-    from shared.platform.services import Services
+    from los_model.scoring import Predictor
+    from los_model.store import ModelStore
+    from shared.platform.database import Database
+    from shared.platform.queues import ImportQueue
+    from shared.platform.secrets import SecretSource
+    from shared.platform.settings import Settings
+    from shared.platform.storage import UploadsContainer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,26 @@ DATABASE_STEP = (
     "run the database step as the SQL Microsoft Entra admin: `azd hooks run postprovision` "
     "(it migrates the schema and creates the app's database user with its grants)"
 )
+
+
+class Parts(Protocol):
+    """The worker's parts this report checks, each built on first use (a missing setting
+    raises :class:`SettingsError` then, and is reported as that check's failure)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def secret(self) -> SecretSource: ...
+    @property
+    def database(self) -> Database: ...
+    @property
+    def uploads(self) -> UploadsContainer: ...
+    @property
+    def import_queue(self) -> ImportQueue: ...
+    @property
+    def predictor(self) -> Predictor | None: ...
+    @property
+    def model_store(self) -> ModelStore: ...
 
 
 @dataclass
@@ -58,7 +84,7 @@ class Check:
         return {**found, **self.extra}
 
 
-def report(services: Services) -> dict[str, Any]:
+def report(services: Parts) -> dict[str, Any]:
     """Every check, run in turn; a check that raises is a failure described by its type."""
     checks: dict[str, Check] = {}
     for name, check in _CHECKS.items():
@@ -88,12 +114,12 @@ def _contact() -> str:
     return "look up the health line in Application Insights (traces) and docs/operator.md"
 
 
-def _settings(services: Services) -> Check:
+def _settings(services: Parts) -> Check:
     services.settings  # noqa: B018  (reads and checks every setting)
     return Check("pass")
 
 
-def _secret(services: Services) -> Check:
+def _secret(services: Parts) -> Check:
     from shared.platform.secrets import SecretUnavailable
 
     settings = services.settings
@@ -111,7 +137,7 @@ def _secret(services: Services) -> Check:
     return Check("pass", f"Key Vault secret {settings.sql_connection_secret_name} read")
 
 
-def _database(services: Services) -> Check:
+def _database(services: Parts) -> Check:
     import sqlalchemy as sa
 
     from shared.platform.database import FOR_A_CALLER, described, is_transient
@@ -189,7 +215,7 @@ def _azure_failure(exc: Exception, what: str) -> Check:
     return Check("fail", detail, action)
 
 
-def _uploads(services: Services) -> Check:
+def _uploads(services: Parts) -> Check:
     from azure.core.exceptions import AzureError
 
     uploads = services.uploads
@@ -201,7 +227,7 @@ def _uploads(services: Services) -> Check:
     return Check("pass", f"uploads container {uploads.container} can be read")
 
 
-def _import_queue(services: Services) -> Check:
+def _import_queue(services: Parts) -> Check:
     from azure.core.exceptions import AzureError
 
     queue = services.import_queue
@@ -213,7 +239,7 @@ def _import_queue(services: Services) -> Check:
     return Check("pass", f"queue {queue.queue} answers", extra={"approximateMessages": waiting})
 
 
-def _model(services: Services) -> Check:
+def _model(services: Parts) -> Check:
     from azure.core.exceptions import AzureError
 
     settings = services.settings
@@ -237,7 +263,7 @@ def _model(services: Services) -> Check:
     return Check("pass", f"scoring with {model.id}", extra={"modelId": model.id})
 
 
-_CHECKS: dict[str, Callable[[Services], Check]] = {
+_CHECKS: dict[str, Callable[[Parts], Check]] = {
     "settings": _settings,
     "secret": _secret,
     "database": _database,

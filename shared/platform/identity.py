@@ -1,6 +1,6 @@
 """The app's Microsoft Entra credential: managed identity in Azure, developer login locally.
 
-:func:`default_credential` builds one; the composition root (:mod:`shared.platform.services`)
+:func:`default_credential` builds one; the composition root (:mod:`shared.composition`)
 keeps it for the worker. ``azure.identity`` is imported here, not at module load, so a cold
 start that never needs a token does not pay for it.
 """

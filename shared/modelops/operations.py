@@ -1,7 +1,7 @@
 """Model operations, one surface for the ``retrain_model`` timer, the command line
-(``python -m los_model``) and ``GET api/model``: report, retrain, rollback, promote, adopt.
+(``python -m ops.model``) and ``GET api/model``: report, retrain, rollback, promote, adopt.
 
-Each is built from the composition root's :class:`~shared.platform.services.Services`, so the
+Each is built from the worker's parts (:class:`ModelParts`), so the
 settings are the one source (``RETRAIN_MIN_STAYS``, ``RETRAIN_MARGIN``, ``RETRAIN_MAX_STAYS``,
 ``LIVE_ACCURACY_DAYS``, ``LIVE_MAE_FACTOR``, ``LOS_MODEL_URL``). A caller may override one
 explicitly; the override is returned with the result (:class:`Override`), so the output says
@@ -33,7 +33,7 @@ import logging
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from los_model import monitoring, retraining
 from los_model.store import PointerMoved
@@ -41,13 +41,33 @@ from los_model.training import TrainingRefused
 from shared.platform.database import FOR_BACKGROUND_WORK, Retry
 
 if TYPE_CHECKING:
+    from los_model.scoring import Predictor
     from los_model.store import ModelStore
-    from shared.platform.services import Services
+    from shared.platform.database import Database
+    from shared.platform.settings import Settings
+    from shared.platform.storage import UploadsContainer
 
 log = logging.getLogger(__name__)
 
 DONE, REFUSED, NOT_CONFIGURED, UNAVAILABLE, CONFLICT = 0, 1, 2, 3, 4
 UNEXPECTED = 70  # a bug (sysexits' EX_SOFTWARE)
+
+
+class ModelParts(Protocol):
+    """The parts model operations use, each built on first use (the composition root's
+    :class:`~shared.composition.Services` is one): a command line without a model setting
+    fails only when it asks for the store."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def database(self) -> Database: ...
+    @property
+    def model_store(self) -> ModelStore: ...
+    @property
+    def predictor(self) -> Predictor | None: ...
+    @property
+    def uploads(self) -> UploadsContainer: ...
 
 
 class OperationFailed(Exception):
@@ -97,7 +117,7 @@ def choose(overrides: list[Override], setting: str, given: Any, from_settings: A
     return given
 
 
-def _store(services: Services) -> ModelStore:
+def _store(services: ModelParts) -> ModelStore:
     from shared.platform.settings import SettingsError
 
     try:
@@ -150,7 +170,7 @@ def _is_storage_unavailable(exc: Exception) -> bool:
 
 
 def report(
-    services: Services,
+    services: ModelParts,
     *,
     days: int | None = None,
     factor: float | None = None,
@@ -172,7 +192,7 @@ def report(
         if pointer is None and version is not None:
             note = (
                 "LOS_MODEL_URL names a model file, not a champion pointer: adopt it "
-                "(python -m los_model adopt)"
+                "(python -m ops.model adopt)"
             )
         card = json.loads(store.read(str(pointer["card"]))) if pointer else None
         found = monitoring.report(database.engine(), pointer, card, days, factor, note=note)
@@ -187,7 +207,7 @@ def report(
 
 
 def retrain(
-    services: Services,
+    services: ModelParts,
     *,
     min_stays: int | None = None,
     margin: float | None = None,
@@ -219,7 +239,7 @@ def retrain(
     return Outcome("retrain", code, {"decision": decision.as_json()}, text, overrides)
 
 
-def scheduled(services: Services) -> tuple[Outcome, Outcome]:
+def scheduled(services: ModelParts) -> tuple[Outcome, Outcome]:
     """What the ``retrain_model`` timer does: report, then retrain."""
     found = report(services)
     log.info("model report:\n%s", found.text)
@@ -236,7 +256,7 @@ def scheduled(services: Services) -> tuple[Outcome, Outcome]:
 # --- rollback, promote, adopt ---------------------------------------------------------------
 
 
-def rollback(services: Services) -> Outcome:
+def rollback(services: ModelParts) -> Outcome:
     store = _store(services)
 
     def work() -> str:
@@ -250,9 +270,9 @@ def rollback(services: Services) -> Outcome:
     return Outcome("rollback", DONE, {"champion": champion}, f"champion: {champion}")
 
 
-def promote(services: Services, model_id: str, *, reason: str | None = None) -> Outcome:
+def promote(services: ModelParts, model_id: str, *, reason: str | None = None) -> Outcome:
     store = _store(services)
-    why = reason or "promoted by hand (python -m los_model promote)"
+    why = reason or "promoted by hand (python -m ops.model promote)"
 
     def work() -> str:
         return retraining.promote(store, model_id, why)
@@ -263,10 +283,10 @@ def promote(services: Services, model_id: str, *, reason: str | None = None) -> 
     return Outcome("promote", DONE, {"champion": model_id, "replaced": before or None}, text)
 
 
-def adopt(services: Services) -> Outcome:
+def adopt(services: ModelParts) -> Outcome:
     """Adopt the model file LOS_MODEL_URL names as the first champion (see
     :func:`los_model.retraining.adopt`); the pointer is written beside it as champion.json."""
-    from shared.records.predictions import build_model_store
+    from shared.platform.model_blobs import build_model_store
 
     settings = services.settings
     url = settings.los_model_url
@@ -286,7 +306,7 @@ def adopt(services: Services) -> Outcome:
     return Outcome("adopt", DONE, {"champion": model_id, "pointer": beside}, text)
 
 
-def _tell_the_predictor(services: Services) -> None:
+def _tell_the_predictor(services: ModelParts) -> None:
     """This process's predictor looks at the pointer on its next use, not after its refresh
     interval: admissions right after a promotion are scored by the new champion."""
     from shared.platform.settings import SettingsError

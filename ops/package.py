@@ -4,8 +4,8 @@ publish`` build it. ``scripts/deploy.sh`` publishes this zip; ``tests/test_packa
 installs ``requirements.txt`` alone beside it and indexes the app from it, so what is tested
 is what ships.
 
-    python -m devtools.package app.zip          # writes the zip, prints its file count
-    python -m devtools.package --list           # the files it would hold
+    python -m ops.package app.zip          # writes the zip, prints its file count
+    python -m ops.package --list           # the files it would hold
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def build(target: Path, root: Path = PROJECT_ROOT) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.package", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.package", description=__doc__)
     parser.add_argument("target", nargs="?", type=Path, help="the zip to write")
     parser.add_argument("--list", action="store_true", help="print the files, write nothing")
     args = parser.parse_args(argv)

@@ -1,19 +1,19 @@
 """The length-of-stay model from the command line: the same operations the ``retrain_model``
-timer runs (:mod:`los_model.operations`), built from the same settings.
+timer runs (:mod:`shared.modelops.operations`), built from the same settings.
 
-    python -m los_model report                 live accuracy and drift of the champion
-    python -m los_model retrain                champion/challenger: promote one not worse
-    python -m los_model rollback               the previous champion becomes champion again
-    python -m los_model promote VERSION        a version becomes champion, by hand
-    python -m los_model adopt                  a model file LOS_MODEL_URL names → first champion
-    python -m los_model train --out DIR        train on PatientData; write the model and card
+    python -m ops.model report                 live accuracy and drift of the champion
+    python -m ops.model retrain                champion/challenger: promote one not worse
+    python -m ops.model rollback               the previous champion becomes champion again
+    python -m ops.model promote VERSION        a version becomes champion, by hand
+    python -m ops.model adopt                  a model file LOS_MODEL_URL names → first champion
+    python -m ops.model train --out DIR        train on PatientData; write the model and card
 
 Settings are the app's (``shared/platform/settings.py``), read from the environment and, with
 ``--settings local.settings.json``, from that file's ``Values`` (the environment wins). A flag
 such as ``--margin`` stands in for its setting for this run only, and the output says so.
 ``--json`` prints the result as JSON at full precision. Exit codes: 0 done, 1 refused, 2 not
 configured, 3 unavailable (try again), 4 conflict, 70 unexpected (see
-:mod:`los_model.operations`).
+:mod:`shared.modelops.operations`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from los_model.operations import NOT_CONFIGURED, UNEXPECTED, OperationFailed, Outcome
+from shared.modelops.operations import NOT_CONFIGURED, UNEXPECTED, OperationFailed, Outcome
 
 METRIC_NAMES = {
     "meanAbsoluteError": "mean absolute error (days)",
@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
         help="a local.settings.json whose Values fill in what the environment does not set",
     )
     top = argparse.ArgumentParser(
-        prog="python -m los_model",
+        prog="python -m ops.model",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, services: Any) -> Outcome:
-    from los_model import operations
+    from shared.modelops import operations
 
     def progress(line: str) -> None:
         print(f"... {line}", file=sys.stderr, flush=True)
@@ -106,8 +106,8 @@ def run(args: argparse.Namespace, services: Any) -> Outcome:
 
 def train_to_files(services: Any, out: Path, min_stays: int | None, progress: Any) -> Outcome:
     from los_model.artifact import write_artifacts
-    from los_model.operations import REFUSED, Override, choose, guarded
     from los_model.training import train
+    from shared.modelops.operations import REFUSED, Override, choose, guarded
 
     overrides: list[Override] = []
     settings = services.settings
@@ -129,7 +129,7 @@ def train_to_files(services: Any, out: Path, min_stays: int | None, progress: An
             f"{card['training']['heldOutRows']:,} held out",
             metrics_table(card),
             f"wrote {model_path} and {card_path}",
-            "publish it as the champion: python -m los_model adopt (with LOS_MODEL_URL naming "
+            "publish it as the champion: python -m ops.model adopt (with LOS_MODEL_URL naming "
             "the model file), or let retrain_model train its own",
         ]
     )
@@ -139,7 +139,7 @@ def train_to_files(services: Any, out: Path, min_stays: int | None, progress: An
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from shared.platform.services import Services
+    from shared.composition import Services
     from shared.platform.settings import SettingsError, environment
 
     services = None

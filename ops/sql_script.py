@@ -4,7 +4,7 @@ administrator: an ODBC string without credentials connects with their Microsoft 
 token (``az login``), as the app does with its identity.
 
     SQL_CONNECTION_STRING='Driver={ODBC Driver 18 for SQL Server};Server=tcp:...' \\
-        .venv/bin/python -m devtools.sql_script infra/sql/grant-app-user.sql \\
+        .venv/bin/python -m ops.sql_script infra/sql/grant-app-user.sql \\
         --var APP_IDENTITY_NAME=id-func-abc123 \\
         --var APP_OBJECT_ID=11111111-2222-3333-4444-555555555555 \\
         --var APP_CLIENT_ID=66666666-7777-8888-9999-000000000000
@@ -43,7 +43,7 @@ def _code(batch: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.sql_script", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.sql_script", description=__doc__)
     parser.add_argument("script", type=Path)
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)

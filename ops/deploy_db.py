@@ -5,7 +5,7 @@ admin): an ODBC connection string without credentials signs in with their ``az l
 token through the platform's one engine factory, as the app does with its managed identity.
 
     SQL_CONNECTION_STRING='Driver={ODBC Driver 18 for SQL Server};Server=tcp:...' \\
-        python -m devtools.deploy_db --identity-name id-func-abc --object-id <guid> \\
+        python -m ops.deploy_db --identity-name id-func-abc --object-id <guid> \\
         --client-id <guid>
 
 Before anything runs it checks what the machine needs (an ODBC driver for SQL Server) and
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
     command.upgrade(config, "head")
 
     print(f"deploy_db: granting {args.identity_name} its rights ({GRANT_SCRIPT.name})")
-    from devtools import sql_script
+    from ops import sql_script
 
     status = sql_script.main(
         [
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.deploy_db", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.deploy_db", description=__doc__)
     parser.add_argument("--identity-name", required=True)
     parser.add_argument("--object-id", required=True)
     parser.add_argument("--client-id", required=True)

@@ -1,12 +1,12 @@
 """The import queue from the command line: drop a BlobCreated event on it (as Event Grid
 does), list poisoned messages, replay them.
 
-    python -m devtools.import_queue send --upload stays.csv
-    python -m devtools.import_queue send --folder exports/1 --upload x/*.ndjson* x/manifest.json
-    python -m devtools.import_queue send --blob-url http://127.0.0.1:10000/devstoreaccount1/patient-uploads/stays.csv
-    python -m devtools.import_queue poisoned            # ids (--full: the messages too)
-    python -m devtools.import_queue replay --all
-    python -m devtools.import_queue replay --message-id 5f0c...
+    python -m ops.import_queue send --upload stays.csv
+    python -m ops.import_queue send --folder exports/1 --upload x/*.ndjson* x/manifest.json
+    python -m ops.import_queue send --blob-url http://127.0.0.1:10000/devstoreaccount1/patient-uploads/stays.csv
+    python -m ops.import_queue poisoned            # ids (--full: the messages too)
+    python -m ops.import_queue replay --all
+    python -m ops.import_queue replay --message-id 5f0c...
 
 Locally the queue is Azurite's (``PATIENT_STORAGE_CONNECTION``, else Azurite's defaults). In
 Azure add ``--account-url https://<account>.queue.core.windows.net``, before or after the
@@ -22,10 +22,13 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from devtools import events
+from ops import events
 from shared.platform.queues import IMPORT_QUEUE, POISON_QUEUE
+
+if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient
 
 LOCAL = "UseDevelopmentStorage=true"
 
@@ -34,20 +37,26 @@ def _connection() -> str:
     return os.environ.get("PATIENT_STORAGE_CONNECTION") or LOCAL
 
 
-def queue(name: str, account_url: str | None) -> Any:
+def queue(name: str, account_url: str | None) -> QueueClient:
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-    codec = {
-        "message_encode_policy": TextBase64EncodePolicy(),
-        "message_decode_policy": TextBase64DecodePolicy(),
-    }
+    # Base64 text, as the Functions host's queue trigger expects.
+    encode, decode = TextBase64EncodePolicy(), TextBase64DecodePolicy()
     if account_url:
         from azure.identity import DefaultAzureCredential
 
-        return QueueClient(account_url, name, credential=DefaultAzureCredential(), **codec)
+        return QueueClient(
+            account_url,
+            name,
+            credential=DefaultAzureCredential(),
+            message_encode_policy=encode,
+            message_decode_policy=decode,
+        )
     from azure.core.exceptions import ResourceExistsError
 
-    client = QueueClient.from_connection_string(_connection(), name, **codec)
+    client = QueueClient.from_connection_string(
+        _connection(), name, message_encode_policy=encode, message_decode_policy=decode
+    )
     # Locally the queues are made on first use, as the containers are (in Azure, by infra/).
     with contextlib.suppress(ResourceExistsError):
         client.create_queue()
@@ -55,12 +64,12 @@ def queue(name: str, account_url: str | None) -> Any:
 
 
 def upload(path: Path, container: str, folder: str = "") -> tuple[str, str, int]:
+    from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
 
-    from devtools.azurite import create_containers
-
     service = BlobServiceClient.from_connection_string(_connection())
-    create_containers(_connection(), container)
+    with contextlib.suppress(ResourceExistsError):  # local runs: made on first use
+        service.create_container(container)
     blob = service.get_blob_client(container, f"{folder.strip('/')}/{path.name}".lstrip("/"))
     data = path.read_bytes()
     etag = blob.upload_blob(data, overwrite=True)["etag"]

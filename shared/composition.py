@@ -128,7 +128,7 @@ def _import_queue(services: Services) -> ImportQueue:
 
 
 def _predictor(services: Services) -> Predictor | None:
-    from shared.records.predictions import build_predictor
+    from shared.platform.model_blobs import build_predictor
 
     settings = services.settings
     return build_predictor(
@@ -137,7 +137,7 @@ def _predictor(services: Services) -> Predictor | None:
 
 
 def _model_store(services: Services) -> ModelStore:
-    from shared.records.predictions import build_model_store
+    from shared.platform.model_blobs import build_model_store
 
     settings = services.settings
     if settings.los_model_url is None:

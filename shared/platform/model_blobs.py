@@ -1,5 +1,6 @@
-"""Predicted length of stay for stays on their way in: admissions one at a time, bulk
-batches in one vectorised call. The model itself is :mod:`los_model`'s.
+"""Where the model lives: the champion pointer and its versions on the storage account
+(read and written with the managed identity) or in a local folder. The model itself, and
+how stays are scored, are :mod:`los_model`'s.
 
 ``LOS_MODEL_URL`` unset: nothing is scored and ``predlengthofstay`` stays NULL. Set: a blob
 URL on the storage account (read with the managed identity) or a local path. A model that
@@ -13,10 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.records.rows import PatientRow, ValidRows
-
 if TYPE_CHECKING:
-    from los_model.scoring import ModelSource, Prediction, Predictor
+    from los_model.scoring import ModelSource, Predictor
     from los_model.store import ModelStore
     from shared.platform.storage import AccountBlob, UploadsContainer
 
@@ -101,47 +100,3 @@ class _BlobSource:
             ) from None
         assert found is not None  # read unconditionally: always the bytes
         return found[0]
-
-
-def predict_admission(
-    row: PatientRow, predictor: Predictor | None
-) -> tuple[PatientRow, Prediction | None]:
-    """``row`` with its predicted stay filled when a model is set and it has none."""
-    if predictor is None or row.predlengthofstay is not None:
-        return row, None
-    prediction = predictor.predict({c: [getattr(row, c)] for c in _inputs()})
-    if prediction.days is None:
-        return row, prediction
-    return row._replace(predlengthofstay=int(prediction.days[0])), prediction
-
-
-def predict_batch(
-    valid: ValidRows, predictor: Predictor | None
-) -> tuple[list[str | None] | None, str | None]:
-    """Fill the predicted stay of the rows of ``valid`` that have none, in one call. Returns
-    the model id behind each row's prediction (None where the row had its own, or where none
-    was made) and, when the model could not score, why."""
-    if predictor is None or not len(valid):
-        return None, None
-    predicted = valid.column("predlengthofstay")
-    wanted = [i for i, value in enumerate(predicted) if value is None]
-    if not wanted:
-        return None, None
-    everyone = len(wanted) == len(predicted)
-    columns = {
-        c: valid.column(c) if everyone else [valid.column(c)[i] for i in wanted] for c in _inputs()
-    }
-    prediction = predictor.predict(columns)
-    if prediction.days is None:
-        return None, prediction.problem
-    models: list[str | None] = [None] * len(predicted)
-    for i, days in zip(wanted, prediction.days.tolist(), strict=True):
-        predicted[i] = days
-        models[i] = prediction.model_id
-    return models, None
-
-
-def _inputs() -> tuple[str, ...]:
-    from los_model.features import INPUT_COLUMNS
-
-    return INPUT_COLUMNS
