@@ -80,12 +80,13 @@ def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue)
     _environment(db_url, storage)
     logging.disable(logging.NOTSET)
     phases = _Phases()
-    logging.getLogger("shared.bulk.export_import").addHandler(phases)
-    logging.getLogger("shared.bulk.export_import").setLevel(logging.INFO)
+    logging.getLogger("shared.bulk.export.importing").addHandler(phases)
+    logging.getLogger("shared.bulk.export.importing").setLevel(logging.INFO)
     import azure.storage.blob  # noqa: F401 - a warm worker: modules loaded before the clock
     import fhir.resources.R4B.bundle  # noqa: F401
 
-    from shared.bulk import export_import, importer  # noqa: F401
+    from shared.bulk import importer  # noqa: F401
+    from shared.bulk.export import importing  # noqa: F401
 
     handler = _function("bulk_import")
     start = time.perf_counter()

@@ -157,23 +157,19 @@ def small_file_cost(db_url: str, storage: str, body: dict[str, Any], repeats: in
 
     logging.disable(logging.WARNING)
     _environment(db_url, storage, 32 * 1024 * 1024)
-    from shared.bulk import importer
+    from shared.bulk.importer import Importer
     from shared.composition import Services
 
     handler = _handler()
     services = Services()
+    without_a_queue = Importer(services.database, services.uploads, settings=services.settings)
     with_queue, without = [], []
     for i in range(repeats):
         for timings, run in (
             (with_queue, lambda: handler(events.as_delivered(body))),
             (
                 without,
-                lambda: importer.import_blob_event(
-                    _created(body),
-                    services.settings,
-                    services.database.engine(),
-                    services.uploads,
-                ),
+                lambda: without_a_queue.handle(_created(body)),
             ),
         ):
             _forget_runs(db_url)

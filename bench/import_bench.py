@@ -198,9 +198,9 @@ def pandas_to_sql(
 def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[object, ...]]]:
     """The file's rows as PatientData stores them (validated, typed, tagged, with provenance),
     and the columns they go to: what a bare bulk insert of the same rows would send."""
-    from shared.bulk.csv_rows import CsvRecords
+    from shared.bulk.csvfile.csv_rows import CsvRecords
+    from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
     from shared.bulk.patient_writer import ROW_COLUMNS
-    from shared.bulk.row_validation import COLUMNS, RowValidator
 
     now = "2026-01-01 00:00:00.000000"
     extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", run_id, now, now)
@@ -219,7 +219,7 @@ def floor(
 ) -> tuple[float, float]:
     """The same rows as ours stores, parsed and validated beforehand (not timed), through the
     driver's own bulk path into the same table, with its keys: the insert itself."""
-    from shared.bulk import ingest_runs
+    from shared.bulk.runs import ingest_runs
 
     engine = sa.create_engine(db_url)
     run = ingest_runs.begin(engine, "bench://stays.csv", etag, None)

@@ -13,8 +13,8 @@ from devtools import los_generator
 def train_model(path: Path, rows: int = 20_000, seed: int = 99) -> bytes:
     from los_model.features import INPUT_COLUMNS, feature_matrix
     from los_model.training import fit
-    from shared.bulk.csv_rows import CsvRecords
-    from shared.bulk.row_validation import COLUMNS, RowValidator
+    from shared.bulk.csvfile.csv_rows import CsvRecords
+    from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
 
     records = CsvRecords([los_generator.csv_bytes(rows, seed=seed)], COLUMNS)
     validator = RowValidator(records.header)

@@ -1,10 +1,7 @@
 """Trigger glue for ``bulk_import``: a message from the import queue (a BlobCreated event
-Event Grid put there, or a range of a large file) → the import → one log line.
-
-Transient failures raise, so the queue delivers the message again after its visibility
-timeout; on the last delivery (``MAX_DEQUEUE_COUNT``, as host.json sets it) the run or
-range is first marked failed with the reason, and the host then moves the message to the
-poison queue, from which an operator can replay it (docs/operator.md).
+Event Grid put there, or a range of a large file) → the worker's
+:class:`~shared.bulk.importer.Importer` (which owns the retry and give-up policy) → one log
+line.
 """
 
 from __future__ import annotations
@@ -15,14 +12,10 @@ import azure.functions as func
 
 from shared.bulk import blob_events
 from shared.composition import Services
-from shared.platform.queues import IMPORT_QUEUE, POISON_QUEUE
+from shared.platform.queues import IMPORT_QUEUE
 
 log = logging.getLogger("bulk_import")
 
-# host.json's extensions.queues.maxDequeueCount (a test holds them equal).
-MAX_DEQUEUE_COUNT = 5
-# The line logged when a message is given up on (infra/modules/monitoring.bicep alerts on it).
-GAVE_UP = "ImportGaveUp"
 # The queue trigger's connection: PATIENT_STORAGE_CONNECTION (a connection string, local
 # runs) or PATIENT_STORAGE_CONNECTION__queueServiceUri with the managed identity (Azure).
 CONNECTION = "PATIENT_STORAGE_CONNECTION"
@@ -64,53 +57,9 @@ def _import(
     message: func.QueueMessage,
     services: Services,
 ) -> None:
-    # Imported here, not at module load: the host indexes functions on a cold start and
-    # should not pay for SQLAlchemy and the Storage SDK before the first message.
-    from shared.bulk import importer
-
-    settings, database = services.settings, services.database
-    try:
-        if isinstance(item, blob_events.RangeTask):
-            outcome = database.run(
-                lambda: importer.import_range(
-                    item, settings, database.engine(), services.uploads, services.predictor
-                )
-            )
-        else:
-            outcome = database.run(
-                lambda: importer.import_blob_event(
-                    item,
-                    settings,
-                    database.engine(),
-                    services.uploads,
-                    services.predictor,
-                    services.import_queue,
-                )
-            )
-    except Exception as exc:
-        attempts = message.dequeue_count or 1
-        if attempts < MAX_DEQUEUE_COUNT:
-            raise
-        # Our own reasons name files, never content; of anything else only the class name:
-        # a driver's message may quote the rows it was sending.
-        why = str(exc) if isinstance(exc, blob_events.RetryLater) else type(exc).__name__
-        reason = (
-            f"gave up after {attempts} attempts: {why}; the message goes to "
-            f"the {POISON_QUEUE} queue, to be replayed once the cause is fixed"
-        )
-        log.error("%s: message %s: %s", GAVE_UP, message.id, reason)
-        task = item if isinstance(item, blob_events.RangeTask) else None
-        event = item if isinstance(item, blob_events.BlobCreated) else None
-        try:
-            importer.fail(database.engine(), task, event, reason)
-        except Exception as record_exc:  # the database may be what failed
-            log.error(
-                "message %s: the failure could not be recorded (%s); the run stays running "
-                "until the message is replayed",
-                message.id,
-                type(record_exc).__name__,
-            )
-        raise
+    outcome = services.importer.handle(
+        item, attempts=message.dequeue_count or 1, message_id=message.id or "-"
+    )
     where = (
         f"run {item.run_id} range {item.index}"
         if isinstance(item, blob_events.RangeTask)

@@ -10,6 +10,7 @@ start pays for nothing it does not touch, and each takes only the arguments it n
                           │                     ├─► predictor (the champion pointer → model)
                           │                     └─► model_store (versions + pointer, retraining)
                           └─► import_queue (queue endpoint + credential, or the same string)
+    database, uploads, predictor, import_queue ─► importer (bulk_import's, once per worker)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from los_model.scoring import Predictor
     from los_model.store import ModelStore
+    from shared.bulk.importer import Importer
     from shared.platform.database import Database
     from shared.platform.queues import ImportQueue
     from shared.platform.secrets import SecretSource
@@ -136,6 +138,20 @@ def _predictor(services: Services) -> Predictor | None:
     )
 
 
+def _importer(services: Services) -> Importer:
+    # Imported here, not at module load: the host indexes functions on a cold start and
+    # should not pay for SQLAlchemy and the Storage SDK before the first message.
+    from shared.bulk.importer import Importer
+
+    return Importer(
+        services.database,
+        services.uploads,
+        settings=services.settings,
+        predictor=services.predictor,
+        queue=services.import_queue,
+    )
+
+
 def _model_store(services: Services) -> ModelStore:
     from shared.platform.model_blobs import build_model_store
 
@@ -171,6 +187,7 @@ class Services:
     import_queue = _Part(_import_queue)
     predictor = _Part(_predictor)
     model_store = _Part(_model_store)
+    importer = _Part(_importer)
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = env

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from devtools import los_generator
-from shared.bulk.block_validation import BlockValidator
-from shared.bulk.csv_rows import CsvRecords, LineBlock, Record
-from shared.bulk.row_validation import COLUMNS, Invalid, RowValidator
+from shared.bulk.csvfile.block_validation import BlockValidator
+from shared.bulk.csvfile.csv_rows import CsvRecords, LineBlock, Record
+from shared.bulk.csvfile.row_validation import COLUMNS, Invalid, RowValidator
 
 Outcome = dict[int, str]  # line -> repr of the stored row, or "reject: eid: reason"
 

@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from devtools import events, los_generator
-from shared.bulk import ingest_runs, patient_writer
-from shared.bulk.csv_rows import CsvRecords
-from shared.bulk.patient_writer import Batch, ConcurrentDelivery, write_batch
-from shared.bulk.row_validation import COLUMNS, RowValidator
+from shared.bulk import patient_writer
+from shared.bulk.csvfile.csv_rows import CsvRecords
+from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
+from shared.bulk.patient_writer import Batch, ConcurrentDelivery, PatientWriter
+from shared.bulk.runs import ingest_runs
 from shared.platform.settings import SettingsError
 from shared.records.rows import PatientRow, ValidRows
 from shared.records.schema import ingest_ranges, ingest_rejects, patient_data
@@ -235,10 +236,10 @@ def test_a_concurrent_delivery_cannot_commit_a_batch_twice(app_env, db):
     engine = worker().services.database.engine()
     run = ingest_runs.begin(engine, "http://x/patient-uploads/a.csv", "0x1", "event-1")
     other_delivery = dataclasses.replace(run)  # read the run at the same checkpoint
-    tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
-    write_batch(engine, run, one_row_batch(1), tags, "src")
+    writer = PatientWriter(EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem"))
+    writer.write(engine, run, one_row_batch(1), source_uri="src")
     with pytest.raises(ConcurrentDelivery):
-        write_batch(engine, other_delivery, one_row_batch(2, 2), tags, "src")
+        writer.write(engine, other_delivery, one_row_batch(2, 2), source_uri="src")
     with db.connect() as conn:
         assert conn.execute(sa.select(patient_data.c.eid)).scalars().all() == [1]
         assert conn.execute(sa.select(runs_table.c.rowsRead)).scalar() == 1
@@ -249,8 +250,8 @@ def test_an_eid_stored_by_an_admission_mid_batch_becomes_a_reject(app_env, db, m
     primary key (as IntegrityError, COPY included), the batch is retried, the row refused."""
     engine = worker().services.database.engine()
     run = ingest_runs.begin(engine, "http://x/patient-uploads/b.csv", "0x1", "event-2")
-    tags = EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem")
-    write_batch(engine, run, one_row_batch(7, 2), tags, "src")
+    writer = PatientWriter(EphiTags("ePHI", "owner@example", "Pilot", "Global Ecosystem"))
+    writer.write(engine, run, one_row_batch(7, 2), source_uri="src")
     real_lookup = patient_writer._stored_eids
     lookups: list[int] = []
 
@@ -262,7 +263,7 @@ def test_an_eid_stored_by_an_admission_mid_batch_becomes_a_reject(app_env, db, m
     batch = one_row_batch(7, line=3)
     batch.valid.append(4, a_valid_row(8))
     batch.last_line = 4
-    write_batch(engine, run, batch, tags, "src")
+    writer.write(engine, run, batch, source_uri="src")
     assert len(lookups) == 2
     with db.connect() as conn:
         assert sorted(conn.execute(sa.select(patient_data.c.eid)).scalars()) == [7, 8]

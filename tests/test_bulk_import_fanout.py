@@ -18,13 +18,15 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bulk_import.function
 import function_app
 from devtools import events, los_generator
-from devtools import import_queue as queue_command
 from devtools.queue_host import QueueHost, WorkerKilled, queue_client
-from shared.bulk import importer, ranges
-from shared.bulk.csv_rows import CsvRecords
+from ops import import_queue as queue_command
+from shared.bulk import importer
+from shared.bulk.csvfile import importing as csv_import
+from shared.bulk.csvfile import ranges
+from shared.bulk.csvfile.csv_rows import CsvRecords
+from shared.bulk.patient_writer import PatientWriter
 from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE
 from shared.records.schema import ingest_ranges
@@ -181,7 +183,7 @@ def test_a_worker_killed_mid_range_is_taken_over_after_the_visibility_timeout(
     whole_outcome, fanned_out, uploads, db, azurite_connection, monkeypatch
 ):
     announce_large_file(uploads)
-    real_write = importer.write_batch
+    real_write = PatientWriter.write
     calls = {"n": 0}
 
     def dies_on_the_third_batch(*args: Any, **kwargs: Any) -> None:
@@ -190,11 +192,11 @@ def test_a_worker_killed_mid_range_is_taken_over_after_the_visibility_timeout(
             raise WorkerKilled  # the instance is gone; its message is not answered
         real_write(*args, **kwargs)
 
-    monkeypatch.setattr(importer, "write_batch", dies_on_the_third_batch)
+    monkeypatch.setattr(PatientWriter, "write", dies_on_the_third_batch)
     doomed = host(azurite_connection, visibility_timeout=2)
     while calls["n"] < 3:
         doomed.step()
-    monkeypatch.setattr(importer, "write_batch", real_write)
+    monkeypatch.setattr(PatientWriter, "write", real_write)
     reset_process_state()  # the instance that took over is a fresh worker
 
     host(azurite_connection).drain(idle_seconds=4)  # the killed range's message reappears
@@ -207,14 +209,14 @@ def test_a_range_that_keeps_failing_is_poisoned_and_fails_the_run_keeping_the_re
     fanned_out, uploads, db, azurite_connection, monkeypatch
 ):
     announce_large_file(uploads)
-    real_store = importer.store_records
+    real_store = csv_import.store_records
 
-    def range_two_breaks(records: Any, validator: Any, run: Any, *args: Any) -> None:
+    def range_two_breaks(records: Any, validator: Any, run: Any, **kwargs: Any) -> None:
         if getattr(run, "index", None) == 2:
             raise sa.exc.OperationalError("INSERT", None, ConnectionResetError("reset"))
-        real_store(records, validator, run, *args)
+        real_store(records, validator, run, **kwargs)
 
-    monkeypatch.setattr(importer, "store_records", range_two_breaks)
+    monkeypatch.setattr(csv_import, "store_records", range_two_breaks)
     queue_host = host(azurite_connection)
     queue_host.drain()
 
@@ -238,7 +240,7 @@ def test_a_range_that_keeps_failing_is_poisoned_and_fails_the_run_keeping_the_re
         assert stored.scalar() == run.rowsStored
 
     # The operator fixes the cause and replays the message: the run completes.
-    monkeypatch.setattr(importer, "store_records", real_store)
+    monkeypatch.setattr(csv_import, "store_records", real_store)
     queue_command.main(["poisoned"])
     queue_command.main(["replay", "--all"])
     assert not queue_client(azurite_connection, POISON_QUEUE).peek_messages()
@@ -279,7 +281,7 @@ def test_a_message_that_is_not_json_or_not_an_event_is_dropped_with_a_reason(app
 def test_the_functions_host_gives_up_when_the_function_does():
     host_json = json.loads((PROJECT_ROOT / "host.json").read_text())
     queues = host_json["extensions"]["queues"]
-    assert queues["maxDequeueCount"] == bulk_import.function.MAX_DEQUEUE_COUNT
+    assert queues["maxDequeueCount"] == importer.MAX_DEQUEUE_COUNT
     assert queues["messageEncoding"] == "base64"  # as Event Grid and ImportQueue write
 
 
@@ -323,7 +325,7 @@ def test_ranges_read_exactly_the_records_the_whole_file_holds(
 def test_a_run_whose_last_range_finished_but_was_not_settled_is_settled_by_a_redelivery(
     whole_outcome, fanned_out, uploads, db, azurite_connection, monkeypatch
 ):
-    from shared.bulk import ingest_runs
+    from shared.bulk.runs import ingest_runs
 
     _, body = announce_large_file(uploads)
     # The worker of the last range dies between committing its range and settling the run.

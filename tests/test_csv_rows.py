@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bulk.csv_rows import MAX_LINE_BYTES, CsvRecords, FileRejected
-from shared.bulk.row_validation import COLUMNS, RowValidator
+from shared.bulk.csvfile.csv_rows import MAX_LINE_BYTES, CsvRecords, FileRejected
+from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
 
 
 def read(data: bytes, chunk: int = 7) -> tuple[tuple[str, ...], list]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from devtools import deploy_db
+from ops import deploy_db
 from shared.platform import database
 
 AZURE_SQL = (

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 
 from devtools import events, fhir_export
-from shared.bulk import export_import
-from shared.bulk.export_staging import Staged, Staging
+from shared.bulk.export import importing as export_import
+from shared.bulk.export.staging import Staged, Staging
 from shared.fhir.mapping import map_admission
 from shared.fhir.payload import gather
 from shared.records.schema import (
@@ -312,8 +312,8 @@ def test_a_redelivered_or_resumed_export_stores_nothing_twice(app_env, uploads, 
 def test_an_export_uploaded_with_the_command_is_imported_from_the_queue(
     app_env, uploads, db, import_queue, azurite_connection, tmp_path
 ):
-    from devtools import import_queue as queue_command
     from devtools.queue_host import QueueHost
+    from ops import import_queue as queue_command
 
     fhir_export.main(["--patients", "5", "--gzip", "-o", str(tmp_path)])
     files = sorted(tmp_path.glob("*.ndjson.gz"))

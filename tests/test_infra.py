@@ -377,8 +377,8 @@ def test_each_alert_reads_the_line_the_code_logs(app_env, uploads, db, caplog):
     really writes (captured here from real runs) it finds what it is meant to."""
     import logging
 
-    from bulk_import.function import GAVE_UP
-    from shared.bulk.ingest_runs import RUN_FINISHED
+    from shared.bulk.importer import GAVE_UP
+    from shared.bulk.runs.ingest_runs import RUN_FINISHED
     from shared.fhir.audit import AUDIT_WRITE_FAILED
 
     alerts = log_alerts()

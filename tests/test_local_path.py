@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from devtools import azurite, events, fhir_export, los_generator, queue_host, sql_script
-from devtools import import_queue as queue_command
+from devtools import azurite, events, fhir_export, los_generator, queue_host
+from ops import import_queue as queue_command
+from ops import sql_script
 from shared.bulk.blob_events import RetryLater
 from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE

@@ -21,8 +21,8 @@ from los_model.artifact import CARD_FILE, MODEL_FILE, load_model, model_id
 from los_model.features import FEATURES, INPUT_COLUMNS, feature_matrix
 from los_model.training import TrainingRefused, train
 from ops import model as cli
-from shared.bulk.csv_rows import CsvRecords
-from shared.bulk.row_validation import COLUMNS, RowValidator
+from shared.bulk.csvfile.csv_rows import CsvRecords
+from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
 from shared.fhir.http import PREDICTED_STAY_EXTENSION
 from shared.records.rows import PatientRow
 from shared.records.schema import audit_log, patient_data

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import package
+from ops import package
 from tests.conftest import PROJECT_ROOT
 
 PACKAGE_PYTHON = PROJECT_ROOT / ".venv-package" / "bin" / "python"

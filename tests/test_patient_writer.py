@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from devtools import los_generator
-from shared.bulk import ingest_runs, patient_writer
-from shared.bulk.csv_rows import CsvRecords
-from shared.bulk.row_validation import COLUMNS, RowValidator
+from shared.bulk import patient_writer
+from shared.bulk.csvfile.csv_rows import CsvRecords
+from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
+from shared.bulk.runs import ingest_runs
 from shared.records.rows import PatientRow
 from shared.records.schema import patient_data, utcnow
 from shared.records.tags import EphiTags
@@ -37,10 +38,11 @@ def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
     tags = EphiTags("ePHI", "owner@example.org", "test", "cardiology")
     shared = (*tags.columns().values(), "http://127.0.0.1/up/a.csv", run.id, now, now)
 
+    writer = patient_writer.PatientWriter(tags)
     with db.begin() as conn:
         for part in (slice(0, 30), slice(30, None)):
             columns = [list(values) for values in zip(*rows[part], strict=True)]
-            patient_writer._insert_rows(conn, [*columns, models[part]], shared)
+            writer.insert_rows(conn, [*columns, models[part]], shared)
         conn.execute(
             patient_data.insert(),
             [core_copy(row, model, shared) for row, model in zip(rows, models, strict=True)],

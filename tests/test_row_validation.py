@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from devtools import los_generator
-from shared.bulk.csv_rows import CsvRecords
-from shared.bulk.row_validation import COLUMNS, Invalid, RowValidator
+from shared.bulk.csvfile.csv_rows import CsvRecords
+from shared.bulk.csvfile.row_validation import COLUMNS, Invalid, RowValidator
 
 GOOD = {
     "First": "Ann",

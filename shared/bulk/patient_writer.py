@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from shared.bulk import ingest_runs
-from shared.bulk.ingest_runs import Range, Run
+from shared.bulk.runs import ingest_runs
+from shared.bulk.runs.ingest_runs import Range, Run
 from shared.records.rows import COLUMNS, Reject, ValidRows
 from shared.records.schema import ingest_rejects, patient_data, utcnow
 from shared.records.tags import EphiTags
@@ -241,16 +241,6 @@ def _pg_binary_type(column_type: sa.types.TypeEngine[Any]) -> str:
     raise TypeError(f"no binary COPY type for {column_type!r}")
 
 
-_insert_plans: dict[str, _InsertMany] = {}
-
-
-def _insert_rows(conn: Connection, columns: list[list[object]], shared: tuple[object, ...]) -> None:
-    plan = _insert_plans.get(conn.dialect.name)
-    if plan is None:
-        plan = _insert_plans[conn.dialect.name] = _InsertMany(conn.dialect)
-    plan(conn, columns, shared)
-
-
 def _clusters(eids: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
     """Sorted ``eids`` as dense ranges (looked up with BETWEEN) and loose ids (IN lists).
 
@@ -289,60 +279,78 @@ def _stored_eids(conn: Connection, eids: Iterable[int]) -> set[int]:
     return found & wanted
 
 
-def write_batch(
-    engine: Engine, run: Run | Range, batch: Batch, tags: EphiTags, source_uri: str
-) -> None:
-    """Commit ``batch`` and advance ``run`` (a whole-file run, or one range of a fanned-out
-    run); a duplicate eid becomes a reject, never an update."""
-    for attempt in range(1, _INTEGRITY_RETRIES + 1):
-        try:
-            _write(engine, run, batch, tags, source_uri)
-            return
-        except sa.exc.IntegrityError:
-            # An admission stored one of these eids between our check and our insert.
-            if attempt == _INTEGRITY_RETRIES:
-                raise
-            log.warning("run %s: eid conflict while storing a batch; retrying it", run.run_id)
+class PatientWriter:
+    """Commits batches of stays for the imports of one worker: each batch's rows, refusals
+    and checkpoint in one transaction. Holds the insert plan of each database dialect it has
+    written to (built on its first batch there), so the plan lives as long as the part that
+    owns it, not the process."""
 
+    def __init__(self, tags: EphiTags) -> None:
+        self._tags = tags
+        self._plans: dict[str, _InsertMany] = {}
 
-def _write(engine: Engine, run: Run | Range, batch: Batch, tags: EphiTags, source_uri: str) -> None:
-    now = utcnow()
-    extra = (*tags.columns().values(), source_uri, run.run_id, now, now)
-    lines = batch.valid.lines
-    models = batch.models if batch.models is not None else [None] * len(lines)
-    columns: list[list[Any]] = [*batch.valid.columns, models]
-    with engine.begin() as conn:
-        eids: list[int] = batch.valid.column("eid")
-        stored = _stored_eids(conn, eids)
-        refused = batch.rejects
-        if stored or len(set(eids)) != len(eids):
-            keep, duplicates = _first_of_each_eid(lines, eids, stored)
-            columns = [[column[i] for i in keep] for column in columns]
-            refused = [*refused, *duplicates]
-        rejects = [
-            {
-                "runId": run.run_id,
-                "lineNumber": line,
-                "eid": eid,
-                "reason": reason,
-                "fileName": file,
-                "createdAt": now,
-            }
-            for line, eid, reason, file in refused
-        ]
-        count = len(columns[0])
-        if not ingest_runs.advance(conn, run, batch.last_line, len(batch), count, len(rejects)):
-            raise ConcurrentDelivery(
-                f"run {run.run_id} was advanced by another delivery of the same blob"
-            )
-        if count:
-            _insert_rows(conn, columns, extra)
-        if rejects:
-            conn.execute(ingest_rejects.insert(), rejects)
-    run.checkpoint_line = batch.last_line
-    run.rows_read += len(batch)
-    run.rows_stored += count
-    run.rows_rejected += len(rejects)
+    def write(self, engine: Engine, run: Run | Range, batch: Batch, *, source_uri: str) -> None:
+        """Commit ``batch`` and advance ``run`` (a whole-file run, or one range of a
+        fanned-out run); a duplicate eid becomes a reject, never an update."""
+        for attempt in range(1, _INTEGRITY_RETRIES + 1):
+            try:
+                self._write(engine, run, batch, source_uri)
+                return
+            except sa.exc.IntegrityError:
+                # An admission stored one of these eids between our check and our insert.
+                if attempt == _INTEGRITY_RETRIES:
+                    raise
+                log.warning("run %s: eid conflict while storing a batch; retrying it", run.run_id)
+
+    def insert_rows(
+        self, conn: Connection, columns: list[list[object]], shared: tuple[object, ...]
+    ) -> None:
+        """Insert the rows given column-wise, each followed by the values ``shared`` by all."""
+        plan = self._plans.get(conn.dialect.name)
+        if plan is None:
+            plan = self._plans[conn.dialect.name] = _InsertMany(conn.dialect)
+        plan(conn, columns, shared)
+
+    def _write(self, engine: Engine, run: Run | Range, batch: Batch, source_uri: str) -> None:
+        now = utcnow()
+        extra = (*self._tags.columns().values(), source_uri, run.run_id, now, now)
+        lines = batch.valid.lines
+        models = batch.models if batch.models is not None else [None] * len(lines)
+        columns: list[list[Any]] = [*batch.valid.columns, models]
+        with engine.begin() as conn:
+            eids: list[int] = batch.valid.column("eid")
+            stored = _stored_eids(conn, eids)
+            refused = batch.rejects
+            if stored or len(set(eids)) != len(eids):
+                keep, duplicates = _first_of_each_eid(lines, eids, stored)
+                columns = [[column[i] for i in keep] for column in columns]
+                refused = [*refused, *duplicates]
+            rejects = [
+                {
+                    "runId": run.run_id,
+                    "lineNumber": line,
+                    "eid": eid,
+                    "reason": reason,
+                    "fileName": file,
+                    "createdAt": now,
+                }
+                for line, eid, reason, file in refused
+            ]
+            count = len(columns[0])
+            if not ingest_runs.advance(
+                conn, run, batch.last_line, read=len(batch), stored=count, rejected=len(rejects)
+            ):
+                raise ConcurrentDelivery(
+                    f"run {run.run_id} was advanced by another delivery of the same blob"
+                )
+            if count:
+                self.insert_rows(conn, columns, extra)
+            if rejects:
+                conn.execute(ingest_rejects.insert(), rejects)
+        run.checkpoint_line = batch.last_line
+        run.rows_read += len(batch)
+        run.rows_stored += count
+        run.rows_rejected += len(rejects)
 
 
 def _first_of_each_eid(

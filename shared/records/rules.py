@@ -1,8 +1,8 @@
 """The rule book: every rule about a ``PatientData`` row, declared once, per column.
 
-Every way a stay comes in reads it: the CSV row path (:mod:`shared.bulk.row_validation`)
+Every way a stay comes in reads it: the CSV row path (:mod:`shared.bulk.csvfile.row_validation`)
 turns each field's text into a value with :meth:`Rule.text_converter`; the column-wise path
-(:mod:`shared.bulk.block_validation`) checks whole columns against the same declarations and
+(:mod:`shared.bulk.csvfile.block_validation`) checks whole columns against the same declarations and
 sends any line it cannot vouch for to the row path; the FHIR path (:mod:`shared.fhir.mapping`)
 converts Observation units first, then hands a row of typed values to :func:`check_row`.
 

@@ -5,7 +5,7 @@ file it names must be in the uploads container beside it, else the delivery rais
 :class:`ExportIncomplete` and the queue brings it back later: nothing is imported from half an
 export. Then:
 
-1. **stage** (``shared/bulk/export_staging.py``): each line of each file is read once; what
+1. **stage** (``shared/bulk/export/staging.py``): each line of each file is read once; what
    the mapping reads (Patients, Encounters, Conditions, the Observations of the codes it
    reads, Organizations) is kept by patient; a line that is not JSON, names no patient or is
    too long is refused with its file and line; other types and codes are counted, skipped;
@@ -31,17 +31,19 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shared.bulk import ingest_runs, ndjson
+from shared.bulk.batches import Target
 from shared.bulk.blob_events import RetryLater
-from shared.bulk.csv_rows import MAX_LINE_BYTES
-from shared.bulk.export_staging import Counts, Refusal, Staged, Staging
-from shared.bulk.ingest_runs import Run
+from shared.bulk.csvfile.csv_rows import MAX_LINE_BYTES
+from shared.bulk.export import ndjson
+from shared.bulk.export.staging import Counts, Refusal, Staged, Staging
 from shared.bulk.patient_writer import Batch
+from shared.bulk.runs import ingest_runs
+from shared.bulk.runs.ingest_runs import Run
 from shared.fhir.mapping import (
     INPATIENT_CLASSES,
     Resources,
@@ -54,9 +56,6 @@ from shared.platform.settings import Settings
 from shared.platform.storage import BlobGone, BlobRef, UploadsContainer
 from shared.records.rows import PatientRow, Reject
 from shared.records.schema import RUN_SUCCEEDED, ingest_resource_counts
-
-if TYPE_CHECKING:
-    from los_model.scoring import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -374,16 +373,14 @@ def import_export(
     run: Run,
     ref: BlobRef,
     etag: str,
-    settings: Settings,
-    engine: Engine,
+    *,
     uploads: UploadsContainer,
-    predictor: Predictor | None = None,
+    target: Target,
+    settings: Settings,
 ) -> None:
     """Import the export whose manifest is ``ref`` at ``etag`` into ``run`` (resuming after
     its checkpoint); raises :class:`ExportIncomplete`, :class:`ndjson.ManifestRejected` or
     :class:`BlobGone` before anything is written."""
-    from shared.bulk.importer import BatchWriter, Progress
-
     data = b"".join(uploads.chunks(ref, etag, 0, MAX_MANIFEST_BYTES))
     manifest = ndjson.read_manifest(data, ref.name)
     parts = find_parts(manifest, ref, uploads)
@@ -400,9 +397,8 @@ def import_export(
         )
         done = run.checkpoint_line
         batch = Batch(last_line=done)
-        size = settings.import_batch_size
-        progress = Progress(run, settings.progress_interval_seconds)
-        with BatchWriter(engine, run, settings, ref.url, progress, predictor) as writer:
+        size = target.batch_size
+        with target.batches(run, source_uri=ref.url) as writer:
             for ordinal, (rows, rejects) in enumerate(units(staging, settings), start=1):
                 if ordinal <= done:
                     continue  # committed by an earlier delivery of this manifest version
@@ -415,7 +411,7 @@ def import_export(
                     batch = Batch(last_line=ordinal)
             if batch.last_line > done:
                 writer.submit(batch)
-        record_counts(engine, run, staging.counts)
+        record_counts(target.engine, run, staging.counts)
     log.info(
         "run %s: mapped and written in %.1f s; per type: %s",
         run.id,
@@ -425,7 +421,7 @@ def import_export(
             for t, r, u, x, s in staging.counts.rows()
         ),
     )
-    ingest_runs.finish(engine, run, RUN_SUCCEEDED)
+    ingest_runs.finish(target.engine, run, RUN_SUCCEEDED)
 
 
 def record_counts(engine: Engine, run: Run, counts: Counts) -> None:

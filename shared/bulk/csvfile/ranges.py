@@ -2,7 +2,7 @@
 
 A record may span physical lines (a quoted field holding a newline), so a boundary is a
 newline outside quotes, found by following the ``csv`` module's quoting rules (the excel
-dialect with ``strict=False``, as :class:`shared.bulk.csv_rows.CsvRecords` reads) from the
+dialect with ``strict=False``, as :class:`shared.bulk.csvfile.csv_rows.CsvRecords` reads) from the
 start of the file. Each range records the physical line number it begins on, so a range's
 rejects name the file's lines. Knows bytes only: nothing of columns, rules or SQL.
 

@@ -1,9 +1,9 @@
 """The rule book (:mod:`shared.records.rules`), checked a block of plain lines at a time.
 
-A :class:`~shared.bulk.csv_rows.LineBlock` is parsed by pandas' C reader into typed columns and
+A :class:`.csv_rows.LineBlock` is parsed by pandas' C reader into typed columns and
 the rules are checked column by column. A line this module cannot vouch for (a broken rule,
 a field with surrounding blanks, a control character, a value the C reader will not parse)
-goes through :class:`~shared.bulk.row_validation.RowValidator` on its own, so every reason, and
+goes through :class:`.row_validation.RowValidator` on its own, so every reason, and
 every value stored, is exactly what the row-by-row path gives: this module only finds out
 faster that the other lines are valid.
 
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from shared.bulk.csv_rows import LineBlock, record_of
-from shared.bulk.row_validation import RowValidator
+from shared.bulk.csvfile.csv_rows import LineBlock, record_of
+from shared.bulk.csvfile.row_validation import RowValidator
 from shared.records.rows import COLUMNS, PatientRow, Reject, ValidRows
 from shared.records.rules import RULE, Invalid, Kind, Rule
 

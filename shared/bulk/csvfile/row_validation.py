@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from shared.bulk.csv_rows import FileRejected, Record
+from shared.bulk.csvfile.csv_rows import FileRejected, Record
 from shared.records.rows import COLUMNS, PatientRow, Reject
 from shared.records.rules import REQUIRED_COLUMNS, RULE, Invalid, length_of_stay
 

@@ -3,7 +3,7 @@ manifest (the ``$export`` completion JSON: ``transactionTime``, ``request``, ``o
 url}]``) and its NDJSON files, one resource a line, gzipped or not.
 
 Knows bytes, JSON and file names; nothing of the mapping or SQL. Memory stays bounded by one
-line (at most :data:`shared.bulk.csv_rows.MAX_LINE_BYTES`) whatever a file's size.
+line (at most :data:`shared.bulk.csvfile.csv_rows.MAX_LINE_BYTES`) whatever a file's size.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from shared.bulk.csv_rows import MAX_LINE_BYTES, ByteLines, TooLong
+from shared.bulk.csvfile.csv_rows import MAX_LINE_BYTES, ByteLines, TooLong
 
 MANIFEST_SUFFIX = "manifest.json"
 PART_SUFFIXES = (".ndjson", ".ndjson.gz")

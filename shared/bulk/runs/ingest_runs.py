@@ -269,7 +269,13 @@ def attempt_range(engine: Engine, part: Range) -> None:
 
 
 def advance(
-    conn: Connection, target: Run | Range, last_line: int, read: int, stored: int, rejected: int
+    conn: Connection,
+    target: Run | Range,
+    last_line: int,
+    *,
+    read: int,
+    stored: int,
+    rejected: int,
 ) -> bool:
     """Move ``target``'s checkpoint to ``last_line`` and add the counts, in the caller's
     transaction; False when another worker moved it first (compare-and-swap)."""
