@@ -75,7 +75,10 @@ class _Phases(logging.Handler):
                 self.found[phase] = float(match.group(1))
 
 
-def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue) -> None:
+Measured = tuple[float, float, dict[str, float]]  # seconds, peak RSS (MB), phases
+
+
+def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue[Measured]) -> None:
     """One delivery of ``body`` (a manifest's or a CSV's event) in a warm worker."""
     _environment(db_url, storage)
     logging.disable(logging.NOTSET)
@@ -94,7 +97,7 @@ def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue)
     results.put((time.perf_counter() - start, _peak_rss_mb(), phases.found))
 
 
-def admitted(db_url: str, bundles: list[bytes], results: mp.Queue) -> None:
+def admitted(db_url: str, bundles: list[bytes], results: mp.Queue[Measured]) -> None:
     import azure.functions as func
 
     _environment(db_url, "UseDevelopmentStorage=true")
@@ -116,9 +119,9 @@ def admitted(db_url: str, bundles: list[bytes], results: mp.Queue) -> None:
     results.put((sum(timings) / len(timings), _peak_rss_mb(), {}))
 
 
-def _child(target: Any, args: tuple) -> tuple[float, float, dict[str, float]]:
+def _child(target: Any, args: tuple[object, ...]) -> Measured:
     ctx = mp.get_context("spawn")
-    results: mp.Queue = ctx.Queue()
+    results: mp.Queue[Measured] = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, results))
     proc.start()
     result: tuple[float, float, dict[str, float]] = results.get(timeout=3600)

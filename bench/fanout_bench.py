@@ -67,7 +67,16 @@ def _handler() -> Any:
     return fn.get_user_function()
 
 
-def worker(db_url: str, storage: str, range_bytes: int, ready: mp.Queue, results: mp.Queue) -> None:
+WorkerResult = tuple[int, float, float]  # messages handled, CPU seconds, peak RSS (MB)
+
+
+def worker(
+    db_url: str,
+    storage: str,
+    range_bytes: int,
+    ready: mp.Queue[int],
+    results: mp.Queue[WorkerResult],
+) -> None:
     """One instance: once started, take messages until the queue has been empty for 5 s."""
     import logging
 
@@ -82,7 +91,9 @@ def worker(db_url: str, storage: str, range_bytes: int, ready: mp.Queue, results
     results.put((host.handled, _cpu_seconds() - cpu_before, _peak_rss_mb()))
 
 
-def whole(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue) -> None:
+def whole(
+    db_url: str, storage: str, body: dict[str, Any], results: mp.Queue[tuple[float, float, float]]
+) -> None:
     """The whole file by one worker (below the threshold: no queue involved)."""
     import logging
 
@@ -113,8 +124,8 @@ def in_ranges(
 
     create_queues(storage)
     ctx = mp.get_context("spawn")
-    ready: mp.Queue = ctx.Queue()
-    results: mp.Queue = ctx.Queue()
+    ready: mp.Queue[int] = ctx.Queue()
+    results: mp.Queue[WorkerResult] = ctx.Queue()
     procs = [
         ctx.Process(target=worker, args=(db_url, storage, range_bytes, ready, results))
         for _ in range(workers)
@@ -142,7 +153,7 @@ def in_ranges(
 
 def _measure_whole(db_url: str, storage: str, body: dict[str, Any]) -> tuple[float, float, float]:
     ctx = mp.get_context("spawn")
-    results: mp.Queue = ctx.Queue()
+    results: mp.Queue[tuple[float, float, float]] = ctx.Queue()
     proc = ctx.Process(target=whole, args=(db_url, storage, body, results))
     proc.start()
     result: tuple[float, float, float] = results.get(timeout=3600)
@@ -163,7 +174,8 @@ def small_file_cost(db_url: str, storage: str, body: dict[str, Any], repeats: in
     handler = _handler()
     services = Services()
     without_a_queue = Importer(services.database, services.uploads, settings=services.settings)
-    with_queue, without = [], []
+    with_queue: list[float] = []
+    without: list[float] = []
     for i in range(repeats):
         for timings, run in (
             (with_queue, lambda: handler(events.as_delivered(body))),
@@ -177,7 +189,7 @@ def small_file_cost(db_url: str, storage: str, body: dict[str, Any], repeats: in
             run()
             if i:  # the first of each warms the worker
                 timings.append(time.perf_counter() - start)
-    return statistics.median(with_queue) / statistics.median(without)
+    return float(statistics.median(with_queue) / statistics.median(without))
 
 
 def _created(body: dict[str, Any]) -> Any:

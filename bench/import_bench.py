@@ -29,14 +29,16 @@ ratios, not the seconds.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import multiprocessing as mp
 import os
 import queue as queue_module
 import resource
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +167,9 @@ def _ours(
     import azure.storage.blob  # noqa: F401
 
     import function_app
+    import shared.platform.database
+    import shared.platform.storage  # noqa: F401
     from shared.bulk import importer  # noqa: F401
-    from shared.platform import (
-        database,  # noqa: F401
-        storage,
-    )
 
     if model:
         predictor = function_app.services.predictor
@@ -195,7 +195,7 @@ def pandas_to_sql(
     return elapsed, _peak_rss_mb()
 
 
-def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[object, ...]]]:
+def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], Sequence[tuple[object, ...]]]:
     """The file's rows as PatientData stores them (validated, typed, tagged, with provenance),
     and the columns they go to: what a bare bulk insert of the same rows would send."""
     from shared.bulk.csvfile.csv_rows import CsvRecords
@@ -206,10 +206,10 @@ def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], list[tuple[obje
     extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", run_id, now, now)
     records = CsvRecords([Path(csv_path).read_bytes()], COLUMNS)
     validator = RowValidator(records.header)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for record in records:
         row = validator.validate(record.fields)
-        values = (v.isoformat() if hasattr(v, "isoformat") else v for v in row)
+        values = (v.isoformat() if isinstance(v, dt.date) else v for v in row)
         rows.append((*values, None, *extra))  # None: no predictionModel
     return list(ROW_COLUMNS), rows
 
@@ -246,7 +246,7 @@ def bare_floor(
 
 
 def _bulk_insert(
-    db_url: str, table: str, header: list[str], rows: list[tuple[object, ...]], setup: list[str]
+    db_url: str, table: str, header: list[str], rows: Sequence[tuple[object, ...]], setup: list[str]
 ) -> tuple[float, float]:
     """sqlite3 ``executemany`` in one transaction, or PostgreSQL ``COPY`` of text values
     (formatted beforehand: the server parses them, nothing is formatted in Python)."""
@@ -273,15 +273,15 @@ def _bulk_insert(
     texts = [tuple(None if v is None else str(v) for v in row) for row in rows]
     with psycopg.connect(
         host=url.host, port=url.port, dbname=url.database, user=url.username
-    ) as conn:
+    ) as pg:
         for statement in setup:
-            conn.execute(statement)
-        conn.commit()
+            pg.execute(statement)
+        pg.commit()
         start = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+        with pg.cursor() as cur, cur.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
             for row in texts:
                 copy.write_row(row)
-        conn.commit()
+        pg.commit()
         elapsed = time.perf_counter() - start
     return elapsed, _peak_rss_mb()
 
@@ -302,16 +302,16 @@ CHECK_TABLE = {
 }
 
 
-def _child(name: str, args: tuple, queue: mp.Queue) -> None:
+def _child(name: str, args: tuple[object, ...], queue: mp.Queue[tuple[float, float]]) -> None:
     import logging
 
     logging.disable(logging.INFO)
     queue.put(CONTENDERS[name](*args))
 
 
-def measure(name: str, args: tuple) -> tuple[float, float]:
+def measure(name: str, args: tuple[object, ...]) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()
+    queue: mp.Queue[tuple[float, float]] = ctx.Queue()
     proc = ctx.Process(target=_child, args=(name, args, queue))
     proc.start()
     while True:
@@ -337,9 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         csv_path, blob, etag = generated_upload(storage, workdir, args.rows)
         size = csv_path.stat().st_size
-        print(
-            f"{args.rows:,} generated rows, {size / 1e6:.1f} MB, Python {os.sys.version.split()[0]}"
-        )
+        print(f"{args.rows:,} generated rows, {size / 1e6:.1f} MB, Python {sys.version.split()[0]}")
         if "scored" in names:
             train_model(workdir / "los-model.json")
 

@@ -20,82 +20,91 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.import_bench import CONTAINER, _peak_rss_mb, drop_database, fresh_database
 from devtools import azurite, events, los_generator
 
 
-def _environment(db_url: str, storage: str, pointer: Path, max_stays: int) -> None:
-    os.environ.update(
-        RETRAIN_MAX_STAYS=str(max_stays),
-        PATIENT_STORAGE_CONNECTION=storage,
-        PATIENT_UPLOADS_CONTAINER=CONTAINER,
-        SQL_CONNECTION_STRING=db_url,
-        EPHI_OWNER="siteadmin@contoso-health.example",
-        LOS_MODEL_URL=str(pointer),
-        RETRAIN_MIN_STAYS="1000",
-        IMPORT_RANGE_BYTES=str(1024 * 1024 * 1024),
-    )
+@dataclass(frozen=True)
+class Setup:
+    """One size's database, storage and champion pointer, as app settings."""
+
+    db_url: str
+    storage: str
+    pointer: Path
+    max_stays: int
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "RETRAIN_MAX_STAYS": str(self.max_stays),
+            "PATIENT_STORAGE_CONNECTION": self.storage,
+            "PATIENT_UPLOADS_CONTAINER": CONTAINER,
+            "SQL_CONNECTION_STRING": self.db_url,
+            "EPHI_OWNER": "siteadmin@contoso-health.example",
+            "LOS_MODEL_URL": str(self.pointer),
+            "RETRAIN_MIN_STAYS": "1000",
+            "IMPORT_RANGE_BYTES": str(1024 * 1024 * 1024),
+        }
 
 
-def load(
-    db_url: str,
-    storage: str,
-    pointer: Path,
-    max_stays: int,
-    rows: int,
-    start_eid: int,
-    results: mp.Queue,
-) -> None:
+def load(setup: Setup, rows: int, start_eid: int, results: mp.Queue[None]) -> None:
+    """``rows`` generated stays from ``start_eid`` imported by ``bulk_import`` (not timed)."""
     import logging
 
     logging.disable(logging.WARNING)
-    _environment(db_url, storage, pointer, max_stays)
     from azure.storage.blob import BlobClient
 
     import function_app
+    from shared.composition import Services
 
-    blob = BlobClient.from_connection_string(storage, CONTAINER, f"stays-{start_eid}.csv")
+    blob = BlobClient.from_connection_string(setup.storage, CONTAINER, f"stays-{start_eid}.csv")
     data = los_generator.csv_bytes(rows, seed=start_eid, start_eid=start_eid)
     etag = blob.upload_blob(data, overwrite=True)["etag"]
     del data
-    [fn] = [f for f in function_app.app.get_functions() if f.get_function_name() == "bulk_import"]
+    app = function_app.build_app(Services(setup.settings()))
+    [fn] = [f for f in app.get_functions() if f.get_function_name() == "bulk_import"]
     fn.get_user_function()(events.as_delivered(events.event_grid_schema(blob.url, etag)))
     results.put(None)
 
 
-def timer(db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.Queue) -> None:
+Round = tuple[float, float, bool | None, int]  # seconds, peak MB, promoted, trained on
+
+
+def timer(setup: Setup, results: mp.Queue[Round]) -> None:
     """A round as the retrain_model timer runs it (operations.scheduled)."""
     import logging
 
     logging.disable(logging.INFO)
-    _environment(db_url, storage, pointer, max_stays)
     from retrain_model.function import run
     from shared.composition import Services
 
-    services = Services()
+    services = Services(setup.settings())
     start = time.perf_counter()
     promoted = run(services)
-    results.put((time.perf_counter() - start, _peak_rss_mb(), promoted, _trained_on(pointer)))
+    took = time.perf_counter() - start
+    results.put((took, _peak_rss_mb(), promoted, _trained_on(setup.pointer)))
 
 
-def command_line(
-    db_url: str, storage: str, pointer: Path, max_stays: int, results: mp.Queue
-) -> None:
-    """A round as ``python -m ops.model retrain`` runs it (operations.retrain)."""
+def command_line(setup: Setup, results: mp.Queue[Round]) -> None:
+    """A round as ``python -m ops.model retrain`` runs it (operations.retrain), its settings
+    in the environment as a shell would give them."""
     import contextlib
     import io
     import logging
 
     logging.disable(logging.INFO)
-    _environment(db_url, storage, pointer, max_stays)
+    os.environ.update(setup.settings())
     from ops import model as cli
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = cli.main(["retrain"])
-    results.put((time.perf_counter() - start, _peak_rss_mb(), code == 0, _trained_on(pointer)))
+    took = time.perf_counter() - start
+    results.put((took, _peak_rss_mb(), code == 0, _trained_on(setup.pointer)))
 
 
 def _trained_on(pointer: Path) -> int:
@@ -109,9 +118,10 @@ def _trained_on(pointer: Path) -> int:
     return int(card["training"]["rows"] + card["training"]["heldOutRows"])
 
 
-def _child(target: object, args: tuple) -> object:
+def _child(target: Callable[..., None], *args: object) -> Any:
+    """``target(*args, results)`` in a fresh process; what it put on ``results``."""
     ctx = mp.get_context("spawn")
-    results: mp.Queue = ctx.Queue()
+    results: mp.Queue[Any] = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, results))
     proc.start()
     result = results.get(timeout=7200)
@@ -132,17 +142,17 @@ def main(argv: list[str] | None = None) -> None:
             pointer = Path(tmp) / f"models-{count}" / "champion.json"
             pointer.parent.mkdir()
             half = max(count // 2, 1000)
+            setup = Setup(db_url, storage, pointer, half)
             try:
-                _child(load, (db_url, storage, pointer, half, count, 200_000))
-                _child(timer, (db_url, storage, pointer, half))
-                rounds = []
+                _child(load, setup, count, 200_000)
+                _child(timer, setup)
+                rounds: list[tuple[str, Round]] = []
                 for n, path in enumerate((timer, command_line), start=1):
-                    more = (db_url, storage, pointer, half, count // 100, 200_000 + n * count)
-                    _child(load, more)
-                    rounds.append((path.__name__, _child(path, (db_url, storage, pointer, half))))
+                    _child(load, setup, count // 100, 200_000 + n * count)
+                    rounds.append((path.__name__, _child(path, setup)))
             finally:
                 drop_database(db_url)
-            for name, (seconds, rss, promoted, trained) in rounds:  # type: ignore[misc]
+            for name, (seconds, rss, promoted, trained) in rounds:
                 print(
                     f"{count:>9,} stays (RETRAIN_MAX_STAYS {half:,}), {name:12s}: "
                     f"{seconds:7.1f} s, peak RSS {rss:7.0f} MB, trained on {trained:,}, "

@@ -52,7 +52,7 @@ def _indexed() -> dict[str, Any]:
     from shared.composition import Services
 
     app = function_app.build_app(Services())
-    return {f.get_function_name(): f for f in app.get_functions()}
+    return {str(f.get_function_name()): f for f in app.get_functions()}
 
 
 def user_function(name: str) -> Any:
@@ -60,7 +60,7 @@ def user_function(name: str) -> Any:
     return _indexed()[name].get_user_function()
 
 
-def deliver(body: dict) -> None:
+def deliver(body: dict[str, Any]) -> None:
     bulk_import = user_function("bulk_import")
     bulk_import(events.as_delivered(body))
     # A second delivery of the very same event, as Event Grid may do.
@@ -458,7 +458,7 @@ def example_admission() -> dict[str, Any]:
         observation("6299-2", 30.0, "mg/dL"),  # urea nitrogen
         observation("9279-1", 7.4, "/min"),  # respiration
     ]
-    entries = [{"resource": r} for r in resources]
+    entries: list[dict[str, Any]] = [{"resource": r} for r in resources]
     entries[0]["fullUrl"] = patient_ref
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 

@@ -134,7 +134,13 @@ def _patient(row: dict[str, str], rng: random.Random) -> Iterator[dict[str, Any]
         }
         for code, unit in OTHER_OBSERVATIONS:
             yield _observation(
-                f"{visit}-{code}", code, unit, rng.uniform(1, 200), day, subject, visit
+                f"{visit}-{code}",
+                code,
+                unit,
+                rng.uniform(1, 200),
+                day=day,
+                subject=subject,
+                encounter=visit,
             )
     for flag, codes in CONDITION_FLAGS.items():  # the mapping's own codes, one fact one place
         snomed = min(codes)
@@ -153,7 +159,13 @@ def _patient(row: dict[str, str], rng: random.Random) -> Iterator[dict[str, Any]
             code = min(measurement.codes)
             unit = next(u for u, factor in measurement.units.items() if factor == 1.0)
             observation = _observation(
-                ident, code, unit, float(row[column]), start, subject, row["eid"]
+                ident,
+                code,
+                unit,
+                float(row[column]),
+                day=start,
+                subject=subject,
+                encounter=row["eid"],
             )
             if not unit:  # a count: valueInteger
                 del observation["valueQuantity"]
@@ -162,7 +174,14 @@ def _patient(row: dict[str, str], rng: random.Random) -> Iterator[dict[str, Any]
 
 
 def _observation(
-    ident: str, code: str, unit: str, value: float, day: dt.date, subject: dict, encounter: str
+    ident: str,
+    code: str,
+    unit: str,
+    value: float,
+    *,
+    day: dt.date,
+    subject: dict[str, Any],
+    encounter: str,
 ) -> dict[str, Any]:
     return {
         "resourceType": "Observation",

@@ -133,6 +133,7 @@ def _break_one_rule(rng: random.Random, values: dict[str, str]) -> None:
 def write_csv(
     out: TextIO,
     count: int,
+    *,
     seed: int = 7,
     shape: str = "names",
     start_eid: int = 200_000,
@@ -145,10 +146,17 @@ def write_csv(
     writer.writerows(rows(count, seed, shape, start_eid, bad_rows))
 
 
-def csv_bytes(count: int, **kwargs: object) -> bytes:
+def csv_bytes(
+    count: int,
+    *,
+    seed: int = 7,
+    shape: str = "names",
+    start_eid: int = 200_000,
+    bad_rows: float = 0.0,
+) -> bytes:
     """The generated file as UTF-8 bytes (for tests and benchmarks of modest size)."""
     buffer = io.StringIO()
-    write_csv(buffer, count, **kwargs)  # type: ignore[arg-type]
+    write_csv(buffer, count, seed=seed, shape=shape, start_eid=start_eid, bad_rows=bad_rows)
     return buffer.getvalue().encode()
 
 
@@ -163,9 +171,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="") as out:
-            write_csv(out, args.rows, args.seed, args.shape, args.start_eid, args.bad_rows)
+            write_csv(
+                out,
+                args.rows,
+                seed=args.seed,
+                shape=args.shape,
+                start_eid=args.start_eid,
+                bad_rows=args.bad_rows,
+            )
     else:
-        write_csv(sys.stdout, args.rows, args.seed, args.shape, args.start_eid, args.bad_rows)
+        write_csv(
+            sys.stdout,
+            args.rows,
+            seed=args.seed,
+            shape=args.shape,
+            start_eid=args.start_eid,
+            bad_rows=args.bad_rows,
+        )
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ def _champion_error(
 def retrain(
     engine: sa.Engine,
     store: ModelStore,
+    *,
     min_rows: int,
     margin: float,
     progress: Callable[[str], None],

@@ -4,21 +4,41 @@ app's parts once per worker (shared.composition.Services) and hands them to the 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
 from shared.composition import Services
 from shared.platform.settings import SettingsError
 from tests.conftest import PROJECT_ROOT
+from tests.test_package import FUNCTIONS
 
-SHARED = sorted((PROJECT_ROOT / "shared").rglob("*.py"))
+# The code a worker runs: the shared parts, the model, the function folders.
+WORKER_CODE = [
+    *sorted(
+        path
+        for part in ("shared", "los_model", *FUNCTIONS)
+        for path in (PROJECT_ROOT / part).rglob("*.py")
+    ),
+    PROJECT_ROOT / "function_app.py",
+]
+_EMPTY_CONTAINERS = (
+    "dict",
+    "list",
+    "set",
+    "OrderedDict",
+    "defaultdict",
+    "deque",
+    "WeakValueDictionary",
+)
+_CACHE_DECORATORS = ("cache", "lru_cache", "cached_property")
 
 
-def module_level_state(path: Path) -> list[str]:
+def module_level_state(source: str, name: str = "<module>") -> list[str]:
     """What in a module would make it a process-wide singleton: ``global`` statements,
-    module-level locks, and module-level caches (a private name first bound to None)."""
-    tree = ast.parse(path.read_text(), str(path))
+    module-level locks, module-level caches (a private name first bound to None, any name
+    bound to an empty mutable container, which is only ever filled at run time) and
+    functions memoized for the process (``functools.cache`` and the like)."""
+    tree = ast.parse(source, name)
     found = [f"global {', '.join(n.names)}" for n in ast.walk(tree) if isinstance(n, ast.Global)]
     for node in tree.body:
         value = getattr(node, "value", None)
@@ -28,21 +48,55 @@ def module_level_state(path: Path) -> list[str]:
             found.append(f"{names} = a lock")
         if isinstance(value, ast.Constant) and value.value is None:
             found += [f"{n} = None" for n in names if n.startswith("_")]
+        empty_literal = isinstance(value, ast.Dict | ast.List | ast.Set) and not (
+            getattr(value, "keys", None) or getattr(value, "elts", None)
+        )
+        empty_call = (
+            isinstance(value, ast.Call)
+            and ast.unparse(value.func).split(".")[-1] in _EMPTY_CONTAINERS
+            and not value.args
+        )
+        if names and (empty_literal or empty_call):
+            found.append(f"{names} = an empty {ast.unparse(value)} (a cache)")
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                called = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if ast.unparse(called).split(".")[-1] in _CACHE_DECORATORS:
+                    found.append(f"{node.name} memoized by {ast.unparse(called)}")
     return found
 
 
-@pytest.mark.parametrize("path", SHARED, ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
-def test_shared_keeps_no_process_wide_state(path):
-    assert module_level_state(path) == []
+@pytest.mark.parametrize("path", WORKER_CODE, ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
+def test_a_worker_keeps_no_process_wide_state(path):
+    assert module_level_state(path.read_text(), str(path)) == []
 
 
-def test_the_check_sees_a_singleton(tmp_path):
-    singleton = tmp_path / "singleton.py"
-    singleton.write_text(
+def test_the_check_sees_a_singleton():
+    singleton = (
         "import threading\n_lock = threading.Lock()\n_cached: object | None = None\n"
         "def get():\n    global _cached\n    return _cached\n"
     )
     assert len(module_level_state(singleton)) == 3
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [
+        "_plans: dict[str, object] = {}",
+        "MODELS = {}",
+        "_seen = set()",
+        "_loaded = collections.OrderedDict()",
+        "@functools.lru_cache(maxsize=4)\ndef load(url): ...",
+        "@cache\ndef card(path): ...",
+    ],
+)
+def test_the_check_sees_a_cache_added_to_the_model(cache):
+    """Mutation check: each los_model module is clean as it is, and is caught with a
+    process-wide cache added to it."""
+    for path in sorted((PROJECT_ROOT / "los_model").glob("*.py")):
+        source = path.read_text()
+        assert module_level_state(source) == []
+        assert module_level_state(f"{source}\n{cache}\n") != [], path.name
 
 
 def test_each_worker_builds_its_parts_once_and_lazily(monkeypatch, tmp_path):

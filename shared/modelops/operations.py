@@ -226,7 +226,12 @@ def retrain(
     decision: retraining.Decision = guarded(
         lambda: database.run(
             lambda: retraining.retrain(
-                database.engine(), store, min_stays, margin, progress or log.info, max_stays
+                database.engine(),
+                store,
+                min_rows=min_stays,
+                margin=margin,
+                progress=progress or log.info,
+                max_rows=max_stays,
             )
         )
     )

@@ -249,7 +249,9 @@ class BlockValidator:
                 line = np.searchsorted(newlines, exponent)
                 field = np.searchsorted(commas.ravel(), exponent) - line * (self._width - 1)
                 doubtful[line[self._whole_field[field]]] = True
-        self._check(frame, numbers, lengths, doubtful, lines.numbers, out)
+        self._check(
+            frame, numbers, lengths=lengths, doubtful=doubtful, lines=lines.numbers, out=out
+        )
 
     # --- values ------------------------------------------------------------------------
 
@@ -257,6 +259,7 @@ class BlockValidator:
         self,
         frame: pd.DataFrame,
         numbers: dict[int, np.ndarray],
+        *,
         lengths: np.ndarray,
         doubtful: np.ndarray,
         lines: np.ndarray,

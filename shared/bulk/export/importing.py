@@ -150,12 +150,19 @@ def stage(parts: list[_Part], uploads: UploadsContainer, staging: Staging) -> No
         chunks = _decompressed(iter(uploads.chunks(part.ref, part.etag)))
         name = part.ref.name.rsplit("/", 1)[-1]
         for number, line in ndjson.numbered_lines(chunks):
-            _stage_line(name, number, line, part.file.resource_type, staging, counts)
+            _stage_line(
+                name,
+                number,
+                line,
+                declared=part.file.resource_type,
+                staging=staging,
+                counts=counts,
+            )
     staging.seal()
 
 
 def _stage_line(
-    file: str, number: int, line: bytes | None, declared: str, staging: Staging, counts: Counts
+    file: str, number: int, line: bytes | None, *, declared: str, staging: Staging, counts: Counts
 ) -> None:
     def refuse(kind: str, reason: str) -> None:
         counts.add(counts.refused, kind)
