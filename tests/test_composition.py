@@ -188,3 +188,21 @@ def test_the_platform_auth_flag_and_a_local_settings_file_are_read_there(tmp_pat
     file.write_text("not json")
     with pytest.raises(SettingsError, match=r"cannot be read as a local\.settings\.json"):
         environment(file)
+
+
+def test_no_function_takes_more_than_five_positional_parameters():
+    """Past a few, options are keyword-only (the Azure SDK's guideline): a call reads as
+    what it sets, and a new option cannot shift the others."""
+    roots = ("shared", "los_model", "ops", "devtools", "bench", *FUNCTIONS)
+    crowded = []
+    for path in sorted(p for root in roots for p in (PROJECT_ROOT / root).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                positional = [
+                    a.arg
+                    for a in (*node.args.posonlyargs, *node.args.args)
+                    if a.arg not in ("self", "cls")
+                ]
+                if len(positional) > 5:
+                    crowded.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.name}")
+    assert crowded == []

@@ -54,7 +54,7 @@ var logAlerts = [
     threshold: 0
   }
   {
-    // bulk_import/function.py: GAVE_UP. A message failed five times and is in the
+    // shared/bulk/importer.py: GAVE_UP. A message failed five times and is in the
     // bulk-import-poison queue: its run (or range) is failed until it is replayed.
     name: 'import-poisoned'
     displayName: 'Import message poisoned (ImportGaveUp)'
