@@ -12,6 +12,7 @@ from ``infra/modules/rbac.bicep``, the alerts from ``infra/modules/monitoring.bi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ RBAC = PROJECT_ROOT / "infra" / "modules" / "rbac.bicep"
 MONITORING = PROJECT_ROOT / "infra" / "modules" / "monitoring.bicep"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
     for row in rows:
         cells = [cell.replace("|", "\\|") for cell in row]
@@ -35,7 +36,7 @@ def columns(table_name: str) -> str:
     from shared.records.schema import metadata
 
     table = metadata.tables[table_name]
-    dialect = mssql.dialect()
+    dialect = mssql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it bare
     rows = []
     for column in table.columns:
         keys = []
