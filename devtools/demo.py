@@ -289,6 +289,7 @@ def train_and_admit() -> None:
     import azure.functions as func
     from azure.functions.timer import TimerRequest
 
+    from los_model.card import ModelCard
     from los_model.store import DirectoryStore
     from shared.composition import Services
     from shared.modelops import operations
@@ -311,10 +312,10 @@ def train_and_admit() -> None:
     if current is None:
         print("  no champion: see the log above")
         return
-    card = json.loads(store.read(current["card"]))
+    card = ModelCard.read(store.read(current.champion.card))
     print(
-        f"  promoted {current['modelId']}: {current['reason']}; held-out MAE "
-        f"{card['metrics']['model']['meanAbsoluteError']:.3f} days"
+        f"  promoted {current.model_id}: {current.reason}; held-out MAE "
+        f"{card.held_out_mae or float('nan'):.3f} days"
     )
 
     def call(name: str, method: str, route: str, body: dict[str, Any]) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from los_model.card import ModelCard
 from los_model.features import FEATURES
 from shared.records.rules import MAX_LENGTH_OF_STAY
 
@@ -65,7 +66,7 @@ def load_model(data: bytes) -> Model:
     return Model(model_id(data), booster)
 
 
-def write_artifacts(out_dir: Path, model: bytes, card: dict[str, Any]) -> tuple[Path, Path]:
+def write_artifacts(out_dir: Path, model: bytes, card: ModelCard) -> tuple[Path, Path]:
     """Write the model and its card to ``out_dir``, which ends up holding exactly those two."""
     out_dir.mkdir(parents=True, exist_ok=True)
     others = sorted(p.name for p in out_dir.iterdir() if p.name not in (MODEL_FILE, CARD_FILE))
@@ -75,5 +76,5 @@ def write_artifacts(out_dir: Path, model: bytes, card: dict[str, Any]) -> tuple[
         )
     model_path, card_path = out_dir / MODEL_FILE, out_dir / CARD_FILE
     model_path.write_bytes(model)
-    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    card_path.write_text(json.dumps(card.as_json(), indent=2) + "\n", encoding="utf-8")
     return model_path, card_path

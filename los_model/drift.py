@@ -18,6 +18,7 @@ Shares and cut points only: no stay can be read back from a card.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def reference(features: np.ndarray) -> dict[str, dict[str, Any]]:
     return out
 
 
-def shares(distribution: dict[str, Any], column: np.ndarray) -> np.ndarray:
+def shares(distribution: Mapping[str, Any], column: np.ndarray) -> np.ndarray:
     """The share of ``column``'s values in each of ``distribution``'s bins."""
     column = _present(column)
     if distribution.get("method") == "categories":
@@ -76,7 +77,7 @@ def psi(expected: list[float], actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def method_of(distribution: dict[str, Any]) -> str:
+def method_of(distribution: Mapping[str, Any]) -> str:
     return str(distribution.get("method", "quantiles"))
 
 

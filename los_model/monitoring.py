@@ -29,7 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from los_model import drift as drift_method
+from los_model.card import ModelCard
 from los_model.features import FEATURES, INPUT_COLUMNS, feature_matrix
+from los_model.store import ChampionPointer
 from shared.records.schema import patient_data
 
 log = logging.getLogger(__name__)
@@ -144,9 +146,7 @@ def live_accuracy(engine: sa.Engine, days: int, today: dt.date | None = None) ->
     return out
 
 
-def drift(
-    engine: sa.Engine, card: dict[str, Any], since: dt.datetime
-) -> tuple[list[FeatureDrift], int]:
+def drift(engine: sa.Engine, card: ModelCard, since: dt.datetime) -> tuple[list[FeatureDrift], int]:
     """Each feature's PSI for the admissions stored since ``since``, and how many there were.
     Marks are given only from :data:`MIN_DRIFT` admissions on."""
     t = patient_data.c
@@ -161,7 +161,7 @@ def drift(
     judged = len(rows) >= MIN_DRIFT
     found: list[FeatureDrift] = []
     for i, name in enumerate(FEATURES):
-        reference = card.get("featureDistributions", {}).get(name)
+        reference = card.feature_distributions.get(name)
         column = features[:, i]
         if reference is None or not (column == column).any():  # all missing (NaN)
             continue
@@ -182,8 +182,8 @@ def drift(
 
 def report(
     engine: sa.Engine,
-    pointer: dict[str, Any] | None,
-    card: dict[str, Any] | None,
+    pointer: ChampionPointer | None,
+    card: ModelCard | None,
     days: int,
     factor: float,
     *,
@@ -191,14 +191,12 @@ def report(
 ) -> Report:
     """The champion's live accuracy and drift, with what is flagged (logged as
     :data:`MODEL_FLAGGED` for the alert)."""
-    model = str(pointer["modelId"]) if pointer else None
-    held_out = (
-        float(card["metrics"]["model"]["meanAbsoluteError"]) if card and "metrics" in card else None
-    )
+    model = pointer.model_id if pointer else None
+    held_out = card.held_out_mae if card else None
     result = Report(model, held_out, live_accuracy(engine, days), days=days, factor=factor)
     result.note = note
     if pointer is not None and card is not None:
-        since = dt.datetime.fromisoformat(str(pointer["promotedAt"])).replace(tzinfo=None)
+        since = dt.datetime.fromisoformat(pointer.champion.promoted_at).replace(tzinfo=None)
         result.drift, result.admissions_since_promotion = drift(engine, card, since)
     for row in result.live:
         overall = row.model == model and row.facility is None and held_out is not None

@@ -29,8 +29,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from los_model.artifact import ModelRejected, load_model
+from los_model.card import ModelCard
 from los_model.metrics import regression_metrics
-from los_model.store import ModelStore, PointerMoved, pointer_to
+from los_model.store import ChampionPointer, ModelStore, PointerMoved, pointer_to
 from los_model.training import train
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,10 @@ def _now() -> str:
 
 
 def _champion_error(
-    store: ModelStore, pointer: dict[str, Any], x: np.ndarray, y: np.ndarray
+    store: ModelStore, pointer: ChampionPointer, x: np.ndarray, y: np.ndarray
 ) -> float:
     """The champion's mean absolute error on the challenger's held-out stays."""
-    model = load_model(store.read(str(pointer["model"])))
+    model = load_model(store.read(pointer.champion.model))
     predicted = np.asarray(model.booster.inplace_predict(x), dtype=np.float64)
     return float(regression_metrics(y, predicted)["meanAbsoluteError"])
 
@@ -106,9 +107,10 @@ def retrain(
             "champion.json beside it), then point LOS_MODEL_URL at that champion.json"
         )
     trained = train(engine, min_rows, progress, max_rows)
-    card, challenger = trained.card, str(trained.card["id"])
-    ours = float(card["metrics"]["model"]["meanAbsoluteError"])
-    champion = str(pointer["modelId"]) if pointer else None
+    card, challenger = trained.card, trained.card.id
+    ours = card.held_out_mae
+    assert ours is not None  # training writes the metrics
+    champion = pointer.model_id if pointer else None
     theirs: float | None = None
     if pointer is None:
         promote, reason = True, "there was no champion"
@@ -129,14 +131,15 @@ def retrain(
                 f"{theirs:.4f} on the same {len(trained.held_out_y):,} stays (margin {margin:g})"
             )
     store.write_new(f"versions/{challenger}/los-model.json", trained.model)
-    store.write_new(f"versions/{challenger}/model-card.json", json.dumps(card, indent=2).encode())
+    card_json = json.dumps(card.as_json(), indent=2).encode()
+    store.write_new(f"versions/{challenger}/model-card.json", card_json)
     decision = Decision(promote, challenger, champion, reason, "promoted", ours, theirs)
     if promote:
         try:
             store.move_pointer(pointer_to(challenger, pointer, _now(), reason), version)
         except PointerMoved:
             now, _ = store.read_pointer()
-            winner = str(now["modelId"]) if now else None
+            winner = now.model_id if now else None
             decision = Decision(
                 False,
                 challenger,
@@ -167,15 +170,15 @@ def retrain(
 def promote(store: ModelStore, model_id: str, reason: str) -> str:
     """Make an existing version the champion by hand (its files must be there); returns the
     champion it replaced, or ''."""
-    card = json.loads(store.read(f"versions/{model_id}/model-card.json"))
-    if card.get("id") != model_id:
+    card = ModelCard.read(store.read(f"versions/{model_id}/model-card.json"))
+    if card.id != model_id:
         raise ValueError(f"versions/{model_id}/model-card.json is the card of another model")
     load_model(store.read(f"versions/{model_id}/los-model.json"))  # refuses a bad model
     pointer, version = store.read_pointer()
     if pointer is None and version is not None:
         raise NotAPointer("LOS_MODEL_URL names a model file, not a champion pointer: adopt it")
     store.move_pointer(pointer_to(model_id, pointer, _now(), reason), version)
-    before = str(pointer["modelId"]) if pointer else ""
+    before = pointer.model_id if pointer else ""
     log.info("%s: %s replaces %s: %s", MODEL_PROMOTED, model_id, before or None, reason)
     return before
 
@@ -183,15 +186,12 @@ def promote(store: ModelStore, model_id: str, reason: str) -> str:
 def rollback(store: ModelStore) -> str:
     """Move the pointer back to the previous champion; returns its id."""
     pointer, version = store.read_pointer()
-    if pointer is None or not pointer.get("history"):
+    if pointer is None:
         raise ValueError("there is no earlier champion to go back to")
-    earlier, *rest = pointer["history"]
-    moved = {**pointer_to(earlier["modelId"], None, _now(), "rolled back"), "history": rest}
+    moved = pointer.rolled_back(_now())
     store.move_pointer(moved, version)
-    log.info(
-        "%s: %s replaces %s: rolled back", MODEL_PROMOTED, earlier["modelId"], pointer["modelId"]
-    )
-    return str(earlier["modelId"])
+    log.info("%s: %s replaces %s: rolled back", MODEL_PROMOTED, moved.model_id, pointer.model_id)
+    return moved.model_id
 
 
 def adopt(plain: ModelStore, champion: ModelStore, name: str) -> str:
@@ -203,15 +203,17 @@ def adopt(plain: ModelStore, champion: ModelStore, name: str) -> str:
 
     data = plain.read(name)
     model = load_model(data)  # refuses anything that is not a model we can load
+    card: ModelCard | None
     try:
-        card = json.loads(plain.read(CARD_FILE))
+        card = ModelCard.read(plain.read(CARD_FILE))
     except (FileNotFoundError, ValueError):  # none beside it: the held-out error is unknown
         card = None
-    if not isinstance(card, dict) or card.get("id") != model.id:
-        card = {"id": model.id, "adoptedFrom": name, "note": "no card was found beside the model"}
+    if card is None or card.id != model.id:
+        note = {"id": model.id, "adoptedFrom": name, "note": "no card was found beside the model"}
+        card = ModelCard.from_json(note)
     for file, content in (
         ("los-model.json", data),
-        ("model-card.json", json.dumps(card, indent=2).encode()),
+        ("model-card.json", json.dumps(card.as_json(), indent=2).encode()),
     ):
         # Adopted before: the version is already there, immutable.
         with contextlib.suppress(FileExistsError):

@@ -21,7 +21,7 @@ import numpy as np
 
 from los_model.artifact import Model, ModelRejected, load_model
 from los_model.features import feature_matrix
-from los_model.store import is_pointer, sibling_name
+from los_model.store import MalformedPointer, is_pointer, sibling_name
 
 log = logging.getLogger(__name__)
 # After a failed load, try again this soon (at most): a blob briefly unreachable at a cold
@@ -114,7 +114,7 @@ class Predictor:
                 data, version = fetched
                 pointer = is_pointer(data)
                 if pointer is not None:  # the champion pointer: follow it to the model
-                    data = self.source.sibling(sibling_name(str(pointer.get("model"))))
+                    data = self.source.sibling(sibling_name(pointer.champion.model))
                 model = load_model(data)
                 if self._model is not None and model.id != self._model.id:
                     log.info("length-of-stay model %s replaced by %s", self._model.id, model.id)
@@ -123,7 +123,7 @@ class Predictor:
         except Exception as exc:  # whatever goes wrong, no stay may be lost to the model
             reason = (
                 str(exc)
-                if isinstance(exc, ModelUnavailable | ModelRejected)
+                if isinstance(exc, ModelUnavailable | ModelRejected | MalformedPointer)
                 else f"it could not be loaded ({type(exc).__name__})"
             )
             problem = f"length-of-stay model from {self.source.description}: {reason}"

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,8 +27,104 @@ class PointerMoved(Exception):
     """The pointer changed since it was read (another retraining moved it)."""
 
 
-def is_pointer(data: bytes) -> dict[str, Any] | None:
-    """The pointer ``data`` holds, or None when it is something else (a model file)."""
+class MalformedPointer(ValueError):
+    """The pointer says it is one (its ``kind``) but a field is missing or of the wrong type:
+    a hand-edited or truncated pointer, said plainly rather than failing later."""
+
+
+def _text(document: Mapping[str, Any], key: str, where: str) -> str:
+    value = document.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedPointer(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A model that is or was champion: its id, its files (relative to the pointer's folder)
+    and when it was promoted."""
+
+    model_id: str
+    model: str
+    card: str
+    promoted_at: str
+
+    @classmethod
+    def from_json(cls, document: object, where: str) -> Champion:
+        if not isinstance(document, Mapping):
+            raise MalformedPointer(f"{where} must be an object")
+        return cls(
+            _text(document, "modelId", where),
+            sibling_name(_text(document, "model", where)),
+            sibling_name(_text(document, "card", where)),
+            _text(document, "promotedAt", where),
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "modelId": self.model_id,
+            "model": self.model,
+            "card": self.card,
+            "promotedAt": self.promoted_at,
+        }
+
+
+@dataclass(frozen=True)
+class ChampionPointer:
+    """The champion pointer (``champion.json``): the champion, why it is, and the earlier
+    ones a rollback can go back to (newest first)."""
+
+    champion: Champion
+    reason: str
+    history: tuple[Champion, ...] = ()
+
+    @property
+    def model_id(self) -> str:
+        return self.champion.model_id
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> ChampionPointer:
+        """The pointer ``document`` holds; :class:`MalformedPointer` names what is wrong."""
+        history = document.get("history", [])
+        if not isinstance(history, list):
+            raise MalformedPointer("the champion pointer's 'history' must be a list")
+        reason = document.get("reason", "")
+        return cls(
+            Champion.from_json(document, "the champion pointer"),
+            reason if isinstance(reason, str) else "",
+            tuple(
+                Champion.from_json(entry, f"the champion pointer's history[{i}]")
+                for i, entry in enumerate(history)
+            ),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": POINTER_KIND,
+            **self.champion.as_json(),
+            "reason": self.reason,
+            "history": [earlier.as_json() for earlier in self.history],
+        }
+
+    def promoting(self, model_id: str, promoted_at: str, reason: str) -> ChampionPointer:
+        """The pointer that makes ``model_id`` champion, remembering this one's."""
+        return pointer_to(model_id, self, promoted_at, reason)
+
+    def rolled_back(self, rolled_at: str) -> ChampionPointer:
+        """The pointer back at the previous champion; ValueError when there is none."""
+        if not self.history:
+            raise ValueError("there is no earlier champion to go back to")
+        earlier, *rest = self.history
+        return ChampionPointer(
+            Champion(earlier.model_id, earlier.model, earlier.card, rolled_at),
+            "rolled back",
+            tuple(rest),
+        )
+
+
+def is_pointer(data: bytes) -> ChampionPointer | None:
+    """The pointer ``data`` holds, or None when it is something else (a model file);
+    :class:`MalformedPointer` when it says it is a pointer but is not a valid one."""
     if not data.lstrip().startswith(b"{") or len(data) > 1024 * 1024:
         return None
     try:
@@ -34,7 +132,7 @@ def is_pointer(data: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     if isinstance(document, dict) and document.get("kind") == POINTER_KIND:
-        return document
+        return ChampionPointer.from_json(document)
     return None
 
 
@@ -47,7 +145,7 @@ def sibling_name(name: str) -> str:
 
 
 class ModelStore(Protocol):
-    def read_pointer(self) -> tuple[dict[str, Any] | None, str | None]:
+    def read_pointer(self) -> tuple[ChampionPointer | None, str | None]:
         """The pointer and its version (ETag), or (None, None) when there is none."""
         ...
 
@@ -60,7 +158,7 @@ class ModelStore(Protocol):
         :class:`FileExistsError` when it does."""
         ...
 
-    def move_pointer(self, pointer: dict[str, Any], expected: str | None) -> None:
+    def move_pointer(self, pointer: ChampionPointer, expected: str | None) -> None:
         """Replace the pointer if it is still at version ``expected`` (None: absent), else
         raise :class:`PointerMoved`."""
         ...
@@ -72,7 +170,7 @@ class DirectoryStore:
     def __init__(self, pointer_path: Path) -> None:
         self.folder, self.pointer = pointer_path.parent, pointer_path
 
-    def read_pointer(self) -> tuple[dict[str, Any] | None, str | None]:
+    def read_pointer(self) -> tuple[ChampionPointer | None, str | None]:
         if not self.pointer.exists():
             return None, None
         data = self.pointer.read_bytes()
@@ -87,11 +185,11 @@ class DirectoryStore:
         with open(path, "xb") as out:  # x: never over an existing version
             out.write(data)
 
-    def move_pointer(self, pointer: dict[str, Any], expected: str | None) -> None:
+    def move_pointer(self, pointer: ChampionPointer, expected: str | None) -> None:
         if self.read_pointer()[1] != expected:
             raise PointerMoved("the champion pointer moved while this retraining ran")
         temporary = self.pointer.with_suffix(".moving")
-        temporary.write_text(json.dumps(pointer, indent=2) + "\n", encoding="utf-8")
+        temporary.write_text(json.dumps(pointer.as_json(), indent=2) + "\n", encoding="utf-8")
         temporary.replace(self.pointer)  # atomic: a reader sees the old or the new pointer
 
 
@@ -108,7 +206,7 @@ class BlobStore:
             posixpath.join(self.folder, sibling_name(name)) if self.folder else sibling_name(name)
         )
 
-    def read_pointer(self) -> tuple[dict[str, Any] | None, str | None]:
+    def read_pointer(self) -> tuple[ChampionPointer | None, str | None]:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -134,11 +232,11 @@ class BlobStore:
         except ResourceExistsError:
             raise FileExistsError(f"models/{self._name(name)}") from None
 
-    def move_pointer(self, pointer: dict[str, Any], expected: str | None) -> None:
+    def move_pointer(self, pointer: ChampionPointer, expected: str | None) -> None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
-        data = json.dumps(pointer, indent=2).encode()
+        data = json.dumps(pointer.as_json(), indent=2).encode()
         try:
             if expected is None:
                 self.container.upload_blob(self.pointer, data, overwrite=False)
@@ -155,19 +253,16 @@ class BlobStore:
 
 
 def pointer_to(
-    model_id: str, previous: dict[str, Any] | None, promoted_at: str, reason: str
-) -> dict[str, Any]:
+    model_id: str, previous: ChampionPointer | None, promoted_at: str, reason: str
+) -> ChampionPointer:
     """The pointer that makes ``model_id`` the champion, remembering the earlier ones."""
-    history: list[dict[str, Any]] = []
+    history: tuple[Champion, ...] = ()
     if previous is not None:
-        earlier = {k: previous[k] for k in ("modelId", "model", "card", "promotedAt")}
-        history = [earlier, *previous.get("history", [])][:HISTORY]
-    return {
-        "kind": POINTER_KIND,
-        "modelId": model_id,
-        "model": f"versions/{model_id}/los-model.json",
-        "card": f"versions/{model_id}/model-card.json",
-        "promotedAt": promoted_at,
-        "reason": reason,
-        "history": history,
-    }
+        history = (previous.champion, *previous.history)[:HISTORY]
+    champion = Champion(
+        model_id,
+        f"versions/{model_id}/los-model.json",
+        f"versions/{model_id}/model-card.json",
+        promoted_at,
+    )
+    return ChampionPointer(champion, reason, history)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from los_model import drift
 from los_model.artifact import MODEL_FILE, load_model, model_id
+from los_model.card import ModelCard
 from los_model.features import ENCODING, FEATURES, INPUT_COLUMNS, feature_matrix
 from los_model.metrics import regression_metrics
 from shared.records.schema import patient_data
@@ -97,7 +98,7 @@ def fit(features: np.ndarray, days: np.ndarray, progress: Callable[[str], None])
 @dataclass
 class Trained:
     model: bytes
-    card: dict[str, Any]
+    card: ModelCard
     # The held-out stays' features and days: a champion is judged on the very same stays.
     held_out_x: np.ndarray | None = None
     held_out_y: np.ndarray | None = None
@@ -168,7 +169,7 @@ def train(
         "featureDistributions": drift.reference(train_x),
     }
     json.dumps(card)  # fails here, not half-written, if something is not JSON
-    return Trained(model, card, test_x, test_y)
+    return Trained(model, ModelCard.from_json(card), test_x, test_y)
 
 
 def _progress_callback(progress: Callable[[str], None]) -> Any:

@@ -22,9 +22,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.modelops.operations import NOT_CONFIGURED, UNEXPECTED, OperationFailed, Outcome
+
+if TYPE_CHECKING:
+    from los_model.card import ModelCard
+    from los_model.training import Trained
 
 METRIC_NAMES = {
     "meanAbsoluteError": "mean absolute error (days)",
@@ -35,8 +39,11 @@ METRIC_NAMES = {
 }
 
 
-def metrics_table(card: dict[str, Any]) -> str:
-    model, baseline = card["metrics"]["model"], card["metrics"]["baseline"]
+def metrics_table(card: ModelCard) -> str:
+    errors = card.errors()
+    if errors is None:
+        return "held-out metrics: none (a model adopted without its card)"
+    model, baseline = errors
     lines = [f"{'held-out metric':32s} {'model':>9s} {'median':>9s}"]
     for key, name in METRIC_NAMES.items():
         lines.append(f"{name:32s} {model[key]:9.3f} {baseline[key]:9.3f}")
@@ -113,7 +120,7 @@ def train_to_files(services: Any, out: Path, min_stays: int | None, progress: An
     settings = services.settings
     minimum = choose(overrides, "RETRAIN_MIN_STAYS", min_stays, settings.retrain_min_stays)
     database = services.database
-    trained = guarded(
+    trained: Trained = guarded(
         lambda: database.run(
             lambda: train(database.engine(), minimum, progress, settings.retrain_max_stays)
         )
@@ -123,10 +130,11 @@ def train_to_files(services: Any, out: Path, min_stays: int | None, progress: An
     except FileExistsError as exc:
         raise OperationFailed(REFUSED, f"not written: {exc}") from None
     card = trained.card
+    training = card.document["training"]
     text = "\n".join(
         [
-            f"model {card['id']}: {card['training']['rows']:,} stays trained on, "
-            f"{card['training']['heldOutRows']:,} held out",
+            f"model {card.id}: {training['rows']:,} stays trained on, "
+            f"{training['heldOutRows']:,} held out",
             metrics_table(card),
             f"wrote {model_path} and {card_path}",
             "publish it as the champion: python -m ops.model adopt (with LOS_MODEL_URL naming "

@@ -5,6 +5,7 @@ promotion; nothing written over a model retraining did not create."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 from azure.functions.timer import TimerRequest
 
 from los_model import drift, monitoring, scoring
-from los_model.store import BlobStore
+from los_model.card import ModelCard
+from los_model.store import BlobStore, ChampionPointer
 from ops import model as cli
 from shared.modelops import operations
 from shared.records.schema import patient_data
@@ -37,6 +39,11 @@ from tests.test_retraining import (
 def secret_source() -> str:
     """One secret source is enough here: the operations read the database as any function."""
     return "app-setting"
+
+
+def typed(pointer: dict[str, Any], card: dict[str, Any]) -> tuple[ChampionPointer, ModelCard]:
+    """The pointer and card as read from the models container, as the operations read them."""
+    return ChampionPointer.from_json(pointer), ModelCard.from_json(card)
 
 
 def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
@@ -88,13 +95,13 @@ def test_a_stream_shifted_in_one_flag_flags_that_flag_and_only_it(champion_url, 
 
     import_stays(uploads, 400, seed=23, start_eid=500_000)  # the same population
     assert as_admissions(db, 500_000) == 400
-    steady = monitoring.report(db, current, card, 90, 10.0)
+    steady = monitoring.report(db, *typed(current, card), 90, 10.0)
     assert steady.judged and steady.flags == []
     assert [d.feature for d in steady.drift if d.mark == "flagged"] == []
 
     with db.begin() as conn:  # every admission now has asthma (3.5% of the training stays)
         conn.execute(patient_data.update().where(patient_data.c.eid >= 500_000).values(asthma=1))
-    shifted = monitoring.report(db, current, card, 90, 10.0)
+    shifted = monitoring.report(db, *typed(current, card), 90, 10.0)
     # The flag, and the count of conditions built from the flags: nothing else moved.
     flagged = sorted(d.feature for d in shifted.drift if d.mark == "flagged")
     assert flagged == ["asthma", "number_of_issues"]
@@ -253,11 +260,12 @@ def test_a_challenger_that_loses_the_race_to_the_pointer_says_so(
 
     original = BlobStore.move_pointer
 
-    def raced(self: BlobStore, moved: dict[str, Any], expected: str | None) -> None:
+    def raced(self: BlobStore, moved: ChampionPointer, expected: str | None) -> None:
         # Another instance promotes (here: the same champion again) just before this one.
         other = BlobStore(self.container, self.pointer)
         current, version = other.read_pointer()
-        original(other, {**(current or {}), "reason": "promoted elsewhere"}, version)
+        assert current is not None
+        original(other, dataclasses.replace(current, reason="promoted elsewhere"), version)
         original(self, moved, expected)
 
     monkeypatch.setattr(BlobStore, "move_pointer", raced)

@@ -17,6 +17,8 @@ from azure.functions.timer import TimerRequest
 
 from devtools import events, los_generator
 from los_model import monitoring, retraining, training
+from los_model.card import ModelCard
+from los_model.store import ChampionPointer
 from retrain_model.function import run
 from shared.composition import Services
 from shared.records.schema import patient_data
@@ -25,6 +27,11 @@ from tests.conftest import deliver, function, http, reset_process_state, worker
 
 # One secret source is enough here: retraining reads the database as any function does.
 pytestmark = pytest.mark.parametrize("secret_source", ["app-setting"])
+
+
+def typed(pointer: dict[str, Any], card: dict[str, Any]) -> tuple[ChampionPointer, ModelCard]:
+    """The pointer and card as read from the models container, as the operations read them."""
+    return ChampionPointer.from_json(pointer), ModelCard.from_json(card)
 
 
 def import_stays(uploads: Any, count: int, seed: int, start_eid: int) -> None:
@@ -169,9 +176,9 @@ def test_live_accuracy_comes_from_admissions_and_their_discharges(champion_url, 
     card = card_of(uploads, champion_url, champion)
     ratio = overall.mean_absolute_error / card["metrics"]["model"]["meanAbsoluteError"]
     current = pointer(uploads, champion_url)
-    tight = monitoring.report(db, current, card, 90, factor=ratio * 0.95)
+    tight = monitoring.report(db, *typed(current, card), 90, factor=ratio * 0.95)
     assert any("live mean absolute error" in f for f in tight.flags)
-    relaxed = monitoring.report(db, current, card, 90, factor=ratio * 1.05)
+    relaxed = monitoring.report(db, *typed(current, card), 90, factor=ratio * 1.05)
     assert not any("live mean absolute error" in f for f in relaxed.flags)
 
 
@@ -188,7 +195,7 @@ def test_drift_is_flagged_when_admissions_shift(champion_url, uploads, db, caplo
             fx.observation("4544-3", 18 + k % 3, "%", f"{today}T07:00:00Z"),
         )
     caplog.set_level(logging.WARNING)
-    report = monitoring.report(db, current, card, 90, factor=10.0)
+    report = monitoring.report(db, *typed(current, card), 90, factor=10.0)
     assert report.admissions_since_promotion == monitoring.MIN_DRIFT
     assert report.psi("hematocrit") > monitoring.PSI_FLAG
     assert any("hematocrit" in flag for flag in report.flags)

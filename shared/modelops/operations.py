@@ -28,7 +28,6 @@ code   meaning
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 from collections.abc import Callable
@@ -36,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from los_model import monitoring, retraining
-from los_model.store import PointerMoved
+from los_model.card import MalformedCard, ModelCard
+from los_model.store import MalformedPointer, PointerMoved
 from los_model.training import TrainingRefused
 from shared.platform.database import FOR_BACKGROUND_WORK, Retry
 
@@ -142,6 +142,12 @@ def guarded(work: Callable[[], Any]) -> Any:
         raise OperationFailed(REFUSED, f"not trained: {exc}") from None
     except retraining.NotAPointer as exc:
         raise OperationFailed(CONFLICT, str(exc)) from None
+    except (MalformedPointer, MalformedCard) as exc:
+        raise OperationFailed(
+            CONFLICT,
+            f"{exc}; restore it from the models container's versions (blob versioning keeps "
+            "the earlier ones), or write a valid one: python -m ops.model promote VERSION",
+        ) from None
     except PointerMoved as exc:
         raise OperationFailed(CONFLICT, f"{exc}; read the pointer again and retry") from None
     except SecretUnavailable as exc:
@@ -186,7 +192,7 @@ def report(
     store = _store(services)
     database = services.database
 
-    def work() -> tuple[monitoring.Report, dict[str, Any] | None]:
+    def work() -> tuple[monitoring.Report, ModelCard | None]:
         pointer, version = store.read_pointer()
         note = None
         if pointer is None and version is not None:
@@ -194,12 +200,12 @@ def report(
                 "LOS_MODEL_URL names a model file, not a champion pointer: adopt it "
                 "(python -m ops.model adopt)"
             )
-        card = json.loads(store.read(str(pointer["card"]))) if pointer else None
+        card = ModelCard.read(store.read(pointer.champion.card)) if pointer else None
         found = monitoring.report(database.engine(), pointer, card, days, factor, note=note)
         return found, card
 
     found, card = guarded(lambda: database.run(work, retry or FOR_BACKGROUND_WORK))
-    result = {"report": found.as_json(), "card": card}
+    result = {"report": found.as_json(), "card": card.as_json() if card else None}
     return Outcome("report", DONE, result, monitoring.printed(found), overrides)
 
 
