@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.fhir.mapping import CONDITION_FLAGS, LOINC, MEASUREMENTS, SNOMED
 from shared.fhir.payload import BUNDLE_TYPES, FHIR_JSON
+from shared.platform.settings import AuthMode
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE = "patient-ingest"
@@ -23,7 +24,7 @@ DISCHARGE_ROUTE = "patients/discharge"
 
 
 def capability_statement(
-    base_url: str, auth_mode: str, care_roles: Iterable[str]
+    base_url: str, auth_mode: AuthMode, care_roles: Iterable[str]
 ) -> dict[str, Any]:
     """The statement for the endpoint at ``base_url`` (``https://<app>/api``)."""
     loinc = sorted(code for m in MEASUREMENTS.values() for code in m.codes)

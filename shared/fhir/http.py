@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
@@ -248,41 +249,42 @@ PREDICTED_STAY_EXTENSION = "urn:patient-ingest:StructureDefinition:predicted-len
 
 
 def encounter_resource(stay: Stay) -> dict[str, Any]:
-    """The stored stay as a FHIR R4 Encounter: what a clinical system needs back."""
-    period: dict[str, str] = {"start": stay.admitted.isoformat()}
-    resource: dict[str, Any] = {
-        "resourceType": "Encounter",
-        "id": stay.fhir_encounter_id or str(stay.eid),
-        "identifier": [{"system": EID_SYSTEM, "value": str(stay.eid)}],
-        "status": "finished" if stay.discharged else "in-progress",
-        "class": {
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-            "code": "IMP",
-            "display": "inpatient encounter",
-        },
-        "period": period,
-    }
-    if stay.discharged:
-        period["end"] = stay.discharged.isoformat()
-        resource["length"] = {
-            "value": stay.length_of_stay,
-            "unit": "days",
-            "system": UCUM,
-            "code": "d",
-        }
+    """The stored stay as a FHIR R4 Encounter (built with the R4B models, so what we answer
+    is what we accept): what a clinical system needs back."""
+    # Imported here: the models load on the first answer, not when the host indexes.
+    from fhir.resources.R4B.coding import Coding
+    from fhir.resources.R4B.duration import Duration
+    from fhir.resources.R4B.encounter import Encounter
+    from fhir.resources.R4B.extension import Extension
+    from fhir.resources.R4B.identifier import Identifier
+    from fhir.resources.R4B.period import Period
+
+    def days(value: int) -> Duration:
+        return Duration(value=Decimal(value), unit="days", system=UCUM, code="d")
+
+    extension = None
     if stay.predicted_stay is not None:
-        parts: list[dict[str, Any]] = [
-            {
-                "url": "value",
-                "valueDuration": {
-                    "value": stay.predicted_stay,
-                    "unit": "days",
-                    "system": UCUM,
-                    "code": "d",
-                },
-            }
-        ]
+        parts = [Extension(url="value", valueDuration=days(stay.predicted_stay))]
         if stay.prediction_model:
-            parts.append({"url": "model", "valueString": stay.prediction_model})
-        resource["extension"] = [{"url": PREDICTED_STAY_EXTENSION, "extension": parts}]
+            parts.append(Extension(url="model", valueString=stay.prediction_model))
+        extension = [Extension(url=PREDICTED_STAY_EXTENSION, extension=parts)]
+    encounter = Encounter(
+        id=stay.fhir_encounter_id or str(stay.eid),
+        identifier=[Identifier(system=EID_SYSTEM, value=str(stay.eid))],
+        status="finished" if stay.discharged else "in-progress",
+        # "class" is a Python keyword: the models take the element as class_fhir, which
+        # their typing (aliases only) does not list.
+        class_fhir=Coding(  # type: ignore[call-arg]
+            system="http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            code="IMP",
+            display="inpatient encounter",
+        ),
+        # A date is a FHIR dateTime; the models' typing knows only datetimes.
+        period=Period.model_validate({"start": stay.admitted, "end": stay.discharged}),
+        length=days(stay.length_of_stay)
+        if stay.discharged and stay.length_of_stay is not None
+        else None,
+        extension=extension,
+    )
+    resource: dict[str, Any] = encounter.model_dump(mode="json", by_alias=True, exclude_none=True)
     return resource

@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from shared.records.tags import EphiTags
 
@@ -39,7 +40,7 @@ class Settings:
     import_batch_size: int
     progress_interval_seconds: float
     storage_retries: int
-    auth_mode: str
+    auth_mode: AuthMode
     care_roles: frozenset[str]
     max_request_bytes: int
     facility_ids: dict[str, str]
@@ -256,16 +257,18 @@ def _secret_name(env: Mapping[str, str]) -> str:
     return name
 
 
-AUTH_MODES = ("function", "easyauth")
+AuthMode = Literal["function", "easyauth"]
+AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
 
 
-def auth_mode(env: Mapping[str, str] | None = None) -> str:
+def auth_mode(env: Mapping[str, str] | None = None) -> AuthMode:
     """``AUTH_MODE``; read on its own too, because the HTTP auth level is fixed at indexing."""
     env = os.environ if env is None else env
     mode = (_text(env, "AUTH_MODE", "function") or "").lower()
-    if mode not in AUTH_MODES:
-        raise SettingsError("AUTH_MODE", "must be function or easyauth")
-    return mode
+    for known in AUTH_MODES:
+        if mode == known:
+            return known
+    raise SettingsError("AUTH_MODE", "must be function or easyauth")
 
 
 def _facility_code(value: str, name: str) -> str:

@@ -8,6 +8,7 @@ columns. Migrations (``migrations/``) create these tables; the functions never r
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
@@ -187,7 +188,17 @@ audit_log = sa.Table(
     implicit_returning=False,  # append-only, as IngestRejects
 )
 
-RUN_RUNNING = "running"
-RUN_SUCCEEDED = "succeeded"
-RUN_FAILED = "failed"
-RUN_SUPERSEDED = "superseded"
+
+class RunStatus(StrEnum):
+    """``IngestRuns.status`` and ``IngestRanges.status``."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"  # the blob changed under the run: its new version is a new run
+
+
+RUN_RUNNING = RunStatus.RUNNING
+RUN_SUCCEEDED = RunStatus.SUCCEEDED
+RUN_FAILED = RunStatus.FAILED
+RUN_SUPERSEDED = RunStatus.SUPERSEDED

@@ -27,7 +27,7 @@ from shared.bulk.runs.outcome import REFUSED, ImportOutcome
 from shared.platform.queues import ImportQueue
 from shared.platform.storage import BlobGone, BlobRef, UploadsContainer
 from shared.records.rows import COLUMNS, Reject
-from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
+from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def fail(engine: Engine, task: RangeTask, reason: str) -> None:
 
 
 def _range_done(
-    engine: Engine, run: Run, part: Range, status: str, reason: str | None = None
+    engine: Engine, run: Run, part: Range, status: RunStatus, reason: str | None = None
 ) -> ImportOutcome:
     log_at = log.info if status == RUN_SUCCEEDED else log.warning
     log_at(
@@ -182,7 +182,7 @@ def _range_done(
     return ImportOutcome.of(settled)
 
 
-def _verdict(exc: BlobGone | FileRejected) -> tuple[str, str]:
+def _verdict(exc: BlobGone | FileRejected) -> tuple[RunStatus, str]:
     """The status and reason a run (or range) ends with when its bytes cannot be read."""
     if isinstance(exc, FileRejected):
         return RUN_FAILED, f"file rejected: {exc.reason}"

@@ -14,6 +14,7 @@ from shared.records.schema import (
     RUN_RUNNING,
     RUN_SUCCEEDED,
     RUN_SUPERSEDED,
+    RunStatus,
     ingest_ranges,
     ingest_runs,
     utcnow,
@@ -34,7 +35,7 @@ def source_key(url: str, etag: str) -> str:
 @dataclass
 class Run:
     id: int
-    status: str
+    status: RunStatus
     checkpoint_line: int
     rows_read: int
     rows_stored: int
@@ -43,6 +44,9 @@ class Run:
     range_count: int | None = None
     url: str = ""
     etag: str = ""
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)  # as read from the table: checked here
 
     @property
     def finished(self) -> bool:
@@ -116,7 +120,7 @@ def begin(engine: Engine, url: str, etag: str, event_id: str | None) -> Run:
     return run
 
 
-def finish(engine: Engine, run: Run, status: str, error: str | None = None) -> None:
+def finish(engine: Engine, run: Run, status: RunStatus, error: str | None = None) -> None:
     """Close a run; only a running one, so a late duplicate delivery cannot reopen it."""
     now = utcnow()
     with engine.begin() as conn:
@@ -164,13 +168,16 @@ class Range:
     start: int
     end: int
     first_line: int
-    status: str
+    status: RunStatus
     checkpoint_line: int
     rows_read: int
     rows_stored: int
     rows_rejected: int
     attempts: int
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)  # as read from the table: checked here
 
     @property
     def finished(self) -> bool:
@@ -251,7 +258,7 @@ def load_range(engine: Engine, run_id: int, index: int) -> Range | None:
     return Range(*found) if found else None
 
 
-def _range_update(part: Range, status: str | None = None) -> sa.Update:
+def _range_update(part: Range, status: RunStatus | None = None) -> sa.Update:
     """An UPDATE of ``part``'s row (only while it has ``status``, when given)."""
     where = [ingest_ranges.c.runId == part.run_id, ingest_ranges.c.rangeIndex == part.index]
     if status is not None:
@@ -303,7 +310,9 @@ def advance(
     return moved.rowcount == 1
 
 
-def finish_range(engine: Engine, part: Range, status: str, error: str | None = None) -> Run | None:
+def finish_range(
+    engine: Engine, part: Range, status: RunStatus, error: str | None = None
+) -> Run | None:
     """Close a range (only a running one), then the run if no range is left running: its
     counts become the sum of its ranges'. Returns the run when this call finished it."""
     now = utcnow()

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from shared.bulk.runs.ingest_runs import Run
+from shared.records.schema import RunStatus
 
-REFUSED = "refused"
-WAITING = "waiting"  # an export's file: imported with its manifest
+# Outcomes of a delivery that began no run: a refused event, an export's file.
+Unbegun = Literal["refused", "waiting"]
+REFUSED: Unbegun = "refused"
+WAITING: Unbegun = "waiting"  # an export's file: imported with its manifest
 
 
 @dataclass(frozen=True)
 class ImportOutcome:
     """What one delivery did. ``run_id`` is None when the event was refused outright."""
 
-    status: str
+    status: RunStatus | Unbegun
     run_id: int | None = None
     rows_read: int = 0
     rows_stored: int = 0
