@@ -83,6 +83,7 @@ class Predictor:
         self,
         source: ModelSource,
         refresh_seconds: float,
+        *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source

@@ -16,6 +16,7 @@ start pays for nothing it does not touch, and each takes only the arguments it n
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -77,6 +78,7 @@ def _secret(services: Services) -> SecretSource:
         services.credential,
         cache_seconds=settings.secret_cache_seconds,
         verify_challenge_resource=settings.key_vault_verify_challenge_resource,
+        clock=services.clock,
     )
 
 
@@ -134,7 +136,10 @@ def _predictor(services: Services) -> Predictor | None:
 
     settings = services.settings
     return build_predictor(
-        settings.los_model_url, settings.los_model_refresh_seconds, lambda: services.uploads
+        settings.los_model_url,
+        settings.los_model_refresh_seconds,
+        lambda: services.uploads,
+        clock=services.clock,
     )
 
 
@@ -177,7 +182,8 @@ class _LazyCredential:
 
 class Services:
     """The app's parts for one worker. ``env``: the app settings (the process environment
-    when None)."""
+    when None); ``clock``: the monotonic clock the parts that cache read (the secret's
+    lifetime, the model's refresh interval), which a test may move on instead of sleeping."""
 
     settings = _Part(_settings)
     credential = _Part(_credential)
@@ -189,8 +195,11 @@ class Services:
     model_store = _Part(_model_store)
     importer = _Part(_importer)
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._env = env
+        self.clock = clock
         self._parts: dict[str, Any] = {}
         self._lock = threading.RLock()
 

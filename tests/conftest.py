@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -267,6 +268,23 @@ class Worker:
 _workers: list[Worker] = []  # the tests' current worker (test-side state, not the app's)
 
 
+class MovableClock:
+    """The monotonic clock the workers' parts read, which a test moves on instead of
+    sleeping through a cache's lifetime or a refresh interval."""
+
+    def __init__(self) -> None:
+        self._ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self._ahead
+
+    def advance(self, seconds: float) -> None:
+        self._ahead += seconds
+
+
+CLOCK = MovableClock()  # test-side, as _workers
+
+
 def worker() -> Worker:
     if not _workers:
         reset_process_state()
@@ -280,7 +298,7 @@ def reset_process_state() -> None:
 
     if _workers:
         _workers.pop().services.close()
-    services = Services()
+    services = Services(clock=CLOCK)
     app = function_app.build_app(services)
     _workers.append(Worker(services, {fn.get_function_name(): fn for fn in app.get_functions()}))
 

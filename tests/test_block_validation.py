@@ -208,7 +208,10 @@ def test_a_lone_carriage_return_is_read_row_by_row() -> None:
 
 
 def test_a_quoted_record_over_several_lines_across_chunks_and_blocks() -> None:
-    lines = lines_of(generated())
+    # 60 lines, the quoted record among them, are enough for every chunk and block size to
+    # cut around and inside it; the cost is one pandas parse per block, so with one-line
+    # blocks it grows with the lines (300 lines took ~7 s here, and 32 s on a busy runner).
+    lines = lines_of(generated(60))
     quoted = edit(lines[40], "First", '"Ann\nMarie"')
     data = b"".join([*lines[:40], quoted, *lines[41:]])
     expected = row_by_row(data)

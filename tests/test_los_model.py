@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from shared.fhir.http import PREDICTED_STAY_EXTENSION
 from shared.records.rows import PatientRow
 from shared.records.schema import audit_log, patient_data
 from tests import fhir_samples as fx
-from tests.conftest import deliver, http, reset_process_state, shared_file
+from tests.conftest import CLOCK, deliver, http, reset_process_state, shared_file
 
 START = "2024-03-01T08:00:00+00:00"
 
@@ -237,7 +236,7 @@ def test_a_new_blob_version_is_picked_up_without_a_restart(app_env, db, monkeypa
     assert admit("5300").status_code == 201
     uploads.put(second, MODEL_FILE, container="models")
     assert admit("5301").status_code == 201  # within the refresh interval: the old model
-    time.sleep(2.1)
+    CLOCK.advance(2.1)
     assert admit("5302").status_code == 201
     models = [r.predictionModel for r in stored(db)]
     assert models == [model_id(first), model_id(first), model_id(second)]

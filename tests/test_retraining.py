@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from retrain_model.function import run
 from shared.composition import Services
 from shared.records.schema import patient_data
 from tests import fhir_samples as fx
-from tests.conftest import deliver, function, http, reset_process_state, worker
+from tests.conftest import CLOCK, deliver, function, http, reset_process_state, worker
 
 # One secret source is enough here: retraining reads the database as any function does.
 pytestmark = pytest.mark.parametrize("secret_source", ["app-setting"])
@@ -43,7 +42,7 @@ def retrain() -> None:
     """The timer firing, as the host invokes retrain_model; then as long as a worker takes
     to look at the pointer again (LOS_MODEL_REFRESH_SECONDS)."""
     function("retrain_model")(TimerRequest(past_due=False))
-    time.sleep(1.2)
+    CLOCK.advance(1.2)
 
 
 def retrain_by_hand(services: Services | None = None) -> bool | None:
@@ -138,7 +137,7 @@ def test_every_worker_follows_the_pointer_without_a_restart(champion_url, upload
     finally:
         elsewhere.close()
     second = pointer(uploads, champion_url)["modelId"]
-    time.sleep(1.2)  # LOS_MODEL_REFRESH_SECONDS
+    CLOCK.advance(1.2)  # LOS_MODEL_REFRESH_SECONDS
     assert worker() is admissions
     assert model_of(admit("7002", "2024-03-02T08:00:00Z")) == second
 

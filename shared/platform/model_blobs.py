@@ -10,6 +10,7 @@ logged (and, for an admission, audited).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
 
 def build_predictor(
-    model_url: str | None, refresh_seconds: float, account: Callable[[], UploadsContainer]
+    model_url: str | None,
+    refresh_seconds: float,
+    account: Callable[[], UploadsContainer],
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Predictor | None:
     """A predictor for the model at ``model_url`` (a blob of the storage account, read
     through ``account()``'s client, or a local path), or None when no model is set."""
@@ -30,7 +35,7 @@ def build_predictor(
     # Imported here: NumPy and the model library load only when a model is set.
     from los_model.scoring import Predictor
 
-    return Predictor(_source(model_url, account), refresh_seconds)
+    return Predictor(_source(model_url, account), refresh_seconds, clock=clock)
 
 
 def build_model_store(model_url: str, account: Callable[[], UploadsContainer]) -> ModelStore:

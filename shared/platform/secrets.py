@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.platform.settings import SettingsError
@@ -68,6 +69,7 @@ class VaultSecret:
         *,
         cache_seconds: float = 300,
         verify_challenge_resource: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.vault_url, self.name = vault_url, name
         self._credential = credential
@@ -77,10 +79,11 @@ class VaultSecret:
         self._value: str | None = None
         self._fetched_at = 0.0
         self._lock = threading.Lock()
+        self._clock = clock
 
     def get(self, refresh: bool = False) -> str:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             fresh = self._value is not None and now - self._fetched_at < self._cache_seconds
             if refresh or not fresh:
                 self._value, self._fetched_at = self._read(), now
