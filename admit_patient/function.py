@@ -6,7 +6,6 @@ import azure.functions as func
 
 from shared.composition import Services
 from shared.fhir import http as fhir_http
-from shared.fhir.authz import http_auth_level
 from shared.fhir.payload import Payload
 
 
@@ -16,7 +15,9 @@ def blueprint(services: Services) -> func.Blueprint:
 
     @bp.function_name("admit_patient")
     @bp.route(
-        route="patients/admit", methods=["POST"], auth_level=func.AuthLevel[http_auth_level()]
+        route="patients/admit",
+        methods=["POST"],
+        auth_level=func.AuthLevel[services.http_auth_level()],
     )
     def admit_patient(req: func.HttpRequest) -> func.HttpResponse:
         return fhir_http.handle(req, "admit", _admit(services), services)

@@ -7,7 +7,6 @@ import azure.functions as func
 
 from shared.composition import Services
 from shared.fhir import http as fhir_http
-from shared.fhir.authz import http_auth_level
 from shared.fhir.payload import Payload
 
 
@@ -19,7 +18,7 @@ def blueprint(services: Services) -> func.Blueprint:
     @bp.route(
         route="patients/discharge",
         methods=["POST", "PUT"],  # the blueprint's demo script discharges with PUT
-        auth_level=func.AuthLevel[http_auth_level()],
+        auth_level=func.AuthLevel[services.http_auth_level()],
     )
     def discharge_patient(req: func.HttpRequest) -> func.HttpResponse:
         return fhir_http.handle(req, "discharge", _discharge(services), services)

@@ -13,7 +13,6 @@ import logging
 import azure.functions as func
 
 from shared.composition import Services
-from shared.fhir.authz import http_auth_level
 
 log = logging.getLogger("model_report")
 
@@ -23,7 +22,7 @@ def blueprint(services: Services) -> func.Blueprint:
     bp = func.Blueprint()
 
     @bp.function_name("model_report")
-    @bp.route(route="model", methods=["GET"], auth_level=func.AuthLevel[http_auth_level()])
+    @bp.route(route="model", methods=["GET"], auth_level=func.AuthLevel[services.http_auth_level()])
     def model_report(req: func.HttpRequest) -> func.HttpResponse:
         return _report(req, services)
 

@@ -203,6 +203,13 @@ class Services:
         self._parts: dict[str, Any] = {}
         self._lock = threading.RLock()
 
+    def http_auth_level(self) -> str:
+        """The HTTP functions' auth level, from ``AUTH_MODE`` alone: it is fixed when the
+        host indexes the functions, when a missing other setting must not stop indexing."""
+        from shared.fhir.authz import http_auth_level
+
+        return http_auth_level(self._env)
+
     def close(self) -> None:
         """Release what holds connections (the engine's pool)."""
         database = self._parts.get("database")

@@ -206,3 +206,27 @@ def test_no_function_takes_more_than_five_positional_parameters():
                 if len(positional) > 5:
                     crowded.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.name}")
     assert crowded == []
+
+
+def test_the_http_auth_level_comes_from_the_services_settings(monkeypatch):
+    """Fixed when the host indexes, from AUTH_MODE alone (a missing other setting must not
+    stop indexing), and from the settings the worker was given, not around them."""
+    import function_app
+
+    monkeypatch.setenv("AUTH_MODE", "function")
+
+    def levels(env: dict[str, str]) -> dict[str, str]:
+        app = function_app.build_app(Services(env))
+        return {
+            str(f.get_function_name()): str(binding.auth_level)
+            for f in app.get_functions()
+            for binding in f.get_bindings()
+            if binding.type == "httpTrigger"
+        }
+
+    easy = levels({"AUTH_MODE": "easyauth"})
+    keys = levels({})
+    for name in ("admit_patient", "discharge_patient", "model_report"):
+        assert easy[name].endswith("ANONYMOUS") and keys[name].endswith("FUNCTION")
+    assert easy["health"].endswith("FUNCTION")  # always behind a key
+    assert levels({"AUTH_MODE": "neither"})["admit_patient"].endswith("FUNCTION")  # the safer

@@ -38,8 +38,9 @@ class Principal:
     roles: frozenset[str]
 
 
-def http_auth_level() -> str:
-    """The auth level the HTTP functions are registered with (fixed when the host indexes).
+def http_auth_level(env: Mapping[str, str] | None) -> str:
+    """The auth level the HTTP functions are registered with (fixed when the host indexes),
+    from the app settings ``env`` (the process environment when None).
 
     Function keys unless Easy Auth stands in front; then the platform authenticates and the
     roles are checked here, so the functions themselves are anonymous.
@@ -47,7 +48,7 @@ def http_auth_level() -> str:
     from shared.platform.settings import auth_mode
 
     try:
-        return "ANONYMOUS" if auth_mode() == "easyauth" else "FUNCTION"
+        return "ANONYMOUS" if auth_mode(env) == "easyauth" else "FUNCTION"
     except SettingsError:
         return "FUNCTION"  # the safer level; Services.settings reports the bad value at run time
 
