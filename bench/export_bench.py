@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
-import os
 import re
 import tempfile
 import time
@@ -38,21 +37,23 @@ OWNER = "siteadmin@contoso-health.example"
 SEED, START_EID = 7, 300_000
 
 
-def _environment(db_url: str, storage: str) -> None:
-    os.environ.update(
-        PATIENT_STORAGE_CONNECTION=storage,
-        PATIENT_UPLOADS_CONTAINER=CONTAINER,
-        SQL_CONNECTION_STRING=db_url,
-        EPHI_OWNER=OWNER,
-        DEFAULT_FACILITY_ID="A",
-    )
+def _settings(db_url: str, storage: str) -> dict[str, str]:
+    """The app settings of a worker of this bench."""
+    return {
+        "PATIENT_STORAGE_CONNECTION": storage,
+        "PATIENT_UPLOADS_CONTAINER": CONTAINER,
+        "SQL_CONNECTION_STRING": db_url,
+        "EPHI_OWNER": OWNER,
+        "DEFAULT_FACILITY_ID": "A",
+    }
 
 
-def _function(name: str) -> Any:
+def _function(name: str, settings: dict[str, str]) -> Any:
+    """The function ``name`` as the host indexes it in a worker given ``settings``."""
     import function_app
     from shared.composition import Services
 
-    app = function_app.build_app(Services())
+    app = function_app.build_app(Services(settings))
     [fn] = [f for f in app.get_functions() if f.get_function_name() == name]
     return fn.get_user_function()
 
@@ -80,7 +81,6 @@ Measured = tuple[float, float, dict[str, float]]  # seconds, peak RSS (MB), phas
 
 def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue[Measured]) -> None:
     """One delivery of ``body`` (a manifest's or a CSV's event) in a warm worker."""
-    _environment(db_url, storage)
     logging.disable(logging.NOTSET)
     phases = _Phases()
     logging.getLogger("shared.bulk.export.importing").addHandler(phases)
@@ -91,7 +91,7 @@ def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue[
     from shared.bulk import importer  # noqa: F401
     from shared.bulk.export import importing  # noqa: F401
 
-    handler = _function("bulk_import")
+    handler = _function("bulk_import", _settings(db_url, storage))
     start = time.perf_counter()
     handler(events.as_delivered(body))
     results.put((time.perf_counter() - start, _peak_rss_mb(), phases.found))
@@ -100,9 +100,8 @@ def imported(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue[
 def admitted(db_url: str, bundles: list[bytes], results: mp.Queue[Measured]) -> None:
     import azure.functions as func
 
-    _environment(db_url, "UseDevelopmentStorage=true")
     logging.disable(logging.WARNING)
-    admit = _function("admit_patient")
+    admit = _function("admit_patient", _settings(db_url, "UseDevelopmentStorage=true"))
     timings = []
     for i, body in enumerate(bundles):
         request = func.HttpRequest(

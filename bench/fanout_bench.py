@@ -48,21 +48,23 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _environment(db_url: str, storage: str, range_bytes: int) -> None:
-    os.environ.update(
-        PATIENT_STORAGE_CONNECTION=storage,
-        PATIENT_UPLOADS_CONTAINER=CONTAINER,
-        SQL_CONNECTION_STRING=db_url,
-        EPHI_OWNER=OWNER,
-        IMPORT_RANGE_BYTES=str(range_bytes),
-    )
+def _settings(db_url: str, storage: str, range_bytes: int) -> dict[str, str]:
+    """The app settings of a worker of this bench."""
+    return {
+        "PATIENT_STORAGE_CONNECTION": storage,
+        "PATIENT_UPLOADS_CONTAINER": CONTAINER,
+        "SQL_CONNECTION_STRING": db_url,
+        "EPHI_OWNER": OWNER,
+        "IMPORT_RANGE_BYTES": str(range_bytes),
+    }
 
 
-def _handler() -> Any:
+def _handler(settings: dict[str, str]) -> Any:
+    """``bulk_import`` as the host indexes it in a worker given ``settings``."""
     import function_app
     from shared.composition import Services
 
-    app = function_app.build_app(Services())
+    app = function_app.build_app(Services(settings))
     [fn] = [f for f in app.get_functions() if f.get_function_name() == "bulk_import"]
     return fn.get_user_function()
 
@@ -83,8 +85,8 @@ def worker(
     logging.disable(logging.WARNING)
     from devtools.queue_host import QueueHost
 
-    _environment(db_url, storage, range_bytes)
-    host = QueueHost(storage, _handler(), visibility_timeout=300)
+    handler = _handler(_settings(db_url, storage, range_bytes))
+    host = QueueHost(storage, handler, visibility_timeout=300)
     cpu_before = _cpu_seconds()
     ready.put(os.getpid())
     host.drain(idle_seconds=5, timeout=3600)
@@ -98,8 +100,7 @@ def whole(
     import logging
 
     logging.disable(logging.WARNING)
-    _environment(db_url, storage, 1024 * 1024 * 1024)
-    handler = _handler()
+    handler = _handler(_settings(db_url, storage, 1024 * 1024 * 1024))
     start, cpu_before = time.perf_counter(), _cpu_seconds()
     handler(events.as_delivered(body))
     results.put((time.perf_counter() - start, _cpu_seconds() - cpu_before, _peak_rss_mb()))
@@ -167,12 +168,12 @@ def small_file_cost(db_url: str, storage: str, body: dict[str, Any], repeats: in
     import logging
 
     logging.disable(logging.WARNING)
-    _environment(db_url, storage, 32 * 1024 * 1024)
+    settings = _settings(db_url, storage, 32 * 1024 * 1024)
     from shared.bulk.importer import Importer
     from shared.composition import Services
 
-    handler = _handler()
-    services = Services()
+    handler = _handler(settings)
+    services = Services(settings)
     without_a_queue = Importer(services.database, services.uploads, settings=services.settings)
     with_queue: list[float] = []
     without: list[float] = []

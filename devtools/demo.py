@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +45,27 @@ def migrate(url: str) -> None:
     command.upgrade(config, "head")
 
 
-@functools.cache
-def _indexed() -> dict[str, Any]:
-    # A worker as the host starts one: its own parts, the app bound to them, indexed once.
-    import function_app
-    from shared.composition import Services
+class Worker:
+    """A function worker as the host starts one, given the app ``settings``: its own parts,
+    the app bound to them, indexed once."""
 
-    app = function_app.build_app(Services())
-    return {str(f.get_function_name()): f for f in app.get_functions()}
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        import function_app
+        from shared.composition import Services
 
+        self.services = Services(dict(settings))
+        app = function_app.build_app(self.services)
+        self._functions = {str(f.get_function_name()): f for f in app.get_functions()}
 
-def user_function(name: str) -> Any:
-    """The function the host would invoke for ``name``."""
-    return _indexed()[name].get_user_function()
+    def function(self, name: str) -> Any:
+        """The function the host would invoke for ``name``."""
+        return self._functions[name].get_user_function()
 
-
-def deliver(body: dict[str, Any]) -> None:
-    bulk_import = user_function("bulk_import")
-    bulk_import(events.as_delivered(body))
-    # A second delivery of the very same event, as Event Grid may do.
-    bulk_import(events.as_delivered(body))
+    def deliver(self, body: dict[str, Any]) -> None:
+        bulk_import = self.function("bulk_import")
+        bulk_import(events.as_delivered(body))
+        # A second delivery of the very same event, as Event Grid may do.
+        bulk_import(events.as_delivered(body))
 
 
 def report(url: str) -> None:
@@ -171,19 +172,19 @@ def main(argv: list[str] | None = None) -> None:
         etag = blob.upload_blob(data)["etag"]
         print(f"uploaded {len(data):,} bytes to {blob.url}")
 
-        os.environ.update(
-            PATIENT_STORAGE_CONNECTION=conn_str,
-            PATIENT_UPLOADS_CONTAINER=CONTAINER,
-            SQL_CONNECTION_STRING=db_url,
-        )
-        os.environ.setdefault("EPHI_OWNER", "siteadmin@contoso-health.example")
-        deliver(events.event_grid_schema(blob.url, etag, len(data)))
+        settings = {  # the app settings the demo's workers are given
+            "PATIENT_STORAGE_CONNECTION": conn_str,
+            "PATIENT_UPLOADS_CONTAINER": CONTAINER,
+            "SQL_CONNECTION_STRING": db_url,
+            "EPHI_OWNER": os.environ.get("EPHI_OWNER", "siteadmin@contoso-health.example"),
+        }
+        Worker(settings).deliver(events.event_grid_schema(blob.url, etag, len(data)))
         report(db_url)
         if args.csv is None:  # your file instead of the generated ones: nothing else imported
-            fan_out(conn_str, service, db_url, args.fan_out_rows)
-            fhir_export_import(service, db_url, args.export_patients)
+            fan_out(conn_str, service, db_url, args.fan_out_rows, settings)
+            fhir_export_import(service, db_url, args.export_patients, settings)
     if not args.no_model:
-        train_and_admit()
+        train_and_admit(settings)
 
 
 def latest_run(db_url: str, table: sa.Table, order: Any) -> tuple[Any, list[Any]]:
@@ -200,7 +201,9 @@ def latest_run(db_url: str, table: sa.Table, order: Any) -> tuple[Any, list[Any]
     return run, list(rows)
 
 
-def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
+def fan_out(
+    conn_str: str, service: Any, db_url: str, rows: int, settings: Mapping[str, str]
+) -> None:
     """A larger file split into about six ranges (IMPORT_RANGE_BYTES a sixth of its size,
     for the demo; 32 MiB by default), taken from the queue by two workers."""
     import threading
@@ -211,18 +214,15 @@ def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
     create_queues(conn_str)
     data = los_generator.csv_bytes(rows, seed=11, start_eid=700_000, bad_rows=0.01)
     range_bytes = max(1024, len(data) // 6)
-    os.environ["IMPORT_RANGE_BYTES"] = str(range_bytes)
-    _indexed.cache_clear()  # workers that read the new setting
+    settings = {**settings, "IMPORT_RANGE_BYTES": str(range_bytes)}
     blob = service.get_blob_client(CONTAINER, "larger-stays.csv")
     etag = blob.upload_blob(data)["etag"]
     print(f"\nuploaded {len(data):,} bytes to {blob.url} (IMPORT_RANGE_BYTES={range_bytes})")
-    user_function("bulk_import")(
+    Worker(settings).function("bulk_import")(
         events.as_delivered(events.event_grid_schema(blob.url, etag, len(data)))
     )
-    workers = []
-    for _ in range(2):
-        _indexed.cache_clear()  # each worker its own parts, as on its own instance
-        workers.append(QueueHost(conn_str, user_function("bulk_import")))
+    # Each worker its own parts, as on its own instance.
+    workers = [QueueHost(conn_str, Worker(settings).function("bulk_import")) for _ in range(2)]
     threads = [threading.Thread(target=w.drain, kwargs={"idle_seconds": 1}) for w in workers]
     for thread in threads:
         thread.start()
@@ -247,14 +247,15 @@ def fan_out(conn_str: str, service: Any, db_url: str, rows: int) -> None:
     )
 
 
-def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
+def fhir_export_import(
+    service: Any, db_url: str, patients: int, settings: Mapping[str, str]
+) -> None:
     """A generated FHIR Bulk Data export: files first, the manifest last, as an EHR's client
     uploads one; the manifest's event starts the import."""
     from devtools import fhir_export
     from shared.records.schema import ingest_resource_counts
 
-    os.environ.setdefault("DEFAULT_FACILITY_ID", "A")
-    _indexed.cache_clear()
+    settings = {"DEFAULT_FACILITY_ID": "A", **settings}
     uploaded: dict[str, tuple[str, str]] = {}
 
     def put(name: str, data: bytes) -> None:
@@ -265,7 +266,9 @@ def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
     print(f"\na FHIR Bulk Data export of {patients} generated patients:")
     fhir_export.write(fhir_export.generated(patients, seed=21, start_eid=800_000), put)
     url, etag = uploaded["manifest.json"]
-    user_function("bulk_import")(events.as_delivered(events.event_grid_schema(url, etag)))
+    Worker(settings).function("bulk_import")(
+        events.as_delivered(events.event_grid_schema(url, etag))
+    )
     run, per_type = latest_run(
         db_url, ingest_resource_counts, ingest_resource_counts.c.resourceType
     )
@@ -281,7 +284,7 @@ def fhir_export_import(service: Any, db_url: str, patients: int) -> None:
         )
 
 
-def train_and_admit() -> None:
+def train_and_admit(settings: Mapping[str, str]) -> None:
     """The model's loop: the scheduled retraining promotes a champion, admissions are scored
     by it, their discharges record the truth, and the report gives the live accuracy."""
     import shutil
@@ -298,15 +301,18 @@ def train_and_admit() -> None:
     shutil.rmtree(models, ignore_errors=True)
     models.mkdir()
     pointer = models / "champion.json"
-    os.environ.update(
-        LOS_MODEL_URL=str(pointer), LOS_MODEL_REFRESH_SECONDS="1", DEFAULT_FACILITY_ID="B"
-    )
-    _indexed.cache_clear()  # a new worker reads the settings as they now are
+    settings = {
+        **settings,
+        "LOS_MODEL_URL": str(pointer),
+        "LOS_MODEL_REFRESH_SECONDS": "1",
+        "DEFAULT_FACILITY_ID": "B",
+    }
+    worker = Worker(settings)  # a new worker, with the model set
     print(
         "\nretrain_model fires (RETRAIN_SCHEDULE); champion pointer "
         f"{pointer.relative_to(PROJECT_ROOT)}"
     )
-    user_function("retrain_model")(TimerRequest())
+    worker.function("retrain_model")(TimerRequest())
     store = DirectoryStore(pointer)
     current, _ = store.read_pointer()
     if current is None:
@@ -325,7 +331,7 @@ def train_and_admit() -> None:
             headers={"content-type": "application/fhir+json"},
             body=json.dumps(body).encode(),
         )
-        return user_function(name)(request)
+        return worker.function(name)(request)
 
     response = call("admit_patient", "POST", "patients/admit", example_admission())
     encounter = json.loads(response.get_body())
@@ -352,7 +358,7 @@ def train_and_admit() -> None:
             ):
                 discharged += 1
     print(f"\n{admitted} more admissions scored by the champion; {discharged} discharged since")
-    services = Services()  # the settings, as the command line reads them
+    services = Services(settings)  # as python -m ops.model report is given them
     try:
         found = operations.report(services)
     finally:

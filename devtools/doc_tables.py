@@ -5,7 +5,9 @@ in docs/*.md, and the test command fails when a table is stale.
     .venv/bin/cog --check docs/*.md   # what scripts/test.sh runs
 
 Sources: the tables' columns from ``shared/records/schema.py`` (types as SQL Server has them),
-the app's grants from ``infra/sql/grant-app-user.sql``, the role assignments and their reasons
+the app's grants from ``infra/sql/grant-app-user.sql``, the settings from
+``local.settings.sample.json`` (what each means and its default, held to the code's defaults
+by ``tests/test_setting_defaults.py``), the role assignments and their reasons
 from ``infra/modules/rbac.bicep``, the alerts from ``infra/modules/monitoring.bicep``.
 """
 
@@ -18,6 +20,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GRANT_SCRIPT = PROJECT_ROOT / "infra" / "sql" / "grant-app-user.sql"
 RBAC = PROJECT_ROOT / "infra" / "modules" / "rbac.bicep"
+SAMPLE = PROJECT_ROOT / "local.settings.sample.json"
+# The Functions host's own settings: described in the sample, not read by the app.
+HOST_SETTINGS = ("FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags")
 MONITORING = PROJECT_ROOT / "infra" / "modules" / "monitoring.bicep"
 
 
@@ -110,3 +115,18 @@ def alerts() -> str:
     )
     rows = [(f"`{name}`", shown, sev) for name, shown, sev in found]
     return _table(("alert", "fires on", "severity"), rows)
+
+
+def settings() -> str:
+    """Every app setting: what it means and its default, and its value in the sample."""
+    import json
+
+    sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    values: dict[str, str] = sample["Values"]
+    rows = []
+    for name, described in sample["SettingDescriptions"].items():
+        if name in HOST_SETTINGS:
+            continue
+        local = values.get(name)
+        rows.append((f"`{name}`", described, f"`{local}`" if local else "—"))
+    return _table(("setting", "what it is, and its default", "local value (the sample)"), rows)

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,20 +34,18 @@ if TYPE_CHECKING:
 LOCAL = "UseDevelopmentStorage=true"
 
 
-def _connection() -> str:
-    return os.environ.get("PATIENT_STORAGE_CONNECTION") or LOCAL
-
-
-def queue(name: str, account_url: str | None) -> QueueClient:
+def queue(name: str, args: argparse.Namespace) -> QueueClient:
+    """The queue ``name``: at ``args.account_url`` with ``az login`` (Azure), else through
+    ``args.connection`` (local runs)."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
     # Base64 text, as the Functions host's queue trigger expects.
     encode, decode = TextBase64EncodePolicy(), TextBase64DecodePolicy()
-    if account_url:
+    if args.account_url:
         from azure.identity import DefaultAzureCredential
 
         return QueueClient(
-            account_url,
+            args.account_url,
             name,
             credential=DefaultAzureCredential(),
             message_encode_policy=encode,
@@ -55,7 +54,7 @@ def queue(name: str, account_url: str | None) -> QueueClient:
     from azure.core.exceptions import ResourceExistsError
 
     client = QueueClient.from_connection_string(
-        _connection(), name, message_encode_policy=encode, message_decode_policy=decode
+        args.connection, name, message_encode_policy=encode, message_decode_policy=decode
     )
     # Locally the queues are made on first use, as the containers are (in Azure, by infra/).
     with contextlib.suppress(ResourceExistsError):
@@ -63,11 +62,12 @@ def queue(name: str, account_url: str | None) -> QueueClient:
     return client
 
 
-def upload(path: Path, container: str, folder: str = "") -> tuple[str, str, int]:
+def upload(path: Path, args: argparse.Namespace) -> tuple[str, str, int]:
+    container, folder = args.container, args.folder
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
 
-    service = BlobServiceClient.from_connection_string(_connection())
+    service = BlobServiceClient.from_connection_string(args.connection)
     with contextlib.suppress(ResourceExistsError):  # local runs: made on first use
         service.create_container(container)
     blob = service.get_blob_client(container, f"{folder.strip('/')}/{path.name}".lstrip("/"))
@@ -80,21 +80,21 @@ def send(args: argparse.Namespace) -> None:
     if args.upload:
         # Every file in order; the event announces the last (an export's manifest).
         for path in args.upload:
-            url, etag, length = upload(path, args.container, args.folder)
+            url, etag, length = upload(path, args)
     else:
         url, etag, length = args.blob_url, args.etag, None
     make = events.cloud_event_schema if args.cloud_events else events.event_grid_schema
     body = make(url, etag, length or 0)
     if length is None:  # the import asks the blob for its size
         body["data"].pop("contentLength", None)
-    queue(IMPORT_QUEUE, args.account_url).send_message(json.dumps(body))
+    queue(IMPORT_QUEUE, args).send_message(json.dumps(body))
     print(f"event {body['id']} for {url} is on the {IMPORT_QUEUE} queue")
 
 
 def poisoned(args: argparse.Namespace) -> None:
     """The poisoned messages' ids and when they were queued; ``--full`` adds each message
     (event ids, run ids, range numbers and blob URLs: no patient data)."""
-    found = queue(POISON_QUEUE, args.account_url).peek_messages(max_messages=32)
+    found = queue(POISON_QUEUE, args).peek_messages(max_messages=32)
     for message in found:
         line = f"{message.id}  {message.inserted_on:%Y-%m-%d %H:%M}"
         print(f"{line}  {message.content}" if args.full else line)
@@ -105,7 +105,7 @@ def poisoned(args: argparse.Namespace) -> None:
 
 
 def replay(args: argparse.Namespace) -> None:
-    poison, target = queue(POISON_QUEUE, args.account_url), queue(IMPORT_QUEUE, args.account_url)
+    poison, target = queue(POISON_QUEUE, args), queue(IMPORT_QUEUE, args)
     moved = 0
     passed_over = []
     # Taken for a minute: a replay that dies midway leaves the message in the poison queue.
@@ -124,7 +124,10 @@ def replay(args: argparse.Namespace) -> None:
         raise SystemExit(f"no message {args.message_id} in the {POISON_QUEUE} queue")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None) -> None:
+    """Run the command ``argv``; ``env``: its environment (the process's when None), where
+    ``PATIENT_STORAGE_CONNECTION`` and ``PATIENT_UPLOADS_CONTAINER`` are read."""
+    env = os.environ if env is None else env
     # --account-url before or after the command: each command accepts it too.
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     to_send.add_argument("--etag", help="ETag of that blob version (default: the current one)")
     to_send.add_argument("--folder", default="", help="folder of the container to upload into")
     to_send.add_argument(
-        "--container", default=os.environ.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
+        "--container", default=env.get("PATIENT_UPLOADS_CONTAINER", "patient-uploads")
     )
     to_send.add_argument("--cloud-events", action="store_true", help="CloudEvents 1.0 schema")
     listing = commands.add_parser(
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--message-id")
     args = parser.parse_args(argv)
     args.account_url = getattr(args, "account_url", None) or args.account_url_first
+    args.connection = env.get("PATIENT_STORAGE_CONNECTION") or LOCAL
     from azure.core.exceptions import ResourceNotFoundError
 
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,14 +146,16 @@ def train_to_files(services: Any, out: Path, min_stays: int | None, progress: An
     return Outcome("train", 0, result, text, overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
+    """Run the command ``argv`` with the settings of ``env`` (the process environment when
+    None) and ``--settings``; returns the exit code."""
     args = parser().parse_args(argv)
     from shared.composition import Services
     from shared.platform.settings import SettingsError, environment
 
     services = None
     try:
-        services = Services(environment(args.settings))
+        services = Services(environment(args.settings, env=env))
         outcome = run(args, services)
     except Exception as exc:  # a bug: its type, never a traceback (it may quote a value)
         if isinstance(exc, SettingsError):  # names the setting, never its value

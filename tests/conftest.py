@@ -283,6 +283,12 @@ class MovableClock:
 
 
 CLOCK = MovableClock()  # test-side, as _workers
+# The app settings the host hands each worker (test-side, as _workers): a worker is built as
+# Services(APP_SETTINGS), so a test changes a setting with monkeypatch.setitem and a fresh
+# worker. A command line run in-process is given them as its environment (env=APP_SETTINGS).
+# Only what the Azure SDK itself reads (the managed-identity endpoint, the CA bundle) is in
+# the process environment.
+APP_SETTINGS: dict[str, str] = {}
 
 
 def worker() -> Worker:
@@ -298,7 +304,7 @@ def reset_process_state() -> None:
 
     if _workers:
         _workers.pop().services.close()
-    services = Services(clock=CLOCK)
+    services = Services(dict(APP_SETTINGS), clock=CLOCK)
     app = function_app.build_app(services)
     _workers.append(Worker(services, {fn.get_function_name(): fn for fn in app.get_functions()}))
 
@@ -341,14 +347,14 @@ class SqlSecret:
         if self.source == "keyvault":
             self.vault.secrets[SECRET_NAME] = url
         else:
-            self.monkeypatch.setenv("SQL_CONNECTION_STRING", url)
+            self.monkeypatch.setitem(APP_SETTINGS, "SQL_CONNECTION_STRING", url)
         reset_process_state()
 
     def remove(self) -> None:
         if self.source == "keyvault":
             self.vault.secrets.pop(SECRET_NAME, None)
         else:
-            self.monkeypatch.delenv("SQL_CONNECTION_STRING")
+            self.monkeypatch.delitem(APP_SETTINGS, "SQL_CONNECTION_STRING")
         reset_process_state()
 
 
@@ -381,9 +387,9 @@ def app_env(
         env.update(
             KEY_VAULT_URL=vault.url,
             KEY_VAULT_VERIFY_CHALLENGE_RESOURCE="false",  # the local vault is not *.vault.azure.net
-            REQUESTS_CA_BUNDLE=str(vault.ca_file),
-            **vault.identity.env,
         )
+        # Read by the SDK from the process, as on a Function instance.
+        sdk_env = {"REQUESTS_CA_BUNDLE": str(vault.ca_file), **vault.identity.env}
     else:
         env["SQL_CONNECTION_STRING"] = db_url
     prefixes = (
@@ -402,11 +408,15 @@ def app_env(
         "LOS_",
     )
     for name in [n for n in os.environ if n.startswith(prefixes)]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.delenv(name)  # nothing of the developer's shell leaks into a test
+    if secret_source == "keyvault":
+        for name, value in sdk_env.items():
+            monkeypatch.setenv(name, value)
+    APP_SETTINGS.clear()
+    APP_SETTINGS.update(env)
     reset_process_state()
-    yield env
+    yield env  # the settings the test began with (APP_SETTINGS is what a worker gets now)
+    APP_SETTINGS.clear()
     reset_process_state()
 
 
@@ -434,9 +444,9 @@ def champion_url(app_env, uploads, monkeypatch) -> str:
         service.create_container("models")
     folder = f"loop-{time.monotonic_ns()}"
     url = f"{service.url.rstrip('/')}/models/{folder}/champion.json"
-    monkeypatch.setenv("LOS_MODEL_URL", url)
-    monkeypatch.setenv("LOS_MODEL_REFRESH_SECONDS", "1")
-    monkeypatch.setenv("RETRAIN_MIN_STAYS", "500")
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_URL", url)
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_REFRESH_SECONDS", "1")
+    monkeypatch.setitem(APP_SETTINGS, "RETRAIN_MIN_STAYS", "500")
     reset_process_state()
     return url
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from shared.fhir.mapping import eid_for
 from shared.records.schema import audit_log, patient_data
 from tests import fhir_samples as fx
-from tests.conftest import OWNER, http, reset_process_state, shared_file
+from tests.conftest import APP_SETTINGS, OWNER, http, reset_process_state, shared_file
 
 
 def body(response) -> dict:
@@ -241,13 +241,13 @@ def test_an_unknown_unit_is_never_stored_and_the_stay_is(app_env, db):
 def test_an_unmapped_facility_without_default_is_refused_naming_the_setting(
     app_env, db, monkeypatch
 ):
-    monkeypatch.delenv("DEFAULT_FACILITY_ID")
+    monkeypatch.delitem(APP_SETTINGS, "DEFAULT_FACILITY_ID")
     paula_hospitals = {  # by Organization id, identifier and name: all three are looked up
         "8b58cdd1-3d79-3126-8fe0-da2c54d6805c": "D",
         "ST ELIZABETH'S MEDICAL CENTER": "D",
         "d78e84ec-30aa-3bba-a33a-f29a3a454662": "D",
     }
-    monkeypatch.setenv("FACILITY_IDS", json.dumps(paula_hospitals))
+    monkeypatch.setitem(APP_SETTINGS, "FACILITY_IDS", json.dumps(paula_hospitals))
     reset_process_state()
     beatrice = shared_file(
         "synthea", "Beatrice_Aufderhar_5451401c-ab1b-4adc-9df6-c02e856e492a.json"
@@ -421,8 +421,8 @@ def principal(*roles: str, name: str = "nurse.manager@contoso-health.example") -
 
 @pytest.fixture
 def easyauth(app_env, monkeypatch):
-    monkeypatch.setenv("AUTH_MODE", "easyauth")
-    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")  # as App Service injects it
+    monkeypatch.setitem(APP_SETTINGS, "AUTH_MODE", "easyauth")
+    monkeypatch.setitem(APP_SETTINGS, "WEBSITE_AUTH_ENABLED", "True")  # as App Service injects it
     reset_process_state()
 
 
@@ -431,7 +431,7 @@ def test_easyauth_without_the_platform_in_front_trusts_no_principal_header(
 ):
     # AUTH_MODE=easyauth makes the functions anonymous; without App Service authentication
     # in front anyone could send X-MS-CLIENT-PRINCIPAL. Refuse, never trust it.
-    monkeypatch.delenv("WEBSITE_AUTH_ENABLED")
+    monkeypatch.delitem(APP_SETTINGS, "WEBSITE_AUTH_ENABLED")
     reset_process_state()  # the flag is injected at a worker's start
     forged = {"X-MS-CLIENT-PRINCIPAL": principal("CareLineManager")}
     response = http("admit_patient", fx.blueprint("admit_100002.json"), headers=forged)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from shared.records.rows import PatientRow, ValidRows
 from shared.records.schema import ingest_ranges, ingest_rejects, patient_data
 from shared.records.schema import ingest_runs as runs_table
 from shared.records.tags import EphiTags
-from tests.conftest import PROJECT_ROOT, deliver, reset_process_state, worker
+from tests.conftest import APP_SETTINGS, PROJECT_ROOT, deliver, reset_process_state, worker
 from tests.test_bulk_import import runs
 
 # 2,000 rows with invalid rows and in-file duplicates: a non-trivial clean result to match.
@@ -145,11 +144,12 @@ def test_a_delivery_that_failed_at_batch_k_resumes_to_exactly_the_clean_result(
 
 KILLER = textwrap.dedent(
     """
-    import os, signal, sys
+    import json, os, signal, sys
     from devtools import events
-    from tests.conftest import deliver
+    from tests.conftest import APP_SETTINGS, deliver
     from tests.test_bulk_import_delivery import on_batch_commit
 
+    APP_SETTINGS.update(json.loads(sys.argv[3]))  # the host hands the worker its settings
     # Killed as batch 3 commits: its rows and the run's new checkpoint are written, uncommitted.
     on_batch_commit(3, lambda: os.kill(os.getpid(), signal.SIGKILL))
     deliver(events.event_grid_schema(sys.argv[1], sys.argv[2]))
@@ -163,9 +163,8 @@ def test_a_delivery_killed_halfway_resumes_to_exactly_the_clean_result(
     data = messy_file()
     url, etag = uploads.put(data, "stays.csv")
     proc = subprocess.run(
-        [sys.executable, "-c", KILLER, url, etag],
+        [sys.executable, "-c", KILLER, url, etag, json.dumps(APP_SETTINGS)],
         cwd=PROJECT_ROOT,
-        env={**os.environ, **app_env},
         capture_output=True,
         timeout=120,
     )
@@ -182,18 +181,21 @@ def test_storage_unreachable_raises_so_event_grid_retries(app_env, uploads, db, 
     url, etag = uploads.put(data)
     real_port = url.split(":")[2].split("/")[0]
     dead_port = str(database_free_port())
-    monkeypatch.setenv(
+    monkeypatch.setitem(
+        APP_SETTINGS,
         "PATIENT_STORAGE_CONNECTION",
         app_env["PATIENT_STORAGE_CONNECTION"].replace(real_port, dead_port),
     )
-    monkeypatch.setenv("STORAGE_RETRY_TOTAL", "0")
+    monkeypatch.setitem(APP_SETTINGS, "STORAGE_RETRY_TOTAL", "0")
     reset_process_state()
     from azure.core.exceptions import ServiceRequestError
 
     with pytest.raises(ServiceRequestError):
         deliver(events.event_grid_schema(url.replace(real_port, dead_port), etag))
     # Storage is back: the redelivery imports the file.
-    monkeypatch.setenv("PATIENT_STORAGE_CONNECTION", app_env["PATIENT_STORAGE_CONNECTION"])
+    monkeypatch.setitem(
+        APP_SETTINGS, "PATIENT_STORAGE_CONNECTION", app_env["PATIENT_STORAGE_CONNECTION"]
+    )
     reset_process_state()
     deliver(events.event_grid_schema(url, etag))
     assert [(r.status, r.rowsStored) for r in runs(db) if r.blobUrl == url] == [("succeeded", 50)]

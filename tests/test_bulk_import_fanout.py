@@ -30,7 +30,7 @@ from shared.bulk.patient_writer import PatientWriter
 from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE
 from shared.records.schema import ingest_ranges
-from tests.conftest import PROJECT_ROOT, deliver, function, reset_process_state
+from tests.conftest import APP_SETTINGS, PROJECT_ROOT, deliver, function, reset_process_state
 from tests.test_bulk_import import rejects, runs
 from tests.test_bulk_import_delivery import ROWS, outcome, wipe
 
@@ -62,7 +62,7 @@ def announce_large_file(uploads: Any) -> tuple[bytes, dict[str, Any]]:
 
 @pytest.fixture
 def fanned_out(app_env, monkeypatch, import_queue) -> None:
-    monkeypatch.setenv("IMPORT_RANGE_BYTES", str(RANGE_BYTES))
+    monkeypatch.setitem(APP_SETTINGS, "IMPORT_RANGE_BYTES", str(RANGE_BYTES))
     reset_process_state()
 
 
@@ -73,7 +73,7 @@ def host(azurite: str, handler: Callable[..., None] | None = None, **options: An
 
 def new_worker() -> Callable[..., None]:
     """``bulk_import`` in a worker of its own (another instance): its own parts and pool."""
-    app = function_app.build_app(Services())
+    app = function_app.build_app(Services(dict(APP_SETTINGS)))
     [fn] = [f for f in app.get_functions() if f.get_function_name() == "bulk_import"]
     handler: Callable[..., None] = fn.get_user_function()
     return handler
@@ -241,8 +241,8 @@ def test_a_range_that_keeps_failing_is_poisoned_and_fails_the_run_keeping_the_re
 
     # The operator fixes the cause and replays the message: the run completes.
     monkeypatch.setattr(csv_import, "store_records", real_store)
-    queue_command.main(["poisoned"])
-    queue_command.main(["replay", "--all"])
+    queue_command.main(["poisoned"], env=APP_SETTINGS)
+    queue_command.main(["replay", "--all"], env=APP_SETTINGS)
     assert not queue_client(azurite_connection, POISON_QUEUE).peek_messages()
     host(azurite_connection).drain()
     [run] = runs(db)

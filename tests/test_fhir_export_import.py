@@ -24,7 +24,7 @@ from shared.records.schema import (
     patient_data,
 )
 from shared.records.tags import EphiTags
-from tests.conftest import SHARED_DATA, deliver, function, http, reset_process_state
+from tests.conftest import APP_SETTINGS, SHARED_DATA, deliver, function, http, reset_process_state
 from tests.test_bulk_import import runs
 from tests.test_rule_book_paths import FHIR_SETTINGS, as_bundle, stays
 
@@ -292,7 +292,7 @@ def test_an_export_part_alone_starts_nothing(app_env, uploads, db):
 def test_a_redelivered_or_resumed_export_stores_nothing_twice(app_env, uploads, db, monkeypatch):
     from tests.test_bulk_import_delivery import database_fails_at_batch
 
-    monkeypatch.setenv("IMPORT_BATCH_SIZE", "7")
+    monkeypatch.setitem(APP_SETTINGS, "IMPORT_BATCH_SIZE", "7")
     reset_process_state()
     resources = list(fhir_export.generated(10, seed=4))
     with database_fails_at_batch(3), pytest.raises(sa.exc.OperationalError):
@@ -319,7 +319,8 @@ def test_an_export_uploaded_with_the_command_is_imported_from_the_queue(
     files = sorted(tmp_path.glob("*.ndjson.gz"))
     folder = f"exports/cli-{uuid.uuid4().hex[:8]}"
     queue_command.main(
-        ["send", "--folder", folder, "--upload", *map(str, files), str(tmp_path / "manifest.json")]
+        ["send", "--folder", folder, "--upload", *map(str, files), str(tmp_path / "manifest.json")],
+        env=APP_SETTINGS,
     )
     QueueHost(azurite_connection, function("bulk_import")).drain()
     [run] = runs(db)

@@ -11,7 +11,7 @@ from azure.functions.timer import TimerRequest
 
 from devtools import events, los_generator
 from shared.platform.health import DATABASE_STEP
-from tests.conftest import deliver, function, http, reset_process_state
+from tests.conftest import APP_SETTINGS, deliver, function, http, reset_process_state
 
 
 def health() -> tuple[int, dict[str, Any]]:
@@ -55,7 +55,9 @@ def test_the_champion_model_is_named(champion_url, uploads):
 def test_a_database_without_the_schema_or_grants_fails_with_the_database_step(
     app_env, monkeypatch, tmp_path
 ):
-    monkeypatch.setenv("SQL_CONNECTION_STRING", f"sqlite:///{tmp_path / 'not-migrated.db'}")
+    monkeypatch.setitem(
+        APP_SETTINGS, "SQL_CONNECTION_STRING", f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    )
     reset_process_state()
     status, report = health()
     assert status == 503 and report["status"] == "fail"
@@ -69,7 +71,8 @@ def test_no_sql_server_odbc_driver_is_said_plainly(app_env, monkeypatch):
     import pyodbc
 
     monkeypatch.setattr(pyodbc, "drivers", lambda: ["PostgreSQL Unicode"])
-    monkeypatch.setenv(
+    monkeypatch.setitem(
+        APP_SETTINGS,
         "SQL_CONNECTION_STRING",
         "Driver={ODBC Driver 18 for SQL Server};Server=tcp:sql-x.database.windows.net,1433;"
         "Database=patientdb;Encrypt=yes;TrustServerCertificate=no;",
@@ -85,7 +88,7 @@ def test_no_sql_server_odbc_driver_is_said_plainly(app_env, monkeypatch):
 
 @pytest.mark.parametrize("secret_source", ["app-setting"])
 def test_a_missing_container_says_to_provision(app_env, monkeypatch):
-    monkeypatch.setenv("PATIENT_UPLOADS_CONTAINER", "no-such-container")
+    monkeypatch.setitem(APP_SETTINGS, "PATIENT_UPLOADS_CONTAINER", "no-such-container")
     reset_process_state()
     status, report = health()
     uploads = report["checks"]["uploads"]
@@ -95,7 +98,7 @@ def test_a_missing_container_says_to_provision(app_env, monkeypatch):
 
 @pytest.mark.parametrize("secret_source", ["app-setting"])
 def test_a_missing_setting_is_named_and_nothing_else_is_tried_blind(app_env, monkeypatch):
-    monkeypatch.delenv("EPHI_OWNER")
+    monkeypatch.delitem(APP_SETTINGS, "EPHI_OWNER")
     reset_process_state()
     status, report = health()
     assert status == 503

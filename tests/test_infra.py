@@ -26,6 +26,7 @@ from shared.platform.settings import load_settings
 from tests import fhir_samples as fx
 from tests import tsql_shadow
 from tests.conftest import (
+    APP_SETTINGS,
     GRANT_SCRIPT,
     OWNER,
     PROJECT_ROOT,
@@ -714,7 +715,7 @@ def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     data = los_generator.csv_bytes(300, bad_rows=0.05)
     url, etag = uploads.put(data)
     deliver(events.event_grid_schema(url, etag))
-    monkeypatch.setenv("IMPORT_RANGE_BYTES", "8192")
+    monkeypatch.setitem(APP_SETTINGS, "IMPORT_RANGE_BYTES", "8192")
     reset_process_state()
     url, etag = uploads.put(data)  # a new version: a run of its own, in ranges
     deliver(events.event_grid_schema(url, etag, len(data)))

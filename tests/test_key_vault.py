@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from shared.platform import database, secrets
 from shared.platform.settings import SettingsError
 from tests import fhir_samples as fx
-from tests.conftest import CLOCK, SECRET_NAME, http, reset_process_state, worker
+from tests.conftest import APP_SETTINGS, CLOCK, SECRET_NAME, http, reset_process_state, worker
 
 
 def secret() -> str:
@@ -50,7 +50,7 @@ def test_the_connection_string_is_read_once_then_served_from_the_cache(vault, db
 
 
 def test_after_the_ttl_a_rotated_secret_rebuilds_the_engine(vault, db_url, monkeypatch):
-    monkeypatch.setenv("SECRET_CACHE_SECONDS", "0.2")
+    monkeypatch.setitem(APP_SETTINGS, "SECRET_CACHE_SECONDS", "0.2")
     reset_process_state()
     first = engine()
     vault.secrets[SECRET_NAME] = db_url + (
@@ -65,7 +65,7 @@ def test_after_the_ttl_a_rotated_secret_rebuilds_the_engine(vault, db_url, monke
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite has no logins
 def test_a_refused_login_rereads_the_secret_and_retries_once(vault, db_url, monkeypatch):
-    monkeypatch.setenv("SECRET_CACHE_SECONDS", "3600")
+    monkeypatch.setitem(APP_SETTINGS, "SECRET_CACHE_SECONDS", "3600")
     vault.secrets[SECRET_NAME] = db_url.replace("://", "://no_such_role@")
     reset_process_state()
     engine()
@@ -78,7 +78,7 @@ def test_a_refused_login_rereads_the_secret_and_retries_once(vault, db_url, monk
 def test_vault_unreachable_is_transient(vault, monkeypatch):
     from devtools.azurite import free_port
 
-    monkeypatch.setenv("KEY_VAULT_URL", f"https://127.0.0.1:{free_port()}")
+    monkeypatch.setitem(APP_SETTINGS, "KEY_VAULT_URL", f"https://127.0.0.1:{free_port()}")
     reset_process_state()
     with pytest.raises(secrets.SecretUnavailable):
         secret()
@@ -103,7 +103,7 @@ def test_access_denied_says_which_role_to_grant(vault, db_url):
 
 
 def test_an_expired_token_is_fetched_again(vault, monkeypatch):
-    monkeypatch.setenv("SECRET_CACHE_SECONDS", "0")
+    monkeypatch.setitem(APP_SETTINGS, "SECRET_CACHE_SECONDS", "0")
     vault.identity.lifetime_seconds = 1  # azure-identity refreshes tokens about to expire
     try:
         reset_process_state()
@@ -123,7 +123,7 @@ def test_a_user_assigned_identity_is_asked_for_by_client_id(vault, monkeypatch):
 
 
 def test_the_challenge_resource_check_is_on_by_default(vault, monkeypatch):
-    monkeypatch.delenv("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE")
+    monkeypatch.delitem(APP_SETTINGS, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE")
     reset_process_state()
     with pytest.raises(Exception, match=r"challenge|resource|domain"):
         secret()

@@ -47,7 +47,7 @@ def test_the_sample_settings_import_a_file_end_to_end(tmp_path, monkeypatch):
     stays.write_bytes(los_generator.csv_bytes(150, seed=40))
     with azurite.running(port=10000, queue_port=10001, location=tmp_path / "azurite"):
         queue_host.create_queues(values["PATIENT_STORAGE_CONNECTION"])
-        queue_command.main(["send", "--upload", str(stays)])
+        queue_command.main(["send", "--upload", str(stays)], env=values)
         services = Services(values)
         try:
             app = function_app.build_app(services)
@@ -225,8 +225,8 @@ def test_account_url_goes_before_or_after_the_command(monkeypatch):
         def peek_messages(self, max_messages: int) -> list[Any]:
             return []
 
-    def fake(name: str, account_url: str | None) -> Any:
-        seen.append(account_url)
+    def fake(name: str, args: Any) -> Any:
+        seen.append(args.account_url)
         return Empty()
 
     monkeypatch.setattr(queue_command, "queue", fake)
@@ -240,25 +240,25 @@ def test_account_url_goes_before_or_after_the_command(monkeypatch):
 def test_replaying_one_message_leaves_the_others_to_replay_at_once(
     azurite_connection, import_queue, monkeypatch, capsys
 ):
-    monkeypatch.setenv("PATIENT_STORAGE_CONNECTION", azurite_connection)
+    env = {"PATIENT_STORAGE_CONNECTION": azurite_connection}  # the operator's shell
     poison = queue_host.queue_client(azurite_connection, POISON_QUEUE)
     for k in range(3):
         body = events.event_grid_schema(f"http://x/patient-uploads/{k}.csv", f"0x{k}")
         poison.send_message(json.dumps(body))
-    queue_command.main(["poisoned"])
+    queue_command.main(["poisoned"], env=env)
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 3 and all("{" not in line for line in listed)  # ids only
-    queue_command.main(["poisoned", "--full"])
+    queue_command.main(["poisoned", "--full"], env=env)
     assert all(
         '"BlobCreated' in line or "Blob" in line for line in capsys.readouterr().out.splitlines()
     )
     first = listed[0].split()[0]
-    queue_command.main(["replay", "--message-id", first])
+    queue_command.main(["replay", "--message-id", first], env=env)
     assert "1 message(s) back" in capsys.readouterr().out
-    queue_command.main(["replay", "--all"])  # at once: the other two were not held back
+    queue_command.main(["replay", "--all"], env=env)  # at once: the other two were not held back
     assert "2 message(s) back" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no message nope"):
-        queue_command.main(["replay", "--message-id", "nope"])
+        queue_command.main(["replay", "--message-id", "nope"], env=env)
 
 
 def test_azurite_as_the_docs_start_it_answers_the_sdk(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from devtools import azurite, events, los_generator
 from shared.records.schema import FLOAT_MEASUREMENTS
-from tests.conftest import deliver, reset_process_state, shared_file
+from tests.conftest import APP_SETTINGS, deliver, reset_process_state, shared_file
 from tests.test_bulk_import_bad_input import csv as make_csv
 from tests.test_bulk_import_bad_input import good_rows, with_value
 
@@ -72,7 +72,7 @@ def test_rejected_rows_are_logged_by_line_and_reason_only(app_env, uploads, db, 
 
 
 def test_a_long_import_logs_progress_with_throughput(app_env, uploads, db, all_logs, monkeypatch):
-    monkeypatch.setenv("IMPORT_PROGRESS_SECONDS", "0")
+    monkeypatch.setitem(APP_SETTINGS, "IMPORT_PROGRESS_SECONDS", "0")
     reset_process_state()
     url, etag = uploads.put(los_generator.csv_bytes(1500))
     deliver(events.event_grid_schema(url, etag))

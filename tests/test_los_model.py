@@ -26,7 +26,7 @@ from shared.fhir.http import PREDICTED_STAY_EXTENSION
 from shared.records.rows import PatientRow
 from shared.records.schema import audit_log, patient_data
 from tests import fhir_samples as fx
-from tests.conftest import CLOCK, deliver, http, reset_process_state, shared_file
+from tests.conftest import APP_SETTINGS, CLOCK, deliver, http, reset_process_state, shared_file
 
 START = "2024-03-01T08:00:00+00:00"
 
@@ -70,8 +70,8 @@ def audit_reasons(db: sa.Engine) -> list[str | None]:
 
 
 def use_model(monkeypatch: pytest.MonkeyPatch, url: str, refresh: str = "300") -> None:
-    monkeypatch.setenv("LOS_MODEL_URL", url)
-    monkeypatch.setenv("LOS_MODEL_REFRESH_SECONDS", refresh)
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_URL", url)
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_REFRESH_SECONDS", refresh)
     reset_process_state()
 
 
@@ -92,7 +92,7 @@ def test_training_on_the_blueprint_file_meets_the_targets(app_env, uploads, db, 
     data = shared_file("blueprint", "LengthOfStayname.csv").read_bytes()
     import_file(uploads, data, "LengthOfStayname.csv")
     out = tmp_path / "model"
-    assert cli.main(["train", "--out", str(out)]) == 0
+    assert cli.main(["train", "--out", str(out)], env=APP_SETTINGS) == 0
     card = json.loads((out / CARD_FILE).read_text())
     assert sorted(p.name for p in out.iterdir()) == sorted([CARD_FILE, MODEL_FILE])
     ours, baseline = card["metrics"]["model"], card["metrics"]["baseline"]
@@ -145,7 +145,7 @@ def test_the_output_directory_must_hold_nothing_else(app_env, uploads, db, tmp_p
     _sql_env(app_env)
     import_file(uploads, los_generator.csv_bytes(1200, seed=3), "stays.csv")
     (tmp_path / "notes.txt").write_text("mine")
-    assert cli.main(["train", "--out", str(tmp_path)]) == 1
+    assert cli.main(["train", "--out", str(tmp_path)], env=APP_SETTINGS) == 1
     assert "holds other files" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -23,7 +23,7 @@ from ops import model as cli
 from shared.modelops import operations
 from shared.records.schema import patient_data
 from tests import fhir_samples as fx
-from tests.conftest import function, http, reset_process_state, worker
+from tests.conftest import APP_SETTINGS, function, http, reset_process_state, worker
 from tests.test_los_model import small_model
 from tests.test_retraining import (
     admit,
@@ -47,7 +47,7 @@ def typed(pointer: dict[str, Any], card: dict[str, Any]) -> tuple[ChampionPointe
 
 
 def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
-    code = cli.main([*argv, "--json"])
+    code = cli.main([*argv, "--json"], env=APP_SETTINGS)
     captured = capsys.readouterr()
     return code, json.loads(captured.out), captured.err
 
@@ -134,14 +134,14 @@ def test_below_the_minimum_no_feature_is_marked_and_nothing_is_flagged(
     assert judged["admissionsSincePromotion"] == 50 and judged["judged"] is False
     assert {f["mark"] for f in judged["features"]} == {"too few admissions to judge"}
     assert found["report"]["flags"] == []
-    assert cli.main(["report"]) == 0
+    assert cli.main(["report"], env=APP_SETTINGS) == 0
     text = capsys.readouterr().out
     assert f"too few admissions to judge (50 of the {monitoring.MIN_DRIFT} needed)" in text
     assert "FLAGGED" not in text and "no flags" in text
 
 
 def test_with_no_champion_the_report_has_no_error_line(champion_url, capsys):
-    assert cli.main(["report"]) == 0
+    assert cli.main(["report"], env=APP_SETTINGS) == 0
     text = capsys.readouterr().out
     assert text.startswith("champion: none\n") and "MAE 0.000" not in text
     assert "held-out" not in text.splitlines()[0]
@@ -157,7 +157,7 @@ def test_the_command_line_obeys_the_settings_and_says_when_a_flag_overrides_one(
     champion_url, uploads, db, monkeypatch, capsys
 ):
     import_stays(uploads, 1500, seed=26, start_eid=200_000)
-    monkeypatch.setenv("RETRAIN_MAX_STAYS", "1000")
+    monkeypatch.setitem(APP_SETTINGS, "RETRAIN_MAX_STAYS", "1000")
     code, found, err = cli_json(capsys, "retrain")
     assert code == 0 and found["decision"]["decision"] == "promoted"
     assert found["overrides"] == [] and "note:" not in err
@@ -199,10 +199,10 @@ def test_report_flags_by_the_live_mae_factor_setting_as_the_alert_does(
     assert overall["meanAbsoluteError"] == pytest.approx(
         sum(abs(p - a) for p, a in pairs) / len(pairs), abs=1e-12
     )
-    monkeypatch.setenv("LIVE_MAE_FACTOR", str(ratio * 0.9))
+    monkeypatch.setitem(APP_SETTINGS, "LIVE_MAE_FACTOR", str(ratio * 0.9))
     _, flagged, _ = cli_json(capsys, "report")
     assert any("live mean absolute error" in f for f in flagged["report"]["flags"])
-    monkeypatch.setenv("LIVE_MAE_FACTOR", str(ratio * 1.1))
+    monkeypatch.setitem(APP_SETTINGS, "LIVE_MAE_FACTOR", str(ratio * 1.1))
     _, calm, _ = cli_json(capsys, "report")
     assert not any("live mean absolute error" in f for f in calm["report"]["flags"])
 
@@ -222,28 +222,27 @@ def test_the_command_line_exits_with_a_code_and_what_to_do_never_a_traceback(
 ):
     import_stays(uploads, 200, seed=28, start_eid=200_000)
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert cli.main(argv) == code
+        monkeypatch.setitem(APP_SETTINGS, name, value)
+    assert cli.main(argv, env=APP_SETTINGS) == code
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
 
 
 def test_an_unreachable_database_exits_3(champion_url, monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("SQL_CONNECTION_STRING", "postgresql+psycopg://127.0.0.1:9/none")
-    assert cli.main(["report"]) == operations.UNAVAILABLE
+    monkeypatch.setitem(
+        APP_SETTINGS, "SQL_CONNECTION_STRING", "postgresql+psycopg://127.0.0.1:9/none"
+    )
+    assert cli.main(["report"], env=APP_SETTINGS) == operations.UNAVAILABLE
     assert "try again in a minute" in capsys.readouterr().err
 
 
-def test_the_command_line_reads_a_local_settings_file(champion_url, monkeypatch, capsys, tmp_path):
-    import os
-
-    values = {k: v for k, v in os.environ.items() if k.startswith(("LOS_", "SQL_", "PATIENT_"))}
-    values["EPHI_OWNER"] = os.environ["EPHI_OWNER"]
+def test_the_command_line_reads_a_local_settings_file(champion_url, capsys, tmp_path):
+    values = {k: v for k, v in APP_SETTINGS.items() if k.startswith(("LOS_", "SQL_", "PATIENT_"))}
+    values["EPHI_OWNER"] = APP_SETTINGS["EPHI_OWNER"]
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
-    for name in values:
-        monkeypatch.delenv(name)
-    assert cli.main(["report", "--settings", str(settings)]) == 0
+    # A shell with none of them set: everything comes from the file.
+    assert cli.main(["report", "--settings", str(settings)], env={}) == 0
     assert capsys.readouterr().out.startswith("champion: none")
 
 
@@ -325,7 +324,7 @@ def test_a_worker_with_no_model_looks_again_within_seconds(tmp_path):
 def test_admissions_right_after_the_first_promotion_are_scored(
     champion_url, uploads, db, monkeypatch
 ):
-    monkeypatch.setenv("LOS_MODEL_REFRESH_SECONDS", "300")
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_REFRESH_SECONDS", "300")
     reset_process_state()
     import_stays(uploads, 1200, seed=33, start_eid=200_000)  # the worker found no model
     function("retrain_model")(TimerRequest())  # this worker promotes the first champion
@@ -349,8 +348,8 @@ def plain_model(app_env, uploads, monkeypatch) -> tuple[str, bytes]:
     data = small_model(rounds=8)
     uploads.service.get_blob_client("models", f"{folder}/los-model.json").upload_blob(data)
     url = f"{uploads.service.url.rstrip('/')}/models/{folder}/los-model.json"
-    monkeypatch.setenv("LOS_MODEL_URL", url)
-    monkeypatch.setenv("RETRAIN_MIN_STAYS", "500")
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_URL", url)
+    monkeypatch.setitem(APP_SETTINGS, "RETRAIN_MIN_STAYS", "500")
     reset_process_state()
     return url, data
 
@@ -363,7 +362,7 @@ def blob(uploads: Any, url: str) -> bytes:
 def test_retraining_refuses_to_write_over_a_plain_model(plain_model, uploads, db, capsys, caplog):
     url, data = plain_model
     import_stays(uploads, 900, seed=34, start_eid=200_000)
-    assert cli.main(["retrain"]) == operations.CONFLICT
+    assert cli.main(["retrain"], env=APP_SETTINGS) == operations.CONFLICT
     err = capsys.readouterr().err
     assert "python -m ops.model adopt" in err and "Traceback" not in err
     caplog.set_level(logging.ERROR)
@@ -393,10 +392,10 @@ def test_a_plain_model_is_adopted_beside_itself_then_retrained(
         blob(uploads, beside.replace("champion.json", f"versions/{model_id(data)}/los-model.json"))
         == data
     )
-    assert cli.main(["adopt"]) == operations.CONFLICT  # once only
+    assert cli.main(["adopt"], env=APP_SETTINGS) == operations.CONFLICT  # once only
     capsys.readouterr()
 
-    monkeypatch.setenv("LOS_MODEL_URL", beside)
+    monkeypatch.setitem(APP_SETTINGS, "LOS_MODEL_URL", beside)
     reset_process_state()
     import_stays(uploads, 900, seed=35, start_eid=200_000)
     code, found, _ = cli_json(capsys, "retrain")
@@ -426,8 +425,8 @@ def test_api_model_gives_the_data_scientist_the_card_and_the_report(champion_url
 def test_api_model_is_for_the_data_scientist_role(champion_url, monkeypatch, roles, status):
     import base64
 
-    monkeypatch.setenv("AUTH_MODE", "easyauth")
-    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    monkeypatch.setitem(APP_SETTINGS, "AUTH_MODE", "easyauth")
+    monkeypatch.setitem(APP_SETTINGS, "WEBSITE_AUTH_ENABLED", "True")
     reset_process_state()
     principal = {
         "auth_typ": "aad",
@@ -452,7 +451,7 @@ def test_a_bug_exits_70_with_its_type_never_a_traceback_or_its_message(
         raise RuntimeError("a message quoting Jane Doe's stay")
 
     monkeypatch.setattr(operations, "report", broken)
-    assert cli.main(["report"]) == operations.UNEXPECTED
+    assert cli.main(["report"], env=APP_SETTINGS) == operations.UNEXPECTED
     err = capsys.readouterr().err
     assert "unexpected RuntimeError" in err
     assert "Jane Doe" not in err and "Traceback" not in err

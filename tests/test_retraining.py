@@ -22,7 +22,7 @@ from retrain_model.function import run
 from shared.composition import Services
 from shared.records.schema import patient_data
 from tests import fhir_samples as fx
-from tests.conftest import CLOCK, deliver, function, http, reset_process_state, worker
+from tests.conftest import APP_SETTINGS, CLOCK, deliver, function, http, reset_process_state, worker
 
 # One secret source is enough here: retraining reads the database as any function does.
 pytestmark = pytest.mark.parametrize("secret_source", ["app-setting"])
@@ -112,7 +112,7 @@ def test_a_challenger_is_promoted_refused_when_worse_and_rolled_back(
 
     # A challenger as good as the champion on more stays: promoted; then rolled back.
     monkeypatch.setattr(training, "ROUNDS", 80)
-    monkeypatch.setenv("RETRAIN_MARGIN", "0.05")
+    monkeypatch.setitem(APP_SETTINGS, "RETRAIN_MARGIN", "0.05")
     reset_process_state()
     assert retrain_by_hand() is True
     second = pointer(uploads, champion_url)
@@ -129,9 +129,9 @@ def test_every_worker_follows_the_pointer_without_a_restart(champion_url, upload
     assert model_of(admit("7001", "2024-03-01T08:00:00Z")) == first
 
     import_stays(uploads, 600, seed=6, start_eid=400_000)
-    monkeypatch.setenv("RETRAIN_MARGIN", "0.1")
+    monkeypatch.setitem(APP_SETTINGS, "RETRAIN_MARGIN", "0.1")
     admissions = worker()  # the admitting worker keeps running: no restart
-    elsewhere = Services()  # the timer fired on another instance
+    elsewhere = Services(dict(APP_SETTINGS), clock=CLOCK)  # the timer fired on another instance
     try:
         assert retrain_by_hand(elsewhere) is True
     finally:

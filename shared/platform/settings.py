@@ -173,18 +173,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def environment(local_settings: Path | None = None) -> Mapping[str, str]:
-    """The settings a command line reads: the process environment, over a
-    ``local.settings.json``'s ``Values`` when one is given (the environment wins)."""
+def environment(
+    local_settings: Path | None = None, *, env: Mapping[str, str] | None = None
+) -> Mapping[str, str]:
+    """The settings a command line reads: its environment ``env`` (the process's when None),
+    over a ``local.settings.json``'s ``Values`` when one is given (the environment wins)."""
+    env = os.environ if env is None else env
     if local_settings is None:
-        return os.environ
+        return env
     try:
         values = json.loads(local_settings.read_text(encoding="utf-8")).get("Values", {})
     except (OSError, ValueError, AttributeError) as exc:
         raise SettingsError(
             str(local_settings), f"cannot be read as a local.settings.json ({exc})"
         ) from None
-    return {**{k: str(v) for k, v in values.items()}, **os.environ}
+    return {**{k: str(v) for k, v in values.items()}, **env}
 
 
 def _schedule(env: Mapping[str, str]) -> str:
