@@ -42,6 +42,7 @@ class ModelCard:
             raise MalformedCard(f"{where}: 'id' must be a non-empty string")
         card = cls(model_id, document)
         card.errors()  # checked here, not when first used
+        _ = card.residual_shares
         distributions = document.get("featureDistributions", {})
         if not isinstance(distributions, Mapping) or not all(
             isinstance(d, Mapping) for d in distributions.values()
@@ -85,6 +86,21 @@ class ModelCard:
     def feature_distributions(self) -> Mapping[str, Mapping[str, Any]]:
         found: Mapping[str, Mapping[str, Any]] = self.document.get("featureDistributions", {})
         return found
+
+    @property
+    def residual_shares(self) -> dict[int, float] | None:
+        """The held-out stays' shares by whole-day error (actual − predicted), for the
+        capacity forecast; None on a card written before it was published."""
+        found = self.document.get("residualShares")
+        if not isinstance(found, Mapping) or not found:
+            return None
+        try:
+            shares = {int(days): float(share) for days, share in found.items()}
+        except (TypeError, ValueError):
+            raise MalformedCard(
+                f"the card of {self.id}: 'residualShares' must map whole days to shares"
+            ) from None
+        return shares
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.document)

@@ -128,7 +128,8 @@ def train(
 
     progress(f"training on {len(train_y):,} stays, {len(test_y):,} held out")
     model = fit(train_x, train_y, progress)
-    predicted = load_model(model).booster.inplace_predict(test_x)
+    loaded = load_model(model)
+    predicted = loaded.booster.inplace_predict(test_x)
     median = float(np.median(train_y))
     ours = regression_metrics(test_y, np.asarray(predicted, dtype=np.float64))
     baseline = regression_metrics(test_y, np.full(len(test_y), median))
@@ -167,9 +168,25 @@ def train(
             "baseline": {"predicts": f"the training median, {median:g} days", **baseline},
         },
         "featureDistributions": drift.reference(train_x),
+        # The capacity forecast's error distribution: actual − predicted whole days (as
+        # stored), as shares of the held-out stays. Shares by day only: no stay is in it.
+        "residualShares": residual_shares(test_y, loaded.predict_days(test_x)),
     }
     json.dumps(card)  # fails here, not half-written, if something is not JSON
     return Trained(model, ModelCard.from_json(card), test_x, test_y)
+
+
+# Errors beyond this many days are counted at it (the blueprint's stays last 1-17 days).
+MAX_RESIDUAL = 30
+
+
+def residual_shares(actual: np.ndarray, predicted_days: np.ndarray) -> dict[str, float]:
+    """Shares of the held-out stays by whole-day error (actual − predicted), keyed by the
+    error as text (JSON's keys are text)."""
+    errors = np.clip(np.rint(actual - predicted_days), -MAX_RESIDUAL, MAX_RESIDUAL).astype(int)
+    values, counts = np.unique(errors, return_counts=True)
+    total = int(counts.sum())
+    return {str(int(v)): round(int(c) / total, 6) for v, c in zip(values, counts, strict=True)}
 
 
 def _progress_callback(progress: Callable[[str], None]) -> Any:

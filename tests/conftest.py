@@ -20,6 +20,7 @@ from shared.composition import Services
 from shared.platform.queues import POISON_QUEUE
 from shared.records.schema import (
     audit_log,
+    facilities,
     ingest_ranges,
     ingest_rejects,
     ingest_resource_counts,
@@ -142,6 +143,7 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     with engine.begin() as conn:
         for table in (
             audit_log,
+            facilities,
             ingest_rejects,
             ingest_resource_counts,
             patient_data,

@@ -87,6 +87,15 @@ patient_data = sa.Table(
     sa.Column("predictionModel", sa.Unicode(64), nullable=True),
 )
 
+# The capacity view's reads, proportional to the open stays, not to the history: a facility's
+# open stays are the entries of (facid, discharged) whose discharged is NULL (a B-tree keeps
+# NULLs, in SQL Server and PostgreSQL alike), and those discharged after a past instant the
+# entries beyond it; its admissions of a window, the entries of (facid, vdate) within it.
+DISCHARGES_INDEX = sa.Index(
+    "ix_PatientData_discharged", patient_data.c.facid, patient_data.c.discharged
+)
+ADMISSIONS_INDEX = sa.Index("ix_PatientData_admitted", patient_data.c.facid, patient_data.c.vdate)
+
 # The blueprint's patientdb columns, in its order: what its experiments and reports read.
 BLUEPRINT_COLUMNS: tuple[str, ...] = tuple(c.name for c in patient_data.columns)[
     : list(patient_data.columns.keys()).index("predlengthofstay") + 1
@@ -197,6 +206,18 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     SUPERSEDED = "superseded"  # the blob changed under the run: its new version is a new run
 
+
+# The network's facilities and their beds: data the database analyst manages (loaded from the
+# blueprint's MetaData_Facilities.csv format by python -m ops.facilities), read by the
+# capacity view. ``id`` is PatientData.facid.
+facilities = sa.Table(
+    "Facilities",
+    metadata,
+    sa.Column("id", sa.Unicode(1), primary_key=True),
+    sa.Column("name", sa.Unicode(100), nullable=False),
+    sa.Column("beds", sa.Integer, nullable=False),
+    sa.Column("updatedAt", UTC_TIMESTAMP, nullable=False),
+)
 
 RUN_RUNNING = RunStatus.RUNNING
 RUN_SUCCEEDED = RunStatus.SUCCEEDED
