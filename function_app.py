@@ -7,6 +7,8 @@ import azure.functions as func
 import admit_patient
 import bulk_import
 import capability_statement
+import capacity
+import capacity_patients
 import discharge_patient
 import health
 import model_report
@@ -25,6 +27,8 @@ def build_app(services: Services) -> func.FunctionApp:
         retrain_model,
         health,
         model_report,
+        capacity,
+        capacity_patients,
     ):
         app.register_functions(folder.blueprint(services))
     return app

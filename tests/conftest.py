@@ -469,6 +469,7 @@ def http(
     method: str = "POST",
     content_type: str | None = "application/fhir+json",
     headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> Any:
     """Call an HTTP function as the host does, with a ``func.HttpRequest``."""
     import json
@@ -486,12 +487,14 @@ def http(
         "capability_statement": "metadata",
         "health": "health",
         "model_report": "model",
+        "capacity": "capacity",
+        "capacity_patients": "capacity/patients",
     }[name]
     request = func.HttpRequest(
         method=method,
         url=f"http://localhost:7071/api/{route}",
         headers=all_headers,
-        params={},
+        params=params or {},
         route_params={},
         body=body or b"",
     )

@@ -704,8 +704,10 @@ def test_the_grant_script_parses_and_grants_only_select_insert_update_on_our_tab
         "IngestRejects",
         "IngestResourceCounts",
         "AuditLog",
+        "Facilities",
     }
     assert set().union(*granted.values()) <= {"SELECT", "INSERT", "UPDATE"}
+    assert granted["Facilities"] == {"SELECT"}  # the database analyst loads them
 
 
 def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -728,6 +730,10 @@ def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert admitted.status_code == 201
     ended = fx.encounter("8800", "2024-01-02T08:00:00Z", "2024-01-05T08:00:00Z", "finished")
     assert http("discharge_patient", ended, method="PUT").status_code == 200
+    # The capacity view and the care line manager's list (audited).
+    for name in ("capacity", "capacity_patients"):
+        got = http(name, None, "GET", None, params={"facility": "A", "asOf": "2024-01-03"})
+        assert got.status_code in (200, 404), got.get_body()[:300]  # 404: no facility A
 
 
 def test_the_functions_need_exactly_what_the_grant_script_gives(

@@ -23,6 +23,8 @@ FUNCTIONS = [
     "admit_patient",
     "bulk_import",
     "capability_statement",
+    "capacity",
+    "capacity_patients",
     "discharge_patient",
     "health",
     "model_report",

@@ -28,6 +28,7 @@ DEFAULTS = {
     "EPHI_DATA_PROFILE": lambda s: s.tags.data_profile,
     "EPHI_ENVIRONMENT": lambda s: s.tags.environment,
     "EPHI_DEPARTMENT": lambda s: s.tags.department,
+    "CAPACITY_LONG_STAY_DAYS": lambda s: s.capacity_long_stay_days,
 }
 
 

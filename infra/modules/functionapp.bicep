@@ -136,6 +136,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'RETRAIN_MARGIN', value: '0' }
         { name: 'LIVE_MAE_FACTOR', value: '1.5' }
         { name: 'LIVE_ACCURACY_DAYS', value: '90' }
+        { name: 'CAPACITY_LONG_STAY_DAYS', value: '7' }
       ]
     }
   }

@@ -35,6 +35,9 @@ GO
 -- An export's counts per resource type: written once when its run finishes, never read back.
 GRANT INSERT ON dbo.IngestResourceCounts TO [$(APP_IDENTITY_NAME)];
 GO
+-- Facilities and their beds: the capacity view reads them; the database analyst loads them.
+GRANT SELECT ON dbo.Facilities TO [$(APP_IDENTITY_NAME)];
+GO
 -- The audit trail: appended to, never read or changed by the functions (no OUTPUT either).
 GRANT INSERT ON dbo.AuditLog TO [$(APP_IDENTITY_NAME)];
 GO

@@ -1,4 +1,4 @@
-"""The capacity view: Facilities, and the indexes that keep its reads to the open stays.
+"""The capacity view: Facilities, and the index that keeps its reads to the open stays.
 
 Revision ID: 0006
 Revises: 0005
@@ -30,10 +30,8 @@ def upgrade() -> None:
     # A facility's open stays are the entries whose discharged is NULL: the read grows with
     # the open stays, not with the history (shared/capacity/reading.py).
     op.create_index("ix_PatientData_discharged", "PatientData", ["facid", "discharged"])
-    op.create_index("ix_PatientData_admitted", "PatientData", ["facid", "vdate"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_PatientData_admitted", "PatientData")
     op.drop_index("ix_PatientData_discharged", "PatientData")
     op.drop_table("Facilities")

@@ -98,9 +98,23 @@ def poisson_binomial(probabilities: np.ndarray) -> np.ndarray:
 
 
 def _quantiles(pmf: np.ndarray) -> tuple[int, int]:
+    """The narrowest interval of a count, within its 10th to 90th percentiles, that still
+    holds at least 80% of it: narrowed a stay at a time from either end. A count of a few
+    stays is lumpy: the percentiles alone hold well over 80% of it (91% of the backtest's
+    facility-days, bench/capacity_bench.py), telling a planner of more doubt than there is."""
     cdf = np.cumsum(pmf)
     low = int(np.searchsorted(cdf, LOW - 1e-12))
     high = int(np.searchsorted(cdf, HIGH - 1e-12))
+    target = HIGH - LOW
+
+    def held(a: int, b: int) -> float:
+        return float(cdf[b] - (cdf[a - 1] if a > 0 else 0.0))
+
+    while low < high:
+        narrower = max(((low + 1, high), (low, high - 1)), key=lambda ab: held(*ab))
+        if held(*narrower) < target:
+            break
+        low, high = narrower
     return low, high
 
 

@@ -55,6 +55,9 @@ def http_auth_level(env: Mapping[str, str] | None) -> str:
 
 # The app role that may read the model's report (GET api/model): aggregates, no stay.
 DATA_SCIENTIST_ROLE = "DataScientist"
+# The app role that sees the network's capacity (GET api/capacity): aggregates, no stay.
+# The care line manager (CARE_ROLES) sees it too, and the patients of a facility besides.
+CMIO_ROLE = "CMIO"
 
 
 def authorize(

@@ -59,6 +59,7 @@ class Settings:
     retrain_margin: float = 0.0
     live_mae_factor: float = 1.5
     live_accuracy_days: int = 90
+    capacity_long_stay_days: int = 7
     # App Service's own flag that its authentication stands in front (PLATFORM_AUTH_FLAG).
     platform_auth_enabled: bool = False
 
@@ -169,6 +170,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retrain_margin=_float(env, "RETRAIN_MARGIN", 0.0, 0.0, 1.0),
         live_mae_factor=_float(env, "LIVE_MAE_FACTOR", 1.5, 1.0, 10.0),
         live_accuracy_days=_int(env, "LIVE_ACCURACY_DAYS", 90, 1, 3650),
+        capacity_long_stay_days=_int(env, "CAPACITY_LONG_STAY_DAYS", 7, 1, 365),
         platform_auth_enabled=(_text(env, PLATFORM_AUTH_FLAG) or "").lower() == "true",
     )
 

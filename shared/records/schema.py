@@ -90,11 +90,10 @@ patient_data = sa.Table(
 # The capacity view's reads, proportional to the open stays, not to the history: a facility's
 # open stays are the entries of (facid, discharged) whose discharged is NULL (a B-tree keeps
 # NULLs, in SQL Server and PostgreSQL alike), and those discharged after a past instant the
-# entries beyond it; its admissions of a window, the entries of (facid, vdate) within it.
+# entries beyond it; its admissions of a window, those discharged since it began or not yet.
 DISCHARGES_INDEX = sa.Index(
     "ix_PatientData_discharged", patient_data.c.facid, patient_data.c.discharged
 )
-ADMISSIONS_INDEX = sa.Index("ix_PatientData_admitted", patient_data.c.facid, patient_data.c.vdate)
 
 # The blueprint's patientdb columns, in its order: what its experiments and reports read.
 BLUEPRINT_COLUMNS: tuple[str, ...] = tuple(c.name for c in patient_data.columns)[

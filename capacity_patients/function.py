@@ -1,0 +1,45 @@
+"""Trigger glue for ``capacity_patients``: GET capacity/patients →
+:func:`shared.capacity.http.patient_list`.
+
+For the care line manager (``CARE_ROLES``) only: the patients admitted at a facility, sorted
+by predicted discharge. Every view, and every refusal, is an ``AuditLog`` row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import azure.functions as func
+
+from shared.composition import Services
+
+
+def blueprint(services: Services) -> func.Blueprint:
+    """The function, bound to the worker's ``services``."""
+    bp = func.Blueprint()
+
+    @bp.function_name("capacity_patients")
+    @bp.route(
+        route="capacity/patients",
+        methods=["GET"],
+        auth_level=func.AuthLevel[services.http_auth_level()],
+    )
+    def capacity_patients(req: func.HttpRequest) -> func.HttpResponse:
+        from shared.capacity import http  # on first call, as capacity's
+
+        answer = http.patient_list(
+            req.params,
+            req.headers,
+            services,
+            now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            correlation=req.headers.get("x-correlation-id"),
+        )
+        return func.HttpResponse(
+            answer.body,
+            status_code=answer.status,
+            mimetype=answer.content_type,
+            charset="utf-8",
+            headers=answer.headers,
+        )
+
+    return bp
