@@ -9,6 +9,7 @@ import bulk_import
 import capability_statement
 import capacity
 import capacity_patients
+import capacity_view
 import discharge_patient
 import health
 import model_report
@@ -29,6 +30,7 @@ def build_app(services: Services) -> func.FunctionApp:
         model_report,
         capacity,
         capacity_patients,
+        capacity_view,
     ):
         app.register_functions(folder.blueprint(services))
     return app

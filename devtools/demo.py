@@ -143,6 +143,14 @@ def main(argv: list[str] | None = None) -> None:
         help="patients in the generated FHIR export imported after the CSVs (default 300)",
     )
     parser.add_argument("--no-model", action="store_true", help="import only; no model, no admit")
+    parser.add_argument(
+        "--serve",
+        nargs="?",
+        const="CareLineManager",
+        metavar="ROLE",
+        help="then serve the demo's stays on http://localhost:7071 as ROLE "
+        "(default CareLineManager; CMIO for the aggregates) until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     if args.csv is not None and (not args.csv.is_file() or args.csv.stat().st_size == 0):
         raise SystemExit(f"demo: {args.csv} is not a file with stays in it")
@@ -184,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
             fan_out(conn_str, service, db_url, args.fan_out_rows, settings)
             fhir_export_import(service, db_url, args.export_patients, settings)
     if not args.no_model:
-        train_and_admit(settings)
+        settings = train_and_admit(settings)
+    capacity_summary(db_url, settings)
+    if args.serve:
+        serve(settings, args.serve)
 
 
 def latest_run(db_url: str, table: sa.Table, order: Any) -> tuple[Any, list[Any]]:
@@ -284,7 +295,7 @@ def fhir_export_import(
         )
 
 
-def train_and_admit(settings: Mapping[str, str]) -> None:
+def train_and_admit(settings: Mapping[str, str]) -> dict[str, str]:
     """The model's loop: the scheduled retraining promotes a champion, admissions are scored
     by it, their discharges record the truth, and the report gives the live accuracy."""
     import shutil
@@ -317,7 +328,7 @@ def train_and_admit(settings: Mapping[str, str]) -> None:
     current, _ = store.read_pointer()
     if current is None:
         print("  no champion: see the log above")
-        return
+        return settings
     card = ModelCard.read(store.read(current.champion.card))
     print(
         f"  promoted {current.model_id}: {current.reason}; held-out MAE "
@@ -342,21 +353,21 @@ def train_and_admit(settings: Mapping[str, str]) -> None:
         print(f"  predicted stay: {days} days (model {parts['model']['valueString']})")
 
     admitted = discharged = 0
+    today = dt.date.today().isoformat()
     for patient in recent_patients(60):
         bundle = {
             "resourceType": "Bundle",
             "type": "collection",
             "entry": [{"resource": r} for r in patient["admit"]],
         }
-        if call("admit_patient", "POST", "patients/admit", bundle).status_code == 201:
-            admitted += 1
-            if (
-                call(
-                    "discharge_patient", "PUT", "patients/discharge", patient["discharge"]
-                ).status_code
-                == 200
-            ):
-                discharged += 1
+        if call("admit_patient", "POST", "patients/admit", bundle).status_code != 201:
+            continue
+        admitted += 1
+        ended = patient["discharge"]
+        if ended["period"]["end"][:10] > today:
+            continue  # still in: the capacity view's census
+        if call("discharge_patient", "PUT", "patients/discharge", ended).status_code == 200:
+            discharged += 1
     print(f"\n{admitted} more admissions scored by the champion; {discharged} discharged since")
     services = Services(settings)  # as python -m ops.model report is given them
     try:
@@ -365,11 +376,73 @@ def train_and_admit(settings: Mapping[str, str]) -> None:
         services.close()
     print("python -m ops.model report (--json for the same at full precision):")
     print("  " + found.text.replace("\n", "\n  "))
+    return settings
+
+
+FACILITIES = PROJECT_ROOT.parent / "shared" / "data" / "blueprint" / "MetaData_Facilities.csv"
+# The blueprint's facilities, when ../shared is not beside the project.
+DEFAULT_FACILITIES = (
+    b"Capacity,Id,Name\n75,A,General Medicine 3 West\n80,B,Pulmonary 2 West\n"
+    b"30,C,General Medicine 3 South\n100,D,Geriatrics 2 East\n95,E,Behavioral 1 East\n"
+)
+
+
+def capacity_summary(db_url: str, settings: Mapping[str, str]) -> None:
+    """The facilities loaded as the database analyst loads them, then the capacity view."""
+    import sqlalchemy as sa
+
+    from ops import facilities
+    from shared.capacity.http import champion_card
+    from shared.capacity.report import capacity
+    from shared.composition import Services
+
+    found, _ = facilities.read(
+        FACILITIES.read_bytes() if FACILITIES.exists() else DEFAULT_FACILITIES
+    )
+    engine = sa.create_engine(db_url)
+    facilities.store(engine, found)
+    services = Services(dict(settings))
+    try:
+        card, why = champion_card(services)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with engine.connect() as conn:
+            view = capacity(conn, as_of=now, days=7, card=card)
+    finally:
+        services.close()
+        engine.dispose()
+    basis = view.note or why or f"model {view.model}"
+    print(f"\ncapacity as of {now:%Y-%m-%d %H:%M} UTC ({basis})")
+    print("  facility  beds  census  occupancy  unscored  expected discharges, next 7 days")
+    for f in view.facilities:
+        ahead = " ".join(f"{d.discharges.expected:.1f}" for d in f.days or [])
+        occupancy = f"{f.occupancy:.0%}" if f.occupancy is not None else "—"
+        print(
+            f"  {f.facility.id:8s}  {f.facility.beds:4d}  {f.census:6d}  {occupancy:>9s}  "
+            f"{f.unscored:8d}  {ahead or '(no model)'}"
+        )
+    print(
+        "the page: http://localhost:7071/api/capacity/view "
+        "(scripts/demo.sh --serve, or scripts/serve.sh --as CMIO)"
+    )
+
+
+def serve(settings: Mapping[str, str], role: str) -> None:
+    """The demo's stays served until Ctrl-C, as ``role`` sees them."""
+    import contextlib
+    import threading
+
+    from devtools import local_host
+
+    with local_host.running(settings, role=role, queues=False, timer=False) as url:
+        print(f"serving the demo on {url} as {role}: {url}/api/capacity/view?facility=A")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
 
 def recent_patients(count: int) -> list[dict[str, Any]]:
-    """Generated patients whose stay began in the last month: each an admission (the stay
-    in progress, with the patient's history) and the discharge that ends it."""
+    """Generated patients whose stay began in the last month (a third of them in the last
+    days: still in): each an admission (the stay in progress, with the patient's history)
+    and the discharge that ends it."""
     from devtools import fhir_export
 
     resources = list(fhir_export.generated(count, seed=77, start_eid=960_000))
@@ -384,7 +457,8 @@ def recent_patients(count: int) -> list[dict[str, Any]]:
     for k, patient in enumerate(patients):
         stay = next(r for r in patient["admit"] if r["resourceType"] == "Encounter")
         start = dt.date.fromisoformat(stay["period"]["start"])
-        shift = (today - dt.timedelta(days=20 + k % 10)) - start
+        ago = k % 5 if k % 3 == 0 else 20 + k % 10
+        shift = (today - dt.timedelta(days=ago)) - start
         for r in patient["admit"]:
             _shift_dates(r, shift)
         ended = json.loads(json.dumps(stay))

@@ -21,6 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GRANT_SCRIPT = PROJECT_ROOT / "infra" / "sql" / "grant-app-user.sql"
 RBAC = PROJECT_ROOT / "infra" / "modules" / "rbac.bicep"
 SAMPLE = PROJECT_ROOT / "local.settings.sample.json"
+APP_ROLES = PROJECT_ROOT / "infra" / "app-roles.json"
 # The Functions host's own settings: described in the sample, not read by the app.
 HOST_SETTINGS = ("FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags")
 MONITORING = PROJECT_ROOT / "infra" / "modules" / "monitoring.bicep"
@@ -130,3 +131,12 @@ def settings() -> str:
         local = values.get(name)
         rows.append((f"`{name}`", described, f"`{local}`" if local else "—"))
     return _table(("setting", "what it is, and its default", "local value (the sample)"), rows)
+
+
+def app_roles() -> str:
+    """The app roles infra/app-roles.json declares on the app registration."""
+    import json
+
+    roles = json.loads(APP_ROLES.read_text(encoding="utf-8"))
+    rows = [(f"`{r['value']}`", r["displayName"], r["description"]) for r in roles]
+    return _table(("app role", "who", "what it allows"), rows)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project's development and tests need on a fresh machine, and only what
-# is missing: unixODBC (for pyodbc), shellcheck (the deploy scripts' lint) and sqlite3 (the
-# docs' queries) from Debian's packages, a venv in .venv with requirements-dev.txt, checkov in
+# is missing: unixODBC (for pyodbc), shellcheck (the deploy scripts' lint), sqlite3 (the
+# docs' queries) and Chromium (the capacity page's browser tests, driven by Playwright, which
+# downloads no browser of its own) from Debian's packages, a venv in .venv with requirements-dev.txt, checkov in
 # .venv-checkov (requirements-infra.txt), the app's requirements alone in .venv-package,
 # Azurite from npm.
 # Deploying needs none of this: see docs/site-administrator.md.
@@ -17,6 +18,7 @@ missing=()
 { ldconfig -p 2>/dev/null || true; } | grep -q 'libodbc\.so\.2' || missing+=(unixodbc)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v sqlite3 >/dev/null || missing+=(sqlite3) # the docs' queries of the local database
+[ -x /usr/bin/chromium ] || missing+=(chromium)       # tests/test_capacity_page.py
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]} (Debian's packages)"
   if [ "$(id -u)" = 0 ]; then

@@ -489,6 +489,7 @@ def http(
         "model_report": "model",
         "capacity": "capacity",
         "capacity_patients": "capacity/patients",
+        "capacity_view": "capacity/view",
     }[name]
     request = func.HttpRequest(
         method=method,

@@ -216,6 +216,14 @@ def az(state: dict[str, Any], args: list[str]) -> str | None:
         return HOST_NAME
     if words.startswith("provider register"):
         return None
+    if words.startswith("ad app show"):
+        app = state.setdefault("apps", {}).setdefault(option(args, "--id"), {"appRoles": []})
+        return json.dumps(app["appRoles"])
+    if words.startswith("ad app update"):
+        app = state.setdefault("apps", {}).setdefault(option(args, "--id"), {"appRoles": []})
+        source = (option(args, "--app-roles") or "").removeprefix("@")
+        app["appRoles"] = json.loads(Path(source).read_text())
+        return None
     raise AzError("CommandNotFound", f"the stand-in does not know 'az {words[:60]}'", 2)
 
 
@@ -382,7 +390,7 @@ def curl(state: dict[str, Any], args: list[str], stdin: str) -> tuple[int, str]:
 
 
 def deploy_python(args: list[str]) -> int:
-    if args[:2] == ["-m", "ops.package"]:  # the package is built for real
+    if args[:2] in (["-m", "ops.package"], ["-m", "ops.app_roles"]):  # run for real
         return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, check=False).returncode
     print("deploy_db: done")
     return 0

@@ -162,3 +162,42 @@ def test_without_a_role_there_is_no_view(easyauth, ward):
 def test_the_patient_list_needs_a_facility(easyauth, ward):
     status, outcome = get("capacity_patients", headers=CLM)
     assert status == 400 and outcome["issue"][0]["expression"] == ["facility"]
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def page(headers: dict[str, str] | None = None, **params: str) -> tuple[int, str, dict[str, str]]:
+    response = http("capacity_view", None, "GET", None, headers=headers, params=params)
+    return response.status_code, response.get_body().decode(), dict(response.headers)
+
+
+def test_the_cmio_page_shows_every_facility_and_no_patient(easyauth, champion):
+    status, html, headers = page(CMIO)
+    assert status == 200
+    policy = headers["Content-Security-Policy"]
+    assert policy.startswith("default-src 'self'") and "unsafe" not in policy
+    assert "<script" not in html and "http" not in html.replace("http-equiv", "")
+    assert html.count('data-table="forecast"') == 2 and 'data-table="patients"' not in html
+    assert "Smith" not in html and "Bo " not in html
+    assert "Seen as <strong>CMIO</strong>" in html
+
+
+def test_the_care_line_managers_page_lists_the_ward_and_is_audited(easyauth, champion, db):
+    status, html, _ = page(CLM, facility="A")
+    assert status == 200 and 'data-table="patients"' in html and "Bo Smith" in html
+    with db.connect() as conn:
+        [row] = conn.execute(sa.select(audit_log)).all()
+    assert (row.action, row.reason) == ("view-patients", "facility A: 4 patients")
+
+
+def test_the_page_says_plainly_when_there_is_no_model(easyauth, ward):
+    status, html, _ = page(CMIO)
+    assert status == 200 and "needs a length-of-stay model" in html
+    assert "<svg" not in html and 'data-kind="census">4<' in html
+
+
+def test_a_bad_parameter_on_the_page_is_a_plain_error(easyauth, ward):
+    status, html, headers = page(CMIO, days="99")
+    assert status == 400 and "days must be" in html
+    assert headers["Content-Security-Policy"] == "default-src 'none'"

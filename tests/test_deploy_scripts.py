@@ -404,3 +404,39 @@ def test_the_scripts_are_shellcheck_clean():
         ["shellcheck", "-x", *SCRIPTS], cwd=PROJECT_ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_the_app_roles_are_declared_on_the_app_registration_keeping_its_own(deployer, monkeypatch):
+    """With App Service authentication (AUTH_CLIENT_ID), postprovision declares the roles the
+    functions check on the registration: merged, so a role of its own is kept and a role of
+    ours already there keeps its id (and its assignments); run again, nothing changes."""
+    client = "99999999-8888-7777-6666-555555555555"
+    from tests.stand_in import load
+
+    monkeypatch.setenv("STAND_IN_STATE", str(deployer.state))
+    state = load()  # the subscription as the stand-in starts it
+    theirs = {"value": "Reader", "id": "00000000-0000-0000-0000-00000000000a", "isEnabled": True}
+    ours_before = {"value": "CMIO", "id": "00000000-0000-0000-0000-00000000000b"}
+    state.setdefault("apps", {})[client] = {"appRoles": [theirs, ours_before]}
+    deployer.state.write_text(json.dumps(state))
+    for _ in range(2):
+        run = deployer.run("scripts/deploy.sh", AUTH_CLIENT_ID=client)
+        assert run.returncode == 0, run.stderr
+        roles = json.loads(deployer.state.read_text())["apps"][client]["appRoles"]
+        assert {r["value"]: r["id"] for r in roles} == {
+            "Reader": theirs["id"],
+            "CMIO": ours_before["id"],
+            "CareLineManager": "5b0d6a0e-3f2c-4f6e-9d7a-1c2b3a4d5e61",
+            "DataScientist": "5b0d6a0e-3f2c-4f6e-9d7a-1c2b3a4d5e63",
+        }
+    declared = json.loads((PROJECT_ROOT / "infra" / "app-roles.json").read_text())
+    from shared.fhir.authz import CMIO_ROLE, DATA_SCIENTIST_ROLE
+    from shared.platform.settings import load_settings
+
+    care = load_settings({"EPHI_OWNER": "x@example.org"}).care_roles
+    assert {r["value"] for r in declared} == {CMIO_ROLE, DATA_SCIENTIST_ROLE, *care}
+
+
+def test_without_an_app_registration_no_role_is_declared(deployer):
+    run = deployer.run("scripts/deploy.sh")
+    assert run.returncode == 0 and not run.called("az", "ad", "app", "update")

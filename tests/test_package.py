@@ -25,6 +25,7 @@ FUNCTIONS = [
     "capability_statement",
     "capacity",
     "capacity_patients",
+    "capacity_view",
     "discharge_patient",
     "health",
     "model_report",
@@ -44,6 +45,7 @@ HEAVY = (
     "pyodbc",
     "xgboost",
     "scipy",
+    "jinja2",
     "los_model",
 )
 

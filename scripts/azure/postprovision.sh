@@ -46,3 +46,18 @@ export SQL_CONNECTION_STRING="Driver={ODBC Driver 18 for SQL Server};Server=tcp:
   --client-id "$AZURE_FUNCTION_IDENTITY_CLIENT_ID" \
   --attempts "${DEPLOY_SQL_ATTEMPTS:-10}" --pause "${DEPLOY_RETRY_PAUSE:-30}" ||
   fail "the database step failed (its reason is above); put it right, then run it again: azd hooks run postprovision (or scripts/deploy.sh)"
+
+# The app roles the functions check (infra/app-roles.json), on the app registration App
+# Service authentication uses, when there is one: merged with its own roles, never dropping
+# one (docs/site-administrator.md says how to assign them).
+if [ -n "${AUTH_CLIENT_ID:-}" ]; then
+  roles_dir=$(mktemp -d)
+  az ad app show --id "$AUTH_CLIENT_ID" --query appRoles --output json > "$roles_dir/existing.json" ||
+    fail "could not read the app registration ${AUTH_CLIENT_ID}: you need to own it (or be an Application Administrator)"
+  "$python" -m ops.app_roles "$roles_dir/existing.json" infra/app-roles.json > "$roles_dir/roles.json" ||
+    fail "could not merge the app roles"
+  az ad app update --id "$AUTH_CLIENT_ID" --app-roles "@$roles_dir/roles.json" ||
+    fail "could not declare the app roles on ${AUTH_CLIENT_ID}: you need to own it (or be an Application Administrator)"
+  rm -rf "$roles_dir"
+  echo "app roles CareLineManager, CMIO and DataScientist declared on ${AUTH_CLIENT_ID}"
+fi

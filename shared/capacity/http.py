@@ -305,3 +305,108 @@ def _unavailable(exc: Exception) -> Answer:
         log.error("capacity: unexpected %s", type(exc).__name__)
         return _refused(FhirError.one(500, "exception", "internal error"))
     return _refused(FhirError.one(503, "transient", text, **{"Retry-After": "30"}))
+
+
+def page(
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    parts: Parts,
+    *,
+    now: dt.datetime,
+    correlation: str | None = None,
+) -> Answer:
+    """``GET api/capacity/view``: the page. The CMIO's holds aggregates; the care line
+    manager's, with a facility chosen, its patients too (audited as the list is)."""
+    import html
+
+    from shared.capacity import reading
+    from shared.capacity.page import render
+    from shared.capacity.report import UnknownFacility, capacity, patients
+    from shared.platform.database import FOR_A_CALLER
+
+    correlation = correlation or str(uuid.uuid4())
+    try:
+        settings = parts.settings
+        principal = authorize(headers, settings, frozenset({CMIO_ROLE, *settings.care_roles}))
+        query = parse(params, now=now)
+        card, why = champion_card(parts)
+        database = parts.database
+        care = bool(principal.roles & settings.care_roles)
+
+        def read() -> Any:
+            with database.engine().connect() as conn:
+                found = capacity(
+                    conn, as_of=query.as_of, days=query.days, facility=query.facility, card=card
+                )
+                listed = None
+                if care and query.facility is not None:
+                    listed = {
+                        query.facility: patients(
+                            conn,
+                            facility=query.facility,
+                            as_of=query.as_of,
+                            card=card,
+                            long_stay_days=settings.capacity_long_stay_days,
+                        )
+                    }
+                return found, listed, reading.all_facilities(conn)
+
+        found, listed, choices = database.run(read, FOR_A_CALLER)
+    except (FhirError, UnknownFacility) as exc:
+        error = (
+            FhirError.one(404, "not-found", str(exc), "facility")
+            if isinstance(exc, UnknownFacility)
+            else exc
+        )
+        body = f"<!doctype html><title>{error.status}</title><p>{html.escape(str(error))}</p>"
+        return Answer(error.status, body.encode(), "text/html", _page_headers("", error.headers))
+    except Exception as exc:
+        return _unavailable(exc)
+    if why is not None and found.note is None:
+        found = type(found)(found.as_of, found.days_ahead, None, why, found.facilities)
+    if listed is not None:
+        [(facility, shown)] = listed.items()
+        _audit(
+            parts,
+            principal.name,
+            200,
+            facility=facility,
+            count=len(shown),
+            correlation=correlation,
+            reason=None,
+        )
+    elif care and found.note is None:
+        found = type(found)(
+            found.as_of,
+            found.days_ahead,
+            found.model,
+            "choose a facility to see the patients admitted there",
+            found.facilities,
+        )
+    viewer = (
+        "care line manager" if care else "CMIO" if CMIO_ROLE in principal.roles else "a key holder"
+    )
+    rendered = render(
+        found,
+        viewer=viewer,
+        choices=choices,
+        facility=query.facility,
+        patients=listed,
+        long_stay_days=settings.capacity_long_stay_days,
+    )
+    return Answer(
+        200,
+        rendered.html.encode(),
+        "text/html",
+        _page_headers(rendered.content_security_policy, {}),
+    )
+
+
+def _page_headers(policy: str, extra: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": policy or "default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        **extra,
+    }

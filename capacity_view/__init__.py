@@ -1,0 +1,5 @@
+"""GET api/capacity/view: the capacity view as a page the app serves itself."""
+
+from capacity_view.function import blueprint
+
+__all__ = ["blueprint"]
