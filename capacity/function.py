@@ -26,13 +26,7 @@ def blueprint(services: Services) -> func.Blueprint:
         from shared.capacity import http
 
         answer = http.view(req.params, req.headers, services, now=_now())
-        return func.HttpResponse(
-            answer.body,
-            status_code=answer.status,
-            mimetype=answer.content_type,
-            charset="utf-8",
-            headers=answer.headers,
-        )
+        return answer.response()
 
     return bp
 

@@ -34,12 +34,6 @@ def blueprint(services: Services) -> func.Blueprint:
             now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
             correlation=req.headers.get("x-correlation-id"),
         )
-        return func.HttpResponse(
-            answer.body,
-            status_code=answer.status,
-            mimetype=answer.content_type,
-            charset="utf-8",
-            headers=answer.headers,
-        )
+        return answer.response()
 
     return bp

@@ -85,13 +85,13 @@ def _pattern(prefix: str, template: str) -> re.Pattern[str]:
 class HttpHost:
     """An ASGI application that hands each request to the app's HTTP function for its route."""
 
-    def __init__(self, app: func.FunctionApp, *, role: str | None = None) -> None:
+    def __init__(self, functions: list[Any], *, role: str | None = None) -> None:
         prefix = (
             host_settings().get("extensions", {}).get("http", {}).get("routePrefix", "api")
         ).strip("/")
         self.role = role
         self.routes: list[Route] = []
-        for function in app.get_functions():
+        for function in functions:
             for binding in function.get_bindings():
                 if binding.type != "httpTrigger":
                     continue
@@ -168,14 +168,14 @@ def _seconds(value: str, default: float) -> float:
 
 
 def queue_workers(
-    app: func.FunctionApp, settings: Mapping[str, str], stop: threading.Event
+    functions: list[Any], settings: Mapping[str, str], stop: threading.Event
 ) -> list[threading.Thread]:
     """A thread per queue trigger, taking its queue's messages as the host would."""
     from devtools.queue_host import QueueHost
 
     queues = _queue_settings()
     threads = []
-    for function in app.get_functions():
+    for function in functions:
         for binding in function.get_bindings():
             if binding.type != "queueTrigger":
                 continue
@@ -231,11 +231,11 @@ def ncrontab_next(schedule: str, after: dt.datetime) -> dt.datetime:
 
 
 def timers(
-    app: func.FunctionApp, settings: Mapping[str, str], stop: threading.Event
+    functions: list[Any], settings: Mapping[str, str], stop: threading.Event
 ) -> list[threading.Thread]:
     """A thread per timer trigger, firing it on its schedule."""
     threads = []
-    for function in app.get_functions():
+    for function in functions:
         for binding in function.get_bindings():
             if binding.type != "timerTrigger":
                 continue
@@ -266,13 +266,16 @@ def running(
     if role is not None:  # behind App Service authentication, as the platform sets it
         settings = {**settings, "AUTH_MODE": "easyauth", "WEBSITE_AUTH_ENABLED": "True"}
     services = Services(dict(settings))
-    app = function_app.build_app(services)
+    # Indexed once, as the host indexes the app at start-up.
+    functions = function_app.build_app(services).get_functions()
     stop = threading.Event()
-    workers = (queue_workers(app, settings, stop) if queues else []) + (
-        timers(app, settings, stop) if timer else []
+    workers = (queue_workers(functions, settings, stop) if queues else []) + (
+        timers(functions, settings, stop) if timer else []
     )
     server = uvicorn.Server(
-        uvicorn.Config(HttpHost(app, role=role), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            HttpHost(functions, role=role), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

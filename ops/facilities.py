@@ -26,18 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.capacity.reading import Facility
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 MAX_BEDS = 100_000
 COLUMNS = ("Capacity", "Id", "Name")
-
-
-@dataclass(frozen=True)
-class Facility:
-    id: str
-    name: str
-    beds: int
 
 
 @dataclass(frozen=True)
@@ -165,13 +160,10 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None)
 
 
 def _listed(engine: Engine) -> list[Facility]:
-    import sqlalchemy as sa
-
-    from shared.records.schema import facilities
+    from shared.capacity.reading import all_facilities
 
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(facilities).order_by(facilities.c.id)).all()
-    return [Facility(r.id, r.name, r.beds) for r in rows]
+        return all_facilities(conn)
 
 
 def _list(found: list[Facility]) -> int:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import azure.functions as func
+
 from shared.fhir.authz import CMIO_ROLE, Principal, authorize
 from shared.fhir.operation_outcome import FhirError, operation_outcome
 from shared.platform.settings import Settings, SettingsError
@@ -49,6 +51,16 @@ class Answer:
     body: bytes
     content_type: str
     headers: dict[str, str]
+
+    def response(self) -> func.HttpResponse:
+        """The answer as the host sends it."""
+        return func.HttpResponse(
+            self.body,
+            status_code=self.status,
+            mimetype=self.content_type,
+            charset="utf-8",
+            headers=self.headers,
+        )
 
 
 def _json(status: int, body: object, content_type: str = "application/json") -> Answer:
