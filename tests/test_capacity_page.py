@@ -154,7 +154,8 @@ def test_the_cmio_sees_every_facility_with_the_apis_numbers_and_no_name(browser,
                 assert float(row[1]) == round(day["discharges"]["expected"], 1)
                 assert float(row[4]) == round(day["census"]["expected"], 1)
                 assert row[5] == f"{day['census']['low']}–{day['census']['high']}"
-            assert panel.locator("svg polyline").count() == 1
+            assert panel.locator("svg polyline").count() == 1  # the census
+            assert panel.locator("svg rect").count() == 14  # the discharges, a bar a day
         text = page.content()
         assert "Smith" not in text and 'data-table="patients"' not in text
         assert all(u.startswith(url) for u in requested), requested

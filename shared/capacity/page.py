@@ -19,6 +19,8 @@ from shared.capacity.report import Capacity, FacilityCapacity, Patient
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 40, 625, 12, 195
+# The discharges chart: bars of the expected count, a whisker for the interval.
+BAR_HEIGHT, BAR_TOP, BAR_BOTTOM = 150, 10, 130
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,30 @@ def _chart(panel: FacilityCapacity) -> dict[str, Any] | None:
     upper = [f"{x(i):.1f},{y(d.census.high):.1f}" for i, d in enumerate(days)]
     lower = [f"{x(i):.1f},{y(d.census.low):.1f}" for i, d in reversed(list(enumerate(days)))]
     step = max(1, len(days) // 7)
+    most = max([1, *(d.discharges.high for d in days)])
+    slot = (RIGHT - LEFT) / len(days)
+
+    def bar_y(value: float) -> float:
+        return BAR_BOTTOM - (BAR_BOTTOM - BAR_TOP) * value / most
+
+    bars = [
+        {
+            "x": round(LEFT + slot * i + slot * 0.15, 1),
+            "width": round(slot * 0.7, 1),
+            "y": round(bar_y(d.discharges.expected), 1),
+            "height": round(BAR_BOTTOM - bar_y(d.discharges.expected), 1),
+            "low": round(bar_y(d.discharges.low), 1),
+            "high": round(bar_y(d.discharges.high), 1),
+            "middle": round(LEFT + slot * (i + 0.5), 1),
+        }
+        for i, d in enumerate(days)
+    ]
     return {
+        "bars": bars,
+        "bar_height": BAR_HEIGHT,
+        "bar_bottom": BAR_BOTTOM,
+        "bar_most": most,
+        "bar_top": BAR_TOP,
         "width": WIDTH,
         "height": HEIGHT,
         "left": LEFT,
