@@ -28,6 +28,7 @@ DOCS = (
     "docs/database-analyst.md",
     "docs/data-scientist.md",
     "docs/operator.md",
+    "docs/capacity.md",
 )
 SHELLS = {"sh", "bash", "shell", "console"}
 _MARKER = re.compile(r"<!--\s*needs:\s*(?P<what>[^—]+?)\s*—\s*(?P<why>.+?)\s*-->", re.S)
