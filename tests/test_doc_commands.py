@@ -102,3 +102,11 @@ def test_the_docs_run_in_the_order_a_reader_meets_them() -> None:
     assert order == sorted(order, key=lambda doc: [b.doc for b in blocks()].index(doc))
     assert os.path.basename(RUNNABLE[0].doc) == "README.md"
     assert "scripts/demo.sh" in RUNNABLE[0].code  # what the later ones read (.local/demo.db)
+
+
+def test_every_doc_is_read() -> None:
+    """A new doc cannot slip past the runner: every docs/*.md is in its reading order."""
+    from tests.doc_blocks import DOCS, PROJECT_ROOT
+
+    written = {"README.md", *(f"docs/{p.name}" for p in (PROJECT_ROOT / "docs").glob("*.md"))}
+    assert set(DOCS) == written
