@@ -61,11 +61,11 @@ def _import(storage: str, settings: dict[str, str], name: str, data: bytes) -> N
 
 def backtest(kind: str) -> None:
     import pandas as pd
-    import sqlalchemy as sa
 
     from los_model.card import ModelCard
     from los_model.store import DirectoryStore, pointer_to
     from los_model.training import train
+    from shared.platform.database import create_engine
 
     source = BLUEPRINT / "LengthOfStayname.csv"
     if not source.exists():
@@ -93,7 +93,7 @@ def backtest(kind: str) -> None:
         }
         try:
             _import(storage, settings, "first-half.csv", csv(first))
-            engine = sa.create_engine(db_url)
+            engine = create_engine(db_url)  # the platform's factory, as the app's own
             trained = train(engine, 1000, lambda line: None)
             pointer = Path(tmp) / "models" / "champion.json"
             pointer.parent.mkdir()
@@ -186,7 +186,7 @@ def _backtest_days(
 
 
 def speed(sizes: list[int], open_stays: int, calls: int) -> None:
-    import sqlalchemy as sa
+    from shared.platform.database import create_engine
 
     print(f"GET api/capacity, all facilities, PostgreSQL: {calls} calls after a warm-up")
     for total in sizes:
@@ -194,7 +194,7 @@ def speed(sizes: list[int], open_stays: int, calls: int) -> None:
             db_url = fresh_database("postgresql", Path(tmp))
             try:
                 _fill(db_url, total, open_stays)
-                engine = sa.create_engine(db_url)
+                engine = create_engine(db_url)
                 with engine.begin() as conn:
                     conn.exec_driver_sql('ANALYZE "PatientData"')
                 engine.dispose()

@@ -6,8 +6,6 @@ facility's beds, census and occupancy, and the days ahead; aggregates only.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import azure.functions as func
 
 from shared.composition import Services
@@ -22,14 +20,8 @@ def blueprint(services: Services) -> func.Blueprint:
         route="capacity", methods=["GET"], auth_level=func.AuthLevel[services.http_auth_level()]
     )
     def capacity(req: func.HttpRequest) -> func.HttpResponse:
-        # Imported on first call: the view brings SQLAlchemy and NumPy.
-        from shared.capacity import http
+        from shared.capacity import http  # on first call: it brings SQLAlchemy and NumPy
 
-        answer = http.view(req.params, req.headers, services, now=_now())
-        return answer.response()
+        return http.answered(http.view, req, services)
 
     return bp
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -7,8 +7,6 @@ by predicted discharge. Every view, and every refusal, is an ``AuditLog`` row.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import azure.functions as func
 
 from shared.composition import Services
@@ -25,15 +23,8 @@ def blueprint(services: Services) -> func.Blueprint:
         auth_level=func.AuthLevel[services.http_auth_level()],
     )
     def capacity_patients(req: func.HttpRequest) -> func.HttpResponse:
-        from shared.capacity import http  # on first call, as capacity's
+        from shared.capacity import http  # on first call: it brings SQLAlchemy and NumPy
 
-        answer = http.patient_list(
-            req.params,
-            req.headers,
-            services,
-            now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            correlation=req.headers.get("x-correlation-id"),
-        )
-        return answer.response()
+        return http.answered(http.patient_list, req, services)
 
     return bp

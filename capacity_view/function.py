@@ -6,8 +6,6 @@ view audited). Server-rendered, no script, a strict Content-Security-Policy.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import azure.functions as func
 
 from shared.composition import Services
@@ -24,16 +22,8 @@ def blueprint(services: Services) -> func.Blueprint:
         auth_level=func.AuthLevel[services.http_auth_level()],
     )
     def capacity_view(req: func.HttpRequest) -> func.HttpResponse:
-        # Imported on first call: the page brings Jinja2, SQLAlchemy and NumPy.
-        from shared.capacity import http
+        from shared.capacity import http  # on first call (the page's Jinja2: on its first page)
 
-        answer = http.page(
-            req.params,
-            req.headers,
-            services,
-            now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            correlation=req.headers.get("x-correlation-id"),
-        )
-        return answer.response()
+        return http.answered(http.page, req, services)
 
     return bp

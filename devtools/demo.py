@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             fhir_export_import(service, db_url, args.export_patients, settings)
     if not args.no_model:
         settings = train_and_admit(settings)
-    capacity_summary(db_url, settings)
+    capacity_summary(settings)
     if args.serve:
         serve(settings, args.serve)
 
@@ -387,10 +387,8 @@ DEFAULT_FACILITIES = (
 )
 
 
-def capacity_summary(db_url: str, settings: Mapping[str, str]) -> None:
+def capacity_summary(settings: Mapping[str, str]) -> None:
     """The facilities loaded as the database analyst loads them, then the capacity view."""
-    import sqlalchemy as sa
-
     from ops import facilities
     from shared.capacity.http import champion_card
     from shared.capacity.report import capacity
@@ -399,18 +397,17 @@ def capacity_summary(db_url: str, settings: Mapping[str, str]) -> None:
     found, _ = facilities.read(
         FACILITIES.read_bytes() if FACILITIES.exists() else DEFAULT_FACILITIES
     )
-    engine = sa.create_engine(db_url)
-    facilities.store(engine, found)
-    services = Services(dict(settings))
+    services = Services(dict(settings))  # the worker's engine: a token where one is needed
     try:
+        engine = services.database.engine()
+        facilities.store(engine, found)
         card, why = champion_card(services)
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with engine.connect() as conn:
-            view = capacity(conn, as_of=now, days=7, card=card)
+            view = capacity(conn, as_of=now, days=7, card=card, no_card=why)
     finally:
         services.close()
-        engine.dispose()
-    basis = view.note or why or f"model {view.model}"
+    basis = view.note or f"model {view.model}"
     print(f"\ncapacity as of {now:%Y-%m-%d %H:%M} UTC ({basis})")
     print("  facility  beds  census  occupancy  unscored  expected discharges, next 7 days")
     for f in view.facilities:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from los_model.scoring import Predictor
     from los_model.store import ModelStore
     from shared.bulk.importer import Importer
+    from shared.capacity.page import Renderer
     from shared.platform.database import Database
     from shared.platform.queues import ImportQueue
     from shared.platform.secrets import SecretSource
@@ -157,6 +158,13 @@ def _importer(services: Services) -> Importer:
     )
 
 
+def _capacity_page(services: Services) -> Renderer:
+    # Imported here: Jinja2 loads on the first page asked for, never at a cold start.
+    from shared.capacity.page import Renderer
+
+    return Renderer()
+
+
 def _model_store(services: Services) -> ModelStore:
     from shared.platform.model_blobs import build_model_store
 
@@ -194,6 +202,7 @@ class Services:
     predictor = _Part(_predictor)
     model_store = _Part(_model_store)
     importer = _Part(_importer)
+    capacity_page = _Part(_capacity_page)
 
     def __init__(
         self, env: Mapping[str, str] | None = None, *, clock: Callable[[], float] = time.monotonic

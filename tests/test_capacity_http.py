@@ -201,3 +201,22 @@ def test_a_bad_parameter_on_the_page_is_a_plain_error(easyauth, ward):
     status, html, headers = page(CMIO, days="99")
     assert status == 400 and "days must be" in html
     assert headers["Content-Security-Policy"] == "default-src 'none'"
+
+
+def test_a_model_set_but_never_promoted_is_said_as_such(champion_url, ward):
+    status, found = get("capacity")
+    assert status == 200 and found["model"] is None
+    assert "no champion has been promoted yet" in found["note"]
+    assert found["facilities"][0]["census"] == 4
+
+
+def test_models_storage_down_still_gives_census(champion, monkeypatch):
+    from azure.core.exceptions import ServiceRequestError
+
+    def unreachable(self: BlobStore) -> None:
+        raise ServiceRequestError("connection refused")
+
+    monkeypatch.setattr(BlobStore, "read_pointer", unreachable)
+    status, found = get("capacity")
+    assert status == 200 and "cannot be read now (ServiceRequestError)" in found["note"]
+    assert found["facilities"][0]["census"] == 4 and "forecast" not in found["facilities"][0]

@@ -15,8 +15,8 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
@@ -26,8 +26,12 @@ from shared.fhir.operation_outcome import FhirError, operation_outcome
 from shared.platform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from los_model.card import ModelCard
     from los_model.store import ModelStore
+    from shared.capacity.page import Renderer
+    from shared.capacity.report import Patient
     from shared.platform.database import Database
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,13 @@ class Parts(Protocol):
     def database(self) -> Database: ...
     @property
     def model_store(self) -> ModelStore: ...
+
+
+class PageParts(Parts, Protocol):
+    """The page's parts: the view's, and the worker's page renderer."""
+
+    @property
+    def capacity_page(self) -> Renderer: ...
 
 
 @dataclass(frozen=True)
@@ -63,20 +74,33 @@ class Answer:
         )
 
 
-def _json(status: int, body: object, content_type: str = "application/json") -> Answer:
-    return Answer(
-        status,
-        json.dumps(body, default=str).encode(),
-        content_type,
-        {"Cache-Control": "no-store"},
-    )
+def _json(
+    status: int,
+    body: object,
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+) -> Answer:
+    text = json.dumps(body, default=str).encode()
+    return Answer(status, text, content_type, {"Cache-Control": "no-store", **(headers or {})})
 
 
 def _refused(error: FhirError) -> Answer:
-    answer = _json(error.status, operation_outcome(error.issues), FHIR_JSON)
-    return Answer(
-        answer.status, answer.body, answer.content_type, {**answer.headers, **error.headers}
-    )
+    return _json(error.status, operation_outcome(error.issues), FHIR_JSON, error.headers)
+
+
+Handler = Callable[..., Answer]
+
+
+def answered(handler: Handler, req: func.HttpRequest, parts: Parts) -> func.HttpResponse:
+    """What a capacity function answers the host's ``req``: ``handler`` run as of now (UTC),
+    under the caller's correlation id (or a new one)."""
+    return handler(
+        req.params,
+        req.headers,
+        parts,
+        now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        correlation=req.headers.get("x-correlation-id") or str(uuid.uuid4()),
+    ).response()
 
 
 @dataclass(frozen=True)
@@ -116,9 +140,10 @@ def parse(params: Mapping[str, str], *, now: dt.datetime) -> Query:
 
 
 def champion_card(parts: Parts) -> tuple[ModelCard | None, str | None]:
-    """The champion's card, or None and why (no model set, none promoted yet, unreadable)."""
-    from los_model.card import MalformedCard, ModelCard
-    from los_model.store import MalformedPointer
+    """The champion's card, or None and why not (None: no model is set at all)."""
+    from azure.core.exceptions import AzureError
+
+    from los_model.card import ModelCard
 
     try:
         store = parts.model_store
@@ -129,13 +154,21 @@ def champion_card(parts: Parts) -> tuple[ModelCard | None, str | None]:
         if pointer is None:
             return None, "no champion has been promoted yet (python -m ops.model retrain)"
         return ModelCard.read(store.read(pointer.champion.card)), None
-    except (FileNotFoundError, MalformedPointer, MalformedCard) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # no card, or a malformed pointer or card
         log.warning("capacity: the champion's card cannot be read: %s", exc)
         return None, f"the champion's card cannot be read ({exc}); tell the data scientist"
+    except AzureError as exc:  # the models container did not answer: census still can
+        log.warning("capacity: the champion's card cannot be read (%s)", type(exc).__name__)
+        return None, f"the champion's card cannot be read now ({type(exc).__name__}); retry"
 
 
 def view(
-    params: Mapping[str, str], headers: Mapping[str, str], parts: Parts, *, now: dt.datetime
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    parts: Parts,
+    *,
+    now: dt.datetime,
+    correlation: str,
 ) -> Answer:
     """``GET api/capacity``."""
     from shared.capacity import measure_report
@@ -152,7 +185,12 @@ def view(
         def read() -> Any:
             with database.engine().connect() as conn:
                 return capacity(
-                    conn, as_of=query.as_of, days=query.days, facility=query.facility, card=card
+                    conn,
+                    as_of=query.as_of,
+                    days=query.days,
+                    facility=query.facility,
+                    card=card,
+                    no_card=why,
                 )
 
         found = database.run(read, FOR_A_CALLER)
@@ -162,12 +200,31 @@ def view(
         return _refused(FhirError.one(404, "not-found", str(exc), "facility"))
     except Exception as exc:
         return _unavailable(exc)
-    if why is not None and found.note is None:
-        found = type(found)(found.as_of, found.days_ahead, None, why, found.facilities)
-    log.info("capacity: %s facilities as of %s", len(found.facilities), query.as_of.isoformat())
+    log.info(
+        "capacity %s: %s facilities as of %s",
+        correlation,
+        len(found.facilities),
+        query.as_of.isoformat(),
+    )
     if FHIR_JSON in (headers.get("accept") or ""):
         return _json(200, measure_report.bundle(found), FHIR_JSON)
     return _json(200, found.as_json())
+
+
+def _ward(
+    conn: Connection, query: Query, card: ModelCard | None, settings: Settings
+) -> list[Patient]:
+    """The patients of the query's facility, as the care line manager sees them."""
+    from shared.capacity.report import patients
+
+    assert query.facility is not None
+    return patients(
+        conn,
+        facility=query.facility,
+        as_of=query.as_of,
+        card=card,
+        long_stay_days=settings.capacity_long_stay_days,
+    )
 
 
 def patient_list(
@@ -176,29 +233,33 @@ def patient_list(
     parts: Parts,
     *,
     now: dt.datetime,
-    correlation: str | None = None,
+    correlation: str,
 ) -> Answer:
     """``GET api/capacity/patients?facility=``: audited, success or refusal."""
-    from shared.capacity.report import UnknownFacility, patients
+    from shared.capacity.report import UnknownFacility
     from shared.platform.database import FOR_A_CALLER
 
-    correlation = correlation or str(uuid.uuid4())
-    principal: Principal | None = None
     facility = (params.get("facility") or "")[:1].upper() or None
+    principal: Principal | None = None
+
+    def audited(status: int, *, count: int | None = None, reason: str | None = None) -> None:
+        who = principal.name if principal is not None else "anonymous"
+        _audit(
+            parts,
+            who,
+            status,
+            facility=facility,
+            count=count,
+            correlation=correlation,
+            reason=reason,
+        )
+
     try:
         settings = parts.settings
         try:
             principal = authorize(headers, settings)  # CARE_ROLES: the care line manager
         except FhirError as exc:
-            _audit(
-                parts,
-                "anonymous",
-                exc.status,
-                facility=facility,
-                count=None,
-                correlation=correlation,
-                reason=str(exc),
-            )
+            audited(exc.status, reason=str(exc))
             raise
         query = parse(params, now=now)
         if query.facility is None:
@@ -206,53 +267,22 @@ def patient_list(
         card, _ = champion_card(parts)
         database = parts.database
 
-        def read() -> Any:
+        def read() -> list[Patient]:
             with database.engine().connect() as conn:
-                return patients(
-                    conn,
-                    facility=str(query.facility),
-                    as_of=query.as_of,
-                    card=card,
-                    long_stay_days=settings.capacity_long_stay_days,
-                )
+                return _ward(conn, query, card, settings)
 
         found = database.run(read, FOR_A_CALLER)
     except FhirError as exc:
-        if principal is not None:
-            _audit(
-                parts,
-                principal.name,
-                exc.status,
-                facility=facility,
-                count=None,
-                correlation=correlation,
-                reason=str(exc),
-            )
+        if principal is not None:  # a refused caller was audited where it was refused
+            audited(exc.status, reason=str(exc))
         return _refused(exc)
     except UnknownFacility as exc:
-        assert principal is not None
-        _audit(
-            parts,
-            principal.name,
-            404,
-            facility=facility,
-            count=None,
-            correlation=correlation,
-            reason=str(exc),
-        )
+        audited(404, reason=str(exc))
         return _refused(FhirError.one(404, "not-found", str(exc), "facility"))
     except Exception as exc:
         return _unavailable(exc)
-    _audit(
-        parts,
-        principal.name,
-        200,
-        facility=facility,
-        count=len(found),
-        correlation=correlation,
-        reason=None,
-    )
-    log.info("capacity patients: facility %s, %s patients, %s", facility, len(found), correlation)
+    audited(200, count=len(found))
+    log.info("capacity patients %s: facility %s, %s patients", correlation, facility, len(found))
     return _json(
         200,
         {
@@ -322,21 +352,19 @@ def _unavailable(exc: Exception) -> Answer:
 def page(
     params: Mapping[str, str],
     headers: Mapping[str, str],
-    parts: Parts,
+    parts: PageParts,
     *,
     now: dt.datetime,
-    correlation: str | None = None,
+    correlation: str,
 ) -> Answer:
     """``GET api/capacity/view``: the page. The CMIO's holds aggregates; the care line
     manager's, with a facility chosen, its patients too (audited as the list is)."""
     import html
 
     from shared.capacity import reading
-    from shared.capacity.page import render
-    from shared.capacity.report import UnknownFacility, capacity, patients
+    from shared.capacity.report import UnknownFacility, capacity
     from shared.platform.database import FOR_A_CALLER
 
-    correlation = correlation or str(uuid.uuid4())
     try:
         settings = parts.settings
         principal = authorize(headers, settings, frozenset({CMIO_ROLE, *settings.care_roles}))
@@ -348,19 +376,16 @@ def page(
         def read() -> Any:
             with database.engine().connect() as conn:
                 found = capacity(
-                    conn, as_of=query.as_of, days=query.days, facility=query.facility, card=card
+                    conn,
+                    as_of=query.as_of,
+                    days=query.days,
+                    facility=query.facility,
+                    card=card,
+                    no_card=why,
                 )
                 listed = None
                 if care and query.facility is not None:
-                    listed = {
-                        query.facility: patients(
-                            conn,
-                            facility=query.facility,
-                            as_of=query.as_of,
-                            card=card,
-                            long_stay_days=settings.capacity_long_stay_days,
-                        )
-                    }
+                    listed = {query.facility: _ward(conn, query, card, settings)}
                 return found, listed, reading.all_facilities(conn)
 
         found, listed, choices = database.run(read, FOR_A_CALLER)
@@ -374,8 +399,6 @@ def page(
         return Answer(error.status, body.encode(), "text/html", _page_headers("", error.headers))
     except Exception as exc:
         return _unavailable(exc)
-    if why is not None and found.note is None:
-        found = type(found)(found.as_of, found.days_ahead, None, why, found.facilities)
     if listed is not None:
         [(facility, shown)] = listed.items()
         _audit(
@@ -388,17 +411,12 @@ def page(
             reason=None,
         )
     elif care and found.note is None:
-        found = type(found)(
-            found.as_of,
-            found.days_ahead,
-            found.model,
-            "choose a facility to see the patients admitted there",
-            found.facilities,
-        )
+        found = replace(found, note="choose a facility to see the patients admitted there")
     viewer = (
         "care line manager" if care else "CMIO" if CMIO_ROLE in principal.roles else "a key holder"
     )
-    rendered = render(
+    renderer = parts.capacity_page
+    html_text = renderer.render(
         found,
         viewer=viewer,
         choices=choices,
@@ -408,9 +426,9 @@ def page(
     )
     return Answer(
         200,
-        rendered.html.encode(),
+        html_text.encode(),
         "text/html",
-        _page_headers(rendered.content_security_policy, {}),
+        _page_headers(renderer.content_security_policy, {}),
     )
 
 

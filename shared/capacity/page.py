@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from shared.capacity.forecast import HIGH, LOW
 from shared.capacity.reading import Facility
 from shared.capacity.report import Capacity, FacilityCapacity, Patient
 
@@ -21,16 +21,6 @@ WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 40, 625, 12, 195
 # The discharges chart: bars of the expected count, a whisker for the interval.
 BAR_HEIGHT, BAR_TOP, BAR_BOTTOM = 150, 10, 130
-
-
-@dataclass(frozen=True)
-class Page:
-    html: str
-    content_security_policy: str
-
-
-def _stylesheet() -> str:
-    return resources.files("shared.capacity").joinpath("templates/capacity.css").read_text()
 
 
 def content_security_policy(css: str) -> str:
@@ -118,53 +108,64 @@ def _days(panel: FacilityCapacity) -> list[dict[str, Any]]:
     ]
 
 
-def render(
-    view: Capacity,
-    *,
-    viewer: str,
-    choices: list[Facility],
-    facility: str | None,
-    patients: dict[str, list[Patient]] | None,
-    long_stay_days: int,
-) -> Page:
-    """The page for ``view``; ``patients`` by facility for the care line manager (None: the
-    CMIO's page, aggregates only)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from markupsafe import Markup
+class Renderer:
+    """The page's template and stylesheet, loaded and compiled once per worker (the
+    composition root builds it on the first page asked for)."""
 
-    environment = Environment(
-        loader=PackageLoader("shared.capacity", "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-    )
-    css = _stylesheet()
-    panels = []
-    for panel in view.facilities:
-        occupancy = panel.occupancy
-        panels.append(
-            {
-                "id": panel.facility.id,
-                "name": panel.facility.name,
-                "beds": panel.facility.beds,
-                "census": panel.census,
-                "occupancy": "—" if occupancy is None else f"{occupancy:.0%}",
-                "unscored": panel.unscored,
-                "chart": _chart(panel),
-                "days": _days(panel),
-                "patients": None if patients is None else patients.get(panel.facility.id, []),
-            }
+    def __init__(self) -> None:
+        from jinja2 import Environment, PackageLoader, select_autoescape
+
+        environment = Environment(
+            loader=PackageLoader("shared.capacity", "templates"),
+            autoescape=select_autoescape(["html", "j2"]),
         )
-    html = environment.get_template("capacity.html.j2").render(
-        css=Markup(css),  # noqa: S704 - the app's own stylesheet, allowed by its hash
-        as_of=view.as_of.isoformat(timespec="minutes"),
-        as_of_date=view.as_of.date().isoformat(),
-        model=view.model,
-        note=view.note,
-        interval=f"{round((0.9 - 0.1) * 100)}%",
-        viewer=viewer,
-        choices=choices,
-        facility=facility,
-        days=view.days_ahead,
-        panels=panels,
-        long_stay_days=long_stay_days,
-    )
-    return Page(html, content_security_policy(css))
+        self._template = environment.get_template("capacity.html.j2")
+        self._css = (
+            resources.files("shared.capacity").joinpath("templates/capacity.css").read_text()
+        )
+        self.content_security_policy = content_security_policy(self._css)
+
+    def render(
+        self,
+        view: Capacity,
+        *,
+        viewer: str,
+        choices: list[Facility],
+        facility: str | None,
+        patients: dict[str, list[Patient]] | None,
+        long_stay_days: int,
+    ) -> str:
+        """The page for ``view``; ``patients`` by facility for the care line manager
+        (None: the CMIO's page, aggregates only)."""
+        from markupsafe import Markup
+
+        panels = []
+        for panel in view.facilities:
+            occupancy = panel.occupancy
+            panels.append(
+                {
+                    "id": panel.facility.id,
+                    "name": panel.facility.name,
+                    "beds": panel.facility.beds,
+                    "census": panel.census,
+                    "occupancy": "—" if occupancy is None else f"{occupancy:.0%}",
+                    "unscored": panel.unscored,
+                    "chart": _chart(panel),
+                    "days": _days(panel),
+                    "patients": None if patients is None else patients.get(panel.facility.id, []),
+                }
+            )
+        return self._template.render(
+            css=Markup(self._css),  # noqa: S704 - the app's own stylesheet, allowed by its hash
+            as_of=view.as_of.isoformat(timespec="minutes"),
+            as_of_date=view.as_of.date().isoformat(),
+            model=view.model,
+            note=view.note,
+            interval=f"{round((HIGH - LOW) * 100)}%",
+            viewer=viewer,
+            choices=choices,
+            facility=facility,
+            days=view.days_ahead,
+            panels=panels,
+            long_stay_days=long_stay_days,
+        )

@@ -120,9 +120,12 @@ def _chosen(conn: Connection, facility: str | None) -> list[reading.Facility]:
     return chosen
 
 
-def _errors(card: ModelCard | None) -> tuple[dict[int, float] | None, str | None]:
+def _errors(
+    card: ModelCard | None, no_card: str | None = None
+) -> tuple[dict[int, float] | None, str | None]:
+    """The champion's held-out errors, and what the view should say about them."""
     if card is None:
-        return None, NO_MODEL
+        return None, no_card or NO_MODEL
     shares = card.residual_shares
     return shares, None if shares else OLD_CARD
 
@@ -134,10 +137,12 @@ def capacity(
     days: int = DEFAULT_DAYS_AHEAD,
     facility: str | None = None,
     card: ModelCard | None,
+    no_card: str | None = None,
 ) -> Capacity:
-    """The view of ``facility`` (every facility when None) as of ``as_of``."""
+    """The view of ``facility`` (every facility when None) as of ``as_of``; ``no_card``:
+    why there is no champion's card to forecast with, when a model is set."""
     date = as_of.date()
-    residuals, note = _errors(card)
+    residuals, note = _errors(card, no_card)
     found = []
     for chosen in _chosen(conn, facility):
         stays = reading.open_stays(conn, chosen.id, date)
