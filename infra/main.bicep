@@ -49,6 +49,15 @@ param secretOfficerPrincipalId string = ''
 @description('Optional: object id of the operator who reads and replays dead letters (Storage Blob Data Reader on the dead-letter container only).')
 param operatorPrincipalId string = ''
 
+@description('Optional: object id of the auditor (Reader on the resource group, Log Analytics Reader on the workspace: settings, role assignments and audit records; no data-plane role, so no patient data).')
+param auditorPrincipalId string = ''
+
+@description('Assign Azure Policy\'s built-in HITRUST/HIPAA regulatory-compliance initiative to the resource group, so Defender for Cloud\'s regulatory-compliance view measures exactly this deployment. Off where the subscription or management group already assigns it.')
+param enableHipaaHitrustPolicy bool = true
+@description('Days the audit records (SQL auditing, Key Vault, storage, the app\'s traces and requests) are kept in all: HIPAA\'s six years at least.')
+@minValue(2190)
+param auditRetentionDays int = 2190
+
 @description('Client id of the Microsoft Entra app registration for App Service authentication. Empty: function keys instead (AUTH_MODE=function).')
 param authClientId string = ''
 @description('App roles allowed to admit and discharge (with App Service authentication).')
@@ -95,6 +104,16 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     resourceToken: resourceToken
     alertEmail: alertEmail
+    auditRetentionDays: auditRetentionDays
+  }
+}
+
+module policy 'modules/policy.bicep' = if (enableHipaaHitrustPolicy) {
+  name: 'policy'
+  scope: rg
+  params: {
+    location: location
+    resourceToken: resourceToken
   }
 }
 
@@ -207,6 +226,8 @@ module rbac 'modules/rbac.bicep' = {
     modelPublisherPrincipalId: modelPublisherPrincipalId
     secretOfficerPrincipalId: secretOfficerPrincipalId
     operatorPrincipalId: operatorPrincipalId
+    auditorPrincipalId: auditorPrincipalId
+    workspaceName: monitoring.outputs.workspaceName
   }
 }
 

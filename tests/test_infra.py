@@ -48,6 +48,8 @@ UNTAGGED_TYPES = {
     "Microsoft.Storage/storageAccounts/queueServices/queues",
     "Microsoft.Storage/storageAccounts/blobServices/containers",
     "Microsoft.Storage/storageAccounts/managementPolicies",
+    "Microsoft.OperationalInsights/workspaces/tables",
+    "Microsoft.Authorization/policyAssignments",
     "Microsoft.Sql/servers/firewallRules",
     "Microsoft.Sql/servers/auditingSettings",
     "Microsoft.Sql/servers/securityAlertPolicies",
@@ -91,6 +93,38 @@ ROLES = {
     "19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
     "8a0f0c08-91a1-4084-bc3d-661d67233fed": "Storage Queue Data Message Processor",
     "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
+    "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
+    "73c42c96-874c-492b-b04d-ab87d138a893": "Log Analytics Reader",
+}
+# What each role may do in the data plane, as Microsoft Learn's built-in roles page lists its
+# dataActions: a role with none reaches no blob, message, secret or row, whatever its scope.
+DATA_ACTIONS = {
+    "Key Vault Secrets User": ("Microsoft.KeyVault/vaults/secrets/getSecret/action",),
+    "Key Vault Secrets Officer": ("Microsoft.KeyVault/vaults/secrets/*",),
+    "Storage Blob Data Reader": (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    ),
+    "Storage Blob Data Contributor": (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
+    ),
+    "Storage Blob Data Owner": (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
+    ),
+    "Storage Queue Data Reader": (
+        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/read",
+    ),
+    "Storage Queue Data Message Processor": (
+        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/*",
+    ),
+    "Storage Queue Data Message Sender": (
+        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/add/action",
+    ),
+    "Monitoring Metrics Publisher": (
+        "Microsoft.Insights/Metrics/Write",
+        "Microsoft.Insights/Telemetry/Write",
+    ),
+    "Reader": (),  # actions */read: settings, never keys (listKeys is an action, not a read)
+    "Log Analytics Reader": (),  # reads the workspace's logs: audit records, never patient data
 }
 EXPECTED_GRANTS = {
     # The app's identity.
@@ -110,6 +144,8 @@ EXPECTED_GRANTS = {
     ("Key Vault Secrets Officer", "secret:patient-db-connection-string"),  # the site admin
     ("Storage Blob Data Reader", "container:deadletter"),  # the operator
     ("Storage Queue Data Message Processor", "queue:bulk-import-poison"),  # the operator
+    ("Reader", "resourceGroup"),  # the auditor: settings, role assignments, policy findings
+    ("Log Analytics Reader", "Microsoft.OperationalInsights/workspaces"),  # the auditor
 }
 
 
@@ -177,7 +213,7 @@ def test_the_tags_variable_carries_the_four_ephi_tags_from_parameters():
     assert tags["owner"] == "owner" and tags["dataProfile"] == "dataProfile"
     # Every module gets them.
     for key, module in bicep("main.bicep")["modules"].items():
-        if key != "rbac":  # role assignments take no tags
+        if key not in ("rbac", "policy"):  # role and policy assignments take no tags
             assert body(module)["params"]["tags"] == "tags", key
 
 
@@ -261,24 +297,138 @@ def role_of(file: str, role: Any) -> str:
     return ROLES[role_id]
 
 
-def test_role_assignments_are_the_listed_ones_each_with_its_reason():
-    grants = set()
+def role_assignments() -> Iterator[tuple[str, str, str, str]]:
+    """Every role assignment the templates declare: (file, key, role, scope), the scope
+    ``resourceGroup`` where none is given (the module's own group)."""
     for file, key, resource in resources():
         if resource["type"] != "Microsoft.Authorization/roleAssignments":
             continue
         properties = body(resource)["properties"]
         parameters = properties["roleDefinitionId"]["function"]["parameters"]
-        grants.add(
-            (
-                role_of(file, parameters["resource_name_1"]),
-                scope_of(file, body(resource)["scope"]),
-            )
+        scope = body(resource).get("scope")
+        yield (
+            file,
+            key,
+            role_of(file, parameters["resource_name_1"]),
+            scope_of(file, scope) if scope else "resourceGroup",
         )
+
+
+def expression(parsed: Any) -> str:
+    """A parsed Bicep reference as written: ``auditorPrincipalId``,
+    ``topic.identity.principalId``."""
+    if isinstance(parsed, str):
+        return parsed
+    operator = parsed["operator"]
+    assert operator["type"] == "property_accessor", parsed
+    operands = operator["operands"]
+    return f"{expression(operands['operand_1'])}.{expression(operands['operand_2'])}"
+
+
+def principal_of(file: str, key: str) -> str:
+    """Whom a role assignment grants: the parameter or property its principal comes from."""
+    return expression(body(bicep(file)["resources"][key])["properties"]["principalId"])
+
+
+def test_role_assignments_are_the_listed_ones_each_with_its_reason():
+    grants = set()
+    for file, key, role, scope in role_assignments():
+        grants.add((role, scope))
         # A comment above each says why.
         text = (INFRA / file).read_text()
         declaration = text.index(f"resource {key} ")
         assert "// Why:" in text[text.rfind("\n\n", 0, declaration) : declaration], key
     assert grants == EXPECTED_GRANTS
+
+
+def roles_reaching_patient_data(grants: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (role, scope) pairs among ``grants`` that can read a blob, a message or a secret,
+    or write anything: any role with a data action."""
+    return [(role, scope) for role, scope in grants if DATA_ACTIONS[role]]
+
+
+def test_the_auditor_holds_no_role_that_reaches_patient_data():
+    """The auditor reads settings and audit records, nothing of the data plane; and never the
+    database, where no user is made for them (infra/sql/grant-app-user.sql names the app)."""
+    auditor = [
+        (role, scope)
+        for file, key, role, scope in role_assignments()
+        if principal_of(file, key) == "auditorPrincipalId"
+    ]
+    assert sorted(auditor) == [
+        ("Log Analytics Reader", "Microsoft.OperationalInsights/workspaces"),
+        ("Reader", "resourceGroup"),
+    ]
+    assert roles_reaching_patient_data(auditor) == []
+    # The check itself would catch a data role given to the auditor.
+    assert roles_reaching_patient_data([*auditor, ("Storage Blob Data Reader", "container:x")])
+    assert "auditorPrincipalId" not in GRANT_SCRIPT.read_text()
+    assert bicep("main.bicep")["parameters"]["auditorPrincipalId"]["default"] == ""
+
+
+def test_the_hipaa_hitrust_initiative_is_assigned_to_the_group_and_can_be_turned_off():
+    main = bicep("main.bicep")
+    assert main["parameters"]["enableHipaaHitrustPolicy"]["default"] is True
+    module = main["modules"]["policy"]
+    assert module["config"]["condition"] == "enableHipaaHitrustPolicy"
+    assert body(module)["scope"] == "rg"
+    [assignment] = [
+        r
+        for r in bicep("modules/policy.bicep")["resources"].values()
+        if r["type"] == "Microsoft.Authorization/policyAssignments"
+    ]
+    config = body(assignment)
+    rendered = json.dumps(config)
+    # The built-in HITRUST/HIPAA initiative (Azure/azure-policy, HIPAA_HITRUST_audit.json).
+    variables = bicep("modules/policy.bicep")["variables"]
+    assert variables["hipaaHitrustInitiative"]["value"] == "a169a624-5599-4385-a696-c8d643089fab"
+    assert "policySetDefinitions" in rendered and "hipaaHitrustInitiative" in rendered
+    # An identity, as Azure requires of an initiative with DeployIfNotExists policies, and
+    # no role for it anywhere: it reports, it never changes a resource.
+    assert config["identity"]["type"] == "SystemAssigned"
+    assert not any(
+        "hipaaHitrust" in json.dumps(body(r))
+        for _, _, r in resources()
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+    )
+    assert "parameters" not in config["properties"]  # every parameter has its default
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["enableHipaaHitrustPolicy"]["value"] == "${ENABLE_HIPAA_HITRUST_POLICY=true}"
+    assert parameters["auditorPrincipalId"]["value"] == "${AUDITOR_PRINCIPAL_ID=}"
+
+
+AUDIT_TABLES = {
+    # table: what writes it (and the test that proves the writer sends it there)
+    "AzureDiagnostics": "SQL auditing, through the master database's diagnostic setting",
+    "AZKVAuditLogs": "Key Vault's audit events (its diagnostic setting, Dedicated)",
+    "StorageBlobLogs": "the data account's blob reads, writes and deletes",
+    "StorageQueueLogs": "the import queue's messages sent, taken and deleted",
+    "AppTraces": "the app's audit lines",
+    "AppRequests": "every call to the functions",
+}
+
+
+def test_every_audit_record_is_kept_six_years():
+    monitoring = bicep("modules/monitoring.bicep")
+    tables = monitoring["variables"]["auditTables"]["value"]
+    assert set(tables) == set(AUDIT_TABLES)
+    table = body(monitoring["resources"]["auditTable"])
+    assert table["properties"]["totalRetentionInDays"] == "auditRetentionDays"
+    assert table["properties"]["plan"] == "Analytics"
+    six_years = 6 * 365
+    assert monitoring["parameters"]["auditRetentionDays"]["decorators"]
+    assert bicep("main.bicep")["parameters"]["auditRetentionDays"]["default"] == six_years
+    text = (INFRA / "main.bicep").read_text() + (INFRA / "modules/monitoring.bicep").read_text()
+    assert text.count(f"@minValue({six_years})") == 2  # neither file lets it be shortened
+    # Each source writes where the retention is: Key Vault to its own table, SQL auditing
+    # and storage to the workspace.
+    vault = body(bicep("modules/keyvault.bicep")["resources"]["vaultLogs"])["properties"]
+    assert vault["logAnalyticsDestinationType"] == "Dedicated"
+    sql = body(bicep("modules/sql.bicep")["resources"]["auditToWorkspace"])["properties"]
+    assert [log["category"] for log in sql["logs"]] == ["SQLSecurityAuditEvents"]
+    storage = bicep("modules/storage.bicep")["resources"]
+    for key in ("dataBlobLogs", "queueLogs"):
+        assert body(storage[key])["properties"]["workspaceId"] == "workspaceId"
 
 
 # --- security switches ----------------------------------------------------------------------

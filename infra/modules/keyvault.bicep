@@ -49,6 +49,8 @@ resource vaultLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = 
   scope: vault
   properties: {
     workspaceId: workspaceId
+    // Its own table (AZKVAuditLogs), kept six years: infra/modules/monitoring.bicep.
+    logAnalyticsDestinationType: 'Dedicated'
     logs: [{ categoryGroup: 'audit', enabled: true }]
   }
 }

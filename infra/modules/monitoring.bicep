@@ -6,6 +6,9 @@ param tags object
 param resourceToken string
 @description('Who is told when an alert fires (audit trail, imports, 5xx, dead letters): an email address; empty, no one (the alerts still fire in the portal).')
 param alertEmail string
+@description('Days the audit records are kept in all (HIPAA documentation: six years, 45 CFR 164.316(b)(2)(i)).')
+@minValue(2190)
+param auditRetentionDays int
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: 'log-${resourceToken}'
@@ -13,9 +16,35 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   tags: tags
   properties: {
     sku: { name: 'PerGB2018' }
-    retentionInDays: 365 // HIPAA asks for six years of audit records: export beyond a year
+    // Interactive (queried at once, alerts read it) for a year, as the blueprint kept Key
+    // Vault's logs; the audit tables below are kept six years in all.
+    retentionInDays: 365
   }
 }
+
+// The audit records, kept auditRetentionDays in all: a year interactive (the workspace's
+// retention), then long-term retention in the same table (a search job or a restore reads
+// it). Each table is named with what writes it; docs/auditor.md states the cost.
+var auditTables = [
+  'AzureDiagnostics' // SQL auditing (SQLSecurityAuditEvents): infra/modules/sql.bicep
+  'AZKVAuditLogs' // Key Vault's audit events (resource-specific): infra/modules/keyvault.bicep
+  'StorageBlobLogs' // who read, wrote or deleted which blob: infra/modules/storage.bicep
+  'StorageQueueLogs' // who sent, took or deleted which import message: storage.bicep
+  'AppTraces' // the app's own audit lines (AuditWriteFailed, imports, model changes)
+  'AppRequests' // every call to the functions, with its answer
+]
+
+resource auditTable 'Microsoft.OperationalInsights/workspaces/tables@2023-09-01' = [
+  for table in auditTables: {
+    parent: workspace
+    name: table
+    properties: {
+      plan: 'Analytics'
+      retentionInDays: 365
+      totalRetentionInDays: auditRetentionDays
+    }
+  }
+]
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
   name: 'appi-${resourceToken}'
@@ -149,5 +178,6 @@ resource logAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = 
 ]
 
 output workspaceId string = workspace.id
+output workspaceName string = workspace.name
 output applicationInsightsName string = applicationInsights.name
 output actionGroupId string = empty(alertEmail) ? '' : operators.id

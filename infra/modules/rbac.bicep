@@ -12,6 +12,8 @@ param uploaderPrincipalId string
 param modelPublisherPrincipalId string
 param secretOfficerPrincipalId string
 param operatorPrincipalId string
+param auditorPrincipalId string
+param workspaceName string
 
 var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
@@ -23,6 +25,8 @@ var roles = {
   storageQueueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
   storageQueueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
   storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+  reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -64,6 +68,10 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
+}
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: workspaceName
 }
 
 // Why: the app reads the SQL connection string, its only secret, and no other; it never
@@ -234,5 +242,26 @@ resource operatorReplay 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
     principalId: operatorPrincipalId
+  }
+}
+
+// Why: the auditor sees every resource's settings, its role assignments and the policy
+// initiative's findings; Reader holds no data action, so no blob, message, secret or row.
+resource auditorReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(auditorPrincipalId)) {
+  name: guid(resourceGroup().id, auditorPrincipalId, roles.reader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
+    principalId: auditorPrincipalId
+  }
+}
+
+// Why: ... and queries the audit records kept six years in the workspace (SQL auditing, Key
+// Vault, storage, the app's traces and requests: ids and reasons, never patient data).
+resource auditorLogs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(auditorPrincipalId)) {
+  name: guid(workspace.id, auditorPrincipalId, roles.logAnalyticsReader)
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.logAnalyticsReader)
+    principalId: auditorPrincipalId
   }
 }

@@ -17,7 +17,7 @@ var databaseName = 'patientdb'
 
 resource server 'Microsoft.Sql/servers@2023-08-01-preview' = {
   // checkov:skip=CKV_AZURE_113: public network access is off with networkIsolation (a parameter, off by default: see docs/site-administrator.md); Entra-only auth and TLS 1.2 guard the endpoint
-  // checkov:skip=CKV_AZURE_24: audit records go to Log Analytics (365 days there); retentionDays applies to a storage-account target only
+  // checkov:skip=CKV_AZURE_24: audit records go to Log Analytics, whose AzureDiagnostics table keeps them six years (infra/modules/monitoring.bicep); retentionDays applies to a storage-account target only
   // checkov:skip=CKV_AZURE_25: threat detection is enabled for all threat types (securityAlertPolicies below, no disabledAlerts) when enableDefenderForSql
   name: 'sql-${resourceToken}'
   location: location
@@ -71,7 +71,7 @@ resource auditing 'Microsoft.Sql/servers/auditingSettings@2023-08-01-preview' = 
   properties: {
     state: 'Enabled'
     isAzureMonitorTargetEnabled: true
-    retentionDays: 0 // kept by the workspace (365 days), not by a storage account
+    retentionDays: 0 // kept by the workspace (six years: monitoring.bicep), not by a storage account
     auditActionsAndGroups: [
       'SUCCESSFUL_DATABASE_AUTHENTICATION_GROUP'
       'FAILED_DATABASE_AUTHENTICATION_GROUP'
