@@ -5,6 +5,7 @@ only as the functions first use them)."""
 import azure.functions as func
 
 import admit_patient
+import audit_report
 import bulk_import
 import capability_statement
 import capacity
@@ -31,6 +32,7 @@ def build_app(services: Services) -> func.FunctionApp:
         capacity,
         capacity_patients,
         capacity_view,
+        audit_report,
     ):
         app.register_functions(folder.blueprint(services))
     return app

@@ -490,6 +490,7 @@ def http(
         "capacity": "capacity",
         "capacity_patients": "capacity/patients",
         "capacity_view": "capacity/view",
+        "audit_report": "audit",
     }[name]
     request = func.HttpRequest(
         method=method,

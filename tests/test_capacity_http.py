@@ -151,7 +151,7 @@ def test_the_cmio_sees_aggregates_and_never_the_patients(easyauth, ward, db):
     assert status == 403 and refused["issue"][0]["code"] == "forbidden"
     with db.connect() as conn:
         [row] = conn.execute(sa.select(audit_log)).all()
-    assert (row.outcome, row.statusCode, row.principal) == ("denied", 403, "anonymous")
+    assert (row.outcome, row.statusCode, row.principal) == ("denied", 403, "cmio@example.org")
 
 
 def test_without_a_role_there_is_no_view(easyauth, ward):

@@ -428,13 +428,14 @@ def test_the_app_roles_are_declared_on_the_app_registration_keeping_its_own(depl
             "CMIO": ours_before["id"],
             "CareLineManager": "5b0d6a0e-3f2c-4f6e-9d7a-1c2b3a4d5e61",
             "DataScientist": "5b0d6a0e-3f2c-4f6e-9d7a-1c2b3a4d5e63",
+            "Auditor": "5b0d6a0e-3f2c-4f6e-9d7a-1c2b3a4d5e64",
         }
     declared = json.loads((PROJECT_ROOT / "infra" / "app-roles.json").read_text())
-    from shared.fhir.authz import CMIO_ROLE, DATA_SCIENTIST_ROLE
+    from shared.fhir.authz import AUDITOR_ROLE, CMIO_ROLE, DATA_SCIENTIST_ROLE
     from shared.platform.settings import load_settings
 
     care = load_settings({"EPHI_OWNER": "x@example.org"}).care_roles
-    assert {r["value"] for r in declared} == {CMIO_ROLE, DATA_SCIENTIST_ROLE, *care}
+    assert {r["value"] for r in declared} == {AUDITOR_ROLE, CMIO_ROLE, DATA_SCIENTIST_ROLE, *care}
 
 
 def test_without_an_app_registration_no_role_is_declared(deployer):

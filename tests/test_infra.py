@@ -8,7 +8,6 @@ held to what the functions really run.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import subprocess
@@ -17,9 +16,17 @@ from typing import Any
 
 import pytest
 import sqlglot
-from pycep import BicepParser
 
 from devtools import events, fhir_export, los_generator
+from devtools.bicep import (
+    INFRA,
+    bicep,
+    bicep_files,
+    body,
+    rendered,
+    resources,
+    role_assignments,
+)
 from devtools.queue_host import QueueHost
 from ops.sql_script import batches
 from shared.platform.settings import load_settings
@@ -37,7 +44,6 @@ from tests.conftest import (
 )
 from tests.test_fhir_export_import import upload_export
 
-INFRA = PROJECT_ROOT / "infra"
 EPHI_TAGS = {"dataProfile", "owner", "environment", "department"}
 # Resource types that take no tags (extension and child resources).
 UNTAGGED_TYPES = {
@@ -81,20 +87,6 @@ PLATFORM_SETTINGS = {
     # the code reads too, is not listed here).
     "PATIENT_STORAGE_CONNECTION__credential",
     "PATIENT_STORAGE_CONNECTION__clientId",
-}
-# Every role the templates grant: (role definition id, the resource it is scoped to).
-ROLES = {
-    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
-    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
-    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
-    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
-    "19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
-    "8a0f0c08-91a1-4084-bc3d-661d67233fed": "Storage Queue Data Message Processor",
-    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
-    "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
-    "73c42c96-874c-492b-b04d-ab87d138a893": "Log Analytics Reader",
 }
 # What each role may do in the data plane, as Microsoft Learn's built-in roles page lists its
 # dataActions: a role with none reaches no blob, message, secret or row, whatever its scope.
@@ -147,30 +139,6 @@ EXPECTED_GRANTS = {
     ("Reader", "resourceGroup"),  # the auditor: settings, role assignments, policy findings
     ("Log Analytics Reader", "Microsoft.OperationalInsights/workspaces"),  # the auditor
 }
-
-
-@functools.cache
-def bicep(name: str) -> dict[str, Any]:
-    parsed: dict[str, Any] = BicepParser().parse(text=(INFRA / name).read_text())
-    return parsed
-
-
-def body(resource: dict[str, Any]) -> dict[str, Any]:
-    """A resource's own declaration, inside a ``for`` loop or an ``if`` condition."""
-    config: dict[str, Any] = resource["config"]
-    while "config" in config and ("loop_type" in config or "condition" in config):
-        config = config["config"]
-    return config
-
-
-def bicep_files() -> list[str]:
-    return sorted(str(p.relative_to(INFRA)) for p in INFRA.rglob("*.bicep"))
-
-
-def resources() -> Iterator[tuple[str, str, dict[str, Any]]]:
-    for name in bicep_files():
-        for key, resource in bicep(name)["resources"].items():
-            yield name, key, resource
 
 
 def names_read_by_the_settings() -> set[str]:
@@ -265,79 +233,11 @@ def test_no_secret_key_or_connection_string_in_an_app_setting_or_an_output():
 # --- least privilege ------------------------------------------------------------------------
 
 
-def scope_of(file: str, scope: str) -> str:
-    """What a role assignment's scope (a symbolic resource name) is."""
-    resource = bicep(file)["resources"][scope]
-    if resource["type"].endswith("/containers"):
-        name = json.dumps(body(resource)["name"])
-        container = re.search(r"/default/(?:\$\{)?([A-Za-z-]+)", name)
-        assert container, name
-        found = container.group(1)
-        return "container:" + ("patient-uploads" if found == "uploadsContainer" else found)
-    if resource["type"].endswith("/queues"):
-        name = json.dumps(body(resource)["name"])
-        found = re.search(r"/default/(?:\$\{)?([A-Za-z-]+)", name)
-        assert found, name
-        return "queue:" + {"importQueueName": "bulk-import"}.get(found.group(1), found.group(1))
-    if resource["type"] == "Microsoft.KeyVault/vaults/secrets":
-        assert body(resource)["name"] == "sqlSecretName"
-        return "secret:patient-db-connection-string"  # main.bicep's sqlSecretName
-    if resource["type"] == "Microsoft.Storage/storageAccounts":
-        return f"{resource['type']}:{'host' if 'host' in scope.lower() else scope}"
-    return str(resource["type"])
-
-
-def role_of(file: str, role: Any) -> str:
-    variables = bicep(file)["variables"]
-    if isinstance(role, dict):  # roles.keyVaultSecretsUser
-        operands = role["operator"]["operands"]
-        role_id = variables[operands["operand_1"]]["value"][operands["operand_2"]]
-    else:
-        role_id = variables[role]["value"]
-    return ROLES[role_id]
-
-
-def role_assignments() -> Iterator[tuple[str, str, str, str]]:
-    """Every role assignment the templates declare: (file, key, role, scope), the scope
-    ``resourceGroup`` where none is given (the module's own group)."""
-    for file, key, resource in resources():
-        if resource["type"] != "Microsoft.Authorization/roleAssignments":
-            continue
-        properties = body(resource)["properties"]
-        parameters = properties["roleDefinitionId"]["function"]["parameters"]
-        scope = body(resource).get("scope")
-        yield (
-            file,
-            key,
-            role_of(file, parameters["resource_name_1"]),
-            scope_of(file, scope) if scope else "resourceGroup",
-        )
-
-
-def expression(parsed: Any) -> str:
-    """A parsed Bicep reference as written: ``auditorPrincipalId``,
-    ``topic.identity.principalId``."""
-    if isinstance(parsed, str):
-        return parsed
-    operator = parsed["operator"]
-    assert operator["type"] == "property_accessor", parsed
-    operands = operator["operands"]
-    return f"{expression(operands['operand_1'])}.{expression(operands['operand_2'])}"
-
-
-def principal_of(file: str, key: str) -> str:
-    """Whom a role assignment grants: the parameter or property its principal comes from."""
-    return expression(body(bicep(file)["resources"][key])["properties"]["principalId"])
-
-
 def test_role_assignments_are_the_listed_ones_each_with_its_reason():
     grants = set()
-    for file, key, role, scope in role_assignments():
-        grants.add((role, scope))
-        # A comment above each says why.
-        text = (INFRA / file).read_text()
-        declaration = text.index(f"resource {key} ")
-        assert "// Why:" in text[text.rfind("\n\n", 0, declaration) : declaration], key
+    for assignment in role_assignments():
+        grants.add((assignment.role, assignment.scope))
+        assert assignment.reason, assignment.key  # a "// Why:" comment above each says why
     assert grants == EXPECTED_GRANTS
 
 
@@ -350,11 +250,7 @@ def roles_reaching_patient_data(grants: list[tuple[str, str]]) -> list[tuple[str
 def test_the_auditor_holds_no_role_that_reaches_patient_data():
     """The auditor reads settings and audit records, nothing of the data plane; and never the
     database, where no user is made for them (infra/sql/grant-app-user.sql names the app)."""
-    auditor = [
-        (role, scope)
-        for file, key, role, scope in role_assignments()
-        if principal_of(file, key) == "auditorPrincipalId"
-    ]
+    auditor = [(a.role, a.scope) for a in role_assignments() if a.principal == "auditorPrincipalId"]
     assert sorted(auditor) == [
         ("Log Analytics Reader", "Microsoft.OperationalInsights/workspaces"),
         ("Reader", "resourceGroup"),
@@ -594,26 +490,9 @@ TELEMETRY_TYPES = {
 IDENTITY_CLIENT_ID = "identity.properties.clientId"
 
 
-def rendered(value: Any) -> str:
-    """A Bicep expression as written: ``identity.properties.clientId`` for pycep's tree."""
-    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
-        operands = value["operator"]["operands"]
-        return f"{rendered(operands['operand_1'])}.{rendered(operands['operand_2'])}"
-    return str(value)
-
-
 def app_grants() -> set[tuple[str, str]]:
     """(role, scope) of every role assignment made to the app's identity."""
-    found = set()
-    for file, _, resource in resources():
-        if resource["type"] != "Microsoft.Authorization/roleAssignments":
-            continue
-        properties = body(resource)["properties"]
-        if properties["principalId"] != "appPrincipalId":
-            continue
-        role = properties["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-        found.add((role_of(file, role), scope_of(file, body(resource)["scope"])))
-    return found
+    return {(a.role, a.scope) for a in role_assignments() if a.principal == "appPrincipalId"}
 
 
 def test_every_alert_reads_telemetry_that_is_never_sampled_and_that_the_app_may_write():
@@ -862,8 +741,9 @@ def test_the_grant_script_parses_and_grants_only_select_insert_update_on_our_tab
 
 def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """An import with rejects (one batch with exactly one rejected row too), the same file
-    fanned out in ranges over the import queue, an admission and a discharge: every kind of
-    statement the functions run, and a FHIR export."""
+    fanned out in ranges over the import queue, an admission and a discharge, the capacity
+    views and the audit report: every kind of statement the functions run, and a FHIR
+    export."""
     data = los_generator.csv_bytes(300, bad_rows=0.05)
     url, etag = uploads.put(data)
     deliver(events.event_grid_schema(url, etag))
@@ -884,6 +764,8 @@ def run_the_functions(uploads: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("capacity", "capacity_patients"):
         got = http(name, None, "GET", None, params={"facility": "A", "asOf": "2024-01-03"})
         assert got.status_code in (200, 404), got.get_body()[:300]  # 404: no facility A
+    # The auditor's report reads the trail (and is itself a row on it).
+    assert http("audit_report", None, "GET", None, params={"eid": "8800"}).status_code == 200
 
 
 def test_the_functions_need_exactly_what_the_grant_script_gives(
@@ -916,9 +798,9 @@ def test_the_shadow_knows_what_sql_server_checks():
     grants = tsql_shadow.Grants.from_script(GRANT_SCRIPT)
     # The defect this shadow was built for: OUTPUT needs SELECT on what it returns.
     (problem,) = tsql_shadow.missing(
-        ["INSERT INTO [AuditLog] (principal) OUTPUT inserted.id VALUES (:principal)"], grants
+        ["INSERT INTO [IngestRejects] (reason) OUTPUT inserted.id VALUES (:reason)"], grants
     )
-    assert problem.startswith("needs SELECT on AuditLog(id)")
+    assert problem.startswith("needs SELECT on IngestRejects(id)")
     assert tsql_shadow.missing(["SELECT [IngestRejects].reason FROM [IngestRejects]"], grants)
     assert tsql_shadow.missing(["DELETE FROM [PatientData] WHERE eid = :eid"], grants)
     ddl = tsql_shadow.missing(["CREATE TABLE x (id INTEGER)", "DROP TABLE [PatientData]"], grants)

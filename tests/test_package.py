@@ -26,6 +26,7 @@ FUNCTIONS = [
     "capacity",
     "capacity_patients",
     "capacity_view",
+    "audit_report",
     "discharge_patient",
     "health",
     "model_report",

@@ -38,6 +38,8 @@ GO
 -- Facilities and their beds: the capacity view reads them; the database analyst loads them.
 GRANT SELECT ON dbo.Facilities TO [$(APP_IDENTITY_NAME)];
 GO
--- The audit trail: appended to, never read or changed by the functions (no OUTPUT either).
-GRANT INSERT ON dbo.AuditLog TO [$(APP_IDENTITY_NAME)];
+-- The audit trail: appended to, and read by GET api/audit for the Auditor app role (each
+-- read is itself a row); never changed or deleted by the functions (no OUTPUT either). Rows
+-- past six years are removed by the database analyst (python -m ops.audit retain).
+GRANT SELECT, INSERT ON dbo.AuditLog TO [$(APP_IDENTITY_NAME)];
 GO

@@ -12,7 +12,6 @@ MeasureReports instead of the JSON view.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,8 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
 
-from shared.fhir.authz import CMIO_ROLE, Principal, authorize
-from shared.fhir.operation_outcome import FhirError, operation_outcome
+from shared.fhir.answers import FHIR_JSON, Answer, refused, unavailable
+from shared.fhir.answers import json_answer as _json
+from shared.fhir.authz import ANONYMOUS, CMIO_ROLE, Principal, authorize, caller, require
+from shared.fhir.operation_outcome import FhirError
 from shared.platform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from shared.platform.database import Database
 
 log = logging.getLogger(__name__)
-FHIR_JSON = "application/fhir+json"
 
 
 class Parts(Protocol):
@@ -54,38 +54,6 @@ class PageParts(Parts, Protocol):
 
     @property
     def capacity_page(self) -> Renderer: ...
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str]
-
-    def response(self) -> func.HttpResponse:
-        """The answer as the host sends it."""
-        return func.HttpResponse(
-            self.body,
-            status_code=self.status,
-            mimetype=self.content_type,
-            charset="utf-8",
-            headers=self.headers,
-        )
-
-
-def _json(
-    status: int,
-    body: object,
-    content_type: str = "application/json",
-    headers: Mapping[str, str] | None = None,
-) -> Answer:
-    text = json.dumps(body, default=str).encode()
-    return Answer(status, text, content_type, {"Cache-Control": "no-store", **(headers or {})})
-
-
-def _refused(error: FhirError) -> Answer:
-    return _json(error.status, operation_outcome(error.issues), FHIR_JSON, error.headers)
 
 
 Handler = Callable[..., Answer]
@@ -195,9 +163,9 @@ def view(
 
         found = database.run(read, FOR_A_CALLER)
     except FhirError as exc:
-        return _refused(exc)
+        return refused(exc)
     except UnknownFacility as exc:
-        return _refused(FhirError.one(404, "not-found", str(exc), "facility"))
+        return refused(FhirError.one(404, "not-found", str(exc), "facility"))
     except Exception as exc:
         return _unavailable(exc)
     log.info(
@@ -243,7 +211,7 @@ def patient_list(
     principal: Principal | None = None
 
     def audited(status: int, *, count: int | None = None, reason: str | None = None) -> None:
-        who = principal.name if principal is not None else "anonymous"
+        who = principal.name if principal is not None else ANONYMOUS
         _audit(
             parts,
             who,
@@ -257,10 +225,11 @@ def patient_list(
     try:
         settings = parts.settings
         try:
-            principal = authorize(headers, settings)  # CARE_ROLES: the care line manager
+            principal = caller(headers, settings)
         except FhirError as exc:
             audited(exc.status, reason=str(exc))
             raise
+        require(principal, settings)  # CARE_ROLES: the care line manager
         query = parse(params, now=now)
         if query.facility is None:
             raise FhirError.one(400, "required", "facility is required: whose ward", "facility")
@@ -275,10 +244,10 @@ def patient_list(
     except FhirError as exc:
         if principal is not None:  # a refused caller was audited where it was refused
             audited(exc.status, reason=str(exc))
-        return _refused(exc)
+        return refused(exc)
     except UnknownFacility as exc:
         audited(404, reason=str(exc))
-        return _refused(FhirError.one(404, "not-found", str(exc), "facility"))
+        return refused(FhirError.one(404, "not-found", str(exc), "facility"))
     except Exception as exc:
         return _unavailable(exc)
     audited(200, count=len(found))
@@ -330,23 +299,7 @@ def _audit(
 
 
 def _unavailable(exc: Exception) -> Answer:
-    import sqlalchemy as sa
-
-    from shared.platform.database import is_transient
-    from shared.platform.secrets import SecretUnavailable
-
-    if isinstance(exc, SettingsError):
-        log.error("capacity: configuration error: %s", exc)
-        text = "the service is not configured; the site administrator has been told"
-    elif isinstance(
-        exc, SecretUnavailable | sa.exc.OperationalError | sa.exc.InterfaceError
-    ) or is_transient(exc):
-        log.warning("capacity: unavailable (%s)", type(exc).__name__)
-        text = "the patient database is unavailable; retry"
-    else:
-        log.error("capacity: unexpected %s", type(exc).__name__)
-        return _refused(FhirError.one(500, "exception", "internal error"))
-    return _refused(FhirError.one(503, "transient", text, **{"Retry-After": "30"}))
+    return unavailable(exc, "capacity")
 
 
 def page(

@@ -58,13 +58,23 @@ DATA_SCIENTIST_ROLE = "DataScientist"
 # The app role that sees the network's capacity (GET api/capacity): aggregates, no stay.
 # The care line manager (CARE_ROLES) sees it too, and the patients of a facility besides.
 CMIO_ROLE = "CMIO"
+# The app role that reads the audit trail (GET api/audit): ids, outcomes and reasons.
+AUDITOR_ROLE = "Auditor"
 
 
 def authorize(
     headers: Mapping[str, str], settings: Settings, roles: frozenset[str] | None = None
 ) -> Principal:
     """The caller, if it holds one of ``roles`` (default: ``CARE_ROLES``)."""
-    allowed = settings.care_roles if roles is None else roles
+    return require(caller(headers, settings), settings, roles)
+
+
+# Who a refused caller was, when no principal could be read: the audit trail says so.
+ANONYMOUS = "anonymous"
+
+
+def caller(headers: Mapping[str, str], settings: Settings) -> Principal:
+    """Who is calling, whatever their roles: the audit trail names a refused caller too."""
     if settings.auth_mode != "easyauth":
         return Principal(FUNCTION_KEY, frozenset())
     if not settings.platform_auth_enabled:
@@ -81,14 +91,22 @@ def authorize(
             "sign in: the request carries no authenticated principal",
             **{"WWW-Authenticate": "Bearer"},
         )
-    principal = _decode(raw)
-    if not principal.roles & allowed:
-        raise FhirError.one(
-            403,
-            "forbidden",
-            f"the caller holds none of the app roles allowed here ({', '.join(sorted(allowed))})",
-        )
-    return principal
+    return _decode(raw)
+
+
+def require(
+    principal: Principal, settings: Settings, roles: frozenset[str] | None = None
+) -> Principal:
+    """``principal``, if it holds one of ``roles`` (default: ``CARE_ROLES``); a function key
+    holds them all (the key is the credential where Easy Auth is off)."""
+    allowed = settings.care_roles if roles is None else roles
+    if settings.auth_mode != "easyauth" or principal.roles & allowed:
+        return principal
+    raise FhirError.one(
+        403,
+        "forbidden",
+        f"the caller holds none of the app roles allowed here ({', '.join(sorted(allowed))})",
+    )
 
 
 def _decode(raw: str) -> Principal:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
 
-from shared.fhir.authz import FUNCTION_KEY, authorize
+from shared.fhir.authz import ANONYMOUS, FUNCTION_KEY, caller, require
 from shared.fhir.operation_outcome import FhirError, Issue, operation_outcome
 from shared.fhir.payload import FHIR_JSON, Payload, decode_body, gather, wants_fhir
 from shared.platform.settings import SettingsError
@@ -135,7 +135,10 @@ def handle(req: func.HttpRequest, action: str, handler: Handler, parts: Parts) -
     )
     try:
         settings = parts.settings
-        call.principal = authorize(req.headers, settings).name
+        call.principal = ANONYMOUS if settings.auth_mode == "easyauth" else FUNCTION_KEY
+        who = caller(req.headers, settings)
+        call.principal = who.name  # a refused caller is named on the trail too
+        require(who, settings)
         database = parts.database
         call.engine = database.engine()
         document = decode_body(
