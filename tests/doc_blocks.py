@@ -29,6 +29,7 @@ DOCS = (
     "docs/data-scientist.md",
     "docs/operator.md",
     "docs/capacity.md",
+    "docs/auditor.md",
 )
 SHELLS = {"sh", "bash", "shell", "console"}
 _MARKER = re.compile(r"<!--\s*needs:\s*(?P<what>[^—]+?)\s*—\s*(?P<why>.+?)\s*-->", re.S)

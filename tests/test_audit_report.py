@@ -63,7 +63,7 @@ def test_the_auditor_sees_who_did_what_to_a_stay_without_a_name(easyauth, db):
     ]
     stay = found["stay"]
     assert stay["eid"] == 100001 and stay["source"] == "api:admit_patient"
-    assert stay["encounter_id"] and stay["run"] is None and found["imports"] == []
+    assert stay["encounterId"] and stay["run"] is None and found["imports"] == []
     text = json.dumps(found)
     for name in names(db, 100001):
         assert name not in text

@@ -82,7 +82,7 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         def plain(item: Any) -> dict[str, Any]:
             return {
-                k: v.isoformat() if isinstance(v, dt.datetime) else v
+                _camel(k): v.isoformat() if isinstance(v, dt.datetime) else v
                 for k, v in asdict(item).items()
             }
 
@@ -97,6 +97,12 @@ class Report:
             "entries": [plain(e) for e in self.entries],
             "imports": [plain(i) for i in self.imports],
         }
+
+
+def _camel(name: str) -> str:
+    """``encounter_id`` as the JSON answers spell their fields: ``encounterId``."""
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 def report(
