@@ -7,9 +7,6 @@ itself an ``AuditLog`` row.
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-
 import azure.functions as func
 
 from shared.composition import Services
@@ -23,13 +20,8 @@ def blueprint(services: Services) -> func.Blueprint:
     @bp.route(route="audit", methods=["GET"], auth_level=func.AuthLevel[services.http_auth_level()])
     def audit_report(req: func.HttpRequest) -> func.HttpResponse:
         from shared.auditor import http  # on first call: it brings SQLAlchemy
+        from shared.fhir.answers import answered
 
-        return http.audit_view(
-            req.params,
-            req.headers,
-            services,
-            now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            correlation=req.headers.get("x-correlation-id") or str(uuid.uuid4()),
-        ).response()
+        return answered(http.audit_view, req, services)
 
     return bp

@@ -21,7 +21,8 @@ def blueprint(services: Services) -> func.Blueprint:
     )
     def capacity(req: func.HttpRequest) -> func.HttpResponse:
         from shared.capacity import http  # on first call: it brings SQLAlchemy and NumPy
+        from shared.fhir.answers import answered
 
-        return http.answered(http.view, req, services)
+        return answered(http.view, req, services)
 
     return bp

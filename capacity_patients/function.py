@@ -24,7 +24,8 @@ def blueprint(services: Services) -> func.Blueprint:
     )
     def capacity_patients(req: func.HttpRequest) -> func.HttpResponse:
         from shared.capacity import http  # on first call: it brings SQLAlchemy and NumPy
+        from shared.fhir.answers import answered
 
-        return http.answered(http.patient_list, req, services)
+        return answered(http.patient_list, req, services)
 
     return bp

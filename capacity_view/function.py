@@ -23,7 +23,8 @@ def blueprint(services: Services) -> func.Blueprint:
     )
     def capacity_view(req: func.HttpRequest) -> func.HttpResponse:
         from shared.capacity import http  # on first call (the page's Jinja2: on its first page)
+        from shared.fhir.answers import answered
 
-        return http.answered(http.page, req, services)
+        return answered(http.page, req, services)
 
     return bp

@@ -78,39 +78,26 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None)
         )
         return 2
 
-    from shared.composition import Services
-    from shared.platform.database import FOR_A_CALLER, is_transient
-    from shared.platform.settings import SettingsError, environment
+    from ops.on_database import CommandFailed, on_database
 
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    services = None
     try:
-        services = Services(environment(args.settings, env=env))
-        database = services.database
         if args.command == "retain":
             cutoff = now - dt.timedelta(days=args.keep_days)
-            removed = database.run(
-                lambda: retain(database.engine(), cutoff, apply=args.apply), FOR_A_CALLER
+            removed = on_database(
+                "audit",
+                lambda engine: retain(engine, cutoff, apply=args.apply),
+                settings=args.settings,
+                env=env,
             )
             verb = "removed" if args.apply else "older than six years (run with --apply to remove)"
             print(f"{removed} AuditLog rows from before {cutoff.isoformat()} {verb}")
             return 0
-        found = database.run(lambda: _report(database.engine(), args, now), FOR_A_CALLER)
-    except SettingsError as exc:
-        print(f"audit: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if is_transient(exc) or type(exc).__module__.startswith("sqlalchemy"):
-            print(
-                f"audit: the database did not answer ({type(exc).__name__}); try again "
-                "(and see that the migrations ran)",
-                file=sys.stderr,
-            )
-            return 3
-        raise
-    finally:
-        if services is not None:
-            services.close()
+        found = on_database(
+            "audit", lambda engine: _report(engine, args, now), settings=args.settings, env=env
+        )
+    except CommandFailed as failed:
+        return failed.code
     if args.json:
         print(json.dumps(found.as_json(), indent=2))
     else:

@@ -119,16 +119,12 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None)
     commands.add_parser("list", help="the facilities and their beds")
     args = parser.parse_args(argv)
 
-    from shared.composition import Services
-    from shared.platform.database import FOR_A_CALLER, is_transient
-    from shared.platform.settings import SettingsError, environment
+    from ops.on_database import CommandFailed, on_database
 
-    services = None
     try:
-        services = Services(environment(args.settings, env=env))
-        database = services.database
         if args.command == "list":
-            return _list(database.run(lambda: _listed(database.engine()), FOR_A_CALLER))
+            listed = on_database("facilities", _listed, settings=args.settings, env=env)
+            return _list(listed)
         try:
             data = args.file.read_bytes()
         except OSError as exc:
@@ -136,23 +132,14 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None)
             return 2
         found, refused = read(data)
         added, updated = (
-            database.run(lambda: store(database.engine(), found), FOR_A_CALLER) if found else (0, 0)
-        )
-    except SettingsError as exc:
-        print(f"facilities: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if is_transient(exc) or type(exc).__module__.startswith("sqlalchemy"):
-            print(
-                f"facilities: the database did not answer ({type(exc).__name__}); "
-                "nothing was changed; try again (and see that the migrations ran)",
-                file=sys.stderr,
+            on_database(
+                "facilities", lambda engine: store(engine, found), settings=args.settings, env=env
             )
-            return 3
-        raise
-    finally:
-        if services is not None:
-            services.close()
+            if found
+            else (0, 0)
+        )
+    except CommandFailed as failed:
+        return failed.code
     for refusal in refused:
         print(f"line {refusal.line}: refused: {refusal.reason}", file=sys.stderr)
     print(f"{added} facilities added, {updated} updated, {len(refused)} lines refused")

@@ -8,7 +8,8 @@
 # Needs: az, Python 3.11, Microsoft ODBC Driver 18 (or 17) for SQL Server, curl.
 # Optional: AUTH_CLIENT_ID, DEFAULT_FACILITY_ID, LOS_MODEL_BLOB, NETWORK_ISOLATION (true|false),
 # STORAGE_SKU (Standard_GRS; Standard_GZRS where the region has availability zones),
-# ALERT_EMAIL (the operator told when an alert fires).
+# ALERT_EMAIL (the operator told when an alert fires), AUDITOR_PRINCIPAL_ID (the auditor's
+# Reader roles), ENABLE_HIPAA_HITRUST_POLICY (true|false: the HITRUST/HIPAA initiative).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/azure/lib.sh
@@ -32,6 +33,8 @@ outputs=$(az deployment sub create -n "patient-ingest-${AZURE_ENV_NAME}" -l "$AZ
   storageSku="${STORAGE_SKU:-Standard_GRS}" authClientId="${AUTH_CLIENT_ID:-}" \
   defaultFacilityId="${DEFAULT_FACILITY_ID:-}" losModelBlobName="${LOS_MODEL_BLOB:-}" \
   networkIsolation="${NETWORK_ISOLATION:-false}" alertEmail="${ALERT_EMAIL:-}" \
+  auditorPrincipalId="${AUDITOR_PRINCIPAL_ID:-}" \
+  enableHipaaHitrustPolicy="${ENABLE_HIPAA_HITRUST_POLICY:-true}" \
   --query properties.outputs -o json) ||
   fail "provisioning failed (the reason is above); put it right and run scripts/deploy.sh again"
 # Every output becomes an environment variable, as azd makes them for its hooks.

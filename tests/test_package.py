@@ -21,12 +21,12 @@ from tests.conftest import PROJECT_ROOT
 PACKAGE_PYTHON = PROJECT_ROOT / ".venv-package" / "bin" / "python"
 FUNCTIONS = [
     "admit_patient",
+    "audit_report",
     "bulk_import",
     "capability_statement",
     "capacity",
     "capacity_patients",
     "capacity_view",
-    "audit_report",
     "discharge_patient",
     "health",
     "model_report",

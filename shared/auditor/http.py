@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from shared.fhir.answers import Answer, json_answer, refused, unavailable
+from shared.fhir.answers import Answer, instant, json_answer, refused, unavailable
 from shared.fhir.authz import ANONYMOUS, AUDITOR_ROLE, Principal, caller, require
 from shared.fhir.operation_outcome import FhirError
 from shared.platform.settings import Settings
@@ -36,19 +36,6 @@ class Parts(Protocol):
     def database(self) -> Database: ...
 
 
-def _instant(params: Mapping[str, str], name: str) -> dt.datetime | None:
-    raw = params.get(name)
-    if not raw:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise FhirError.one(
-            400, "value", f"{name} must be an ISO 8601 date or date-time", name
-        ) from None
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
 def parse(
     params: Mapping[str, str], *, now: dt.datetime
 ) -> tuple[dt.datetime, dt.datetime, int | None, bool]:
@@ -56,8 +43,8 @@ def parse(
     from shared.auditor.report import default_period
 
     since, until = default_period(now)
-    since = _instant(params, "since") or since
-    until = _instant(params, "until") or until
+    since = instant(params, "since") or since
+    until = instant(params, "until") or until
     if until <= since:
         raise FhirError.one(400, "value", "until must be after since", "until")
     if (until - since).days > MAX_DAYS:
@@ -134,14 +121,12 @@ def _audit(
 ) -> None:
     from shared.fhir import audit
 
-    try:
-        engine = parts.database.engine()
-    except Exception:  # no database: audit.record logs the event instead
-        engine = None
-    outcome = "success" if status == 200 else "denied" if status in (401, 403) else "failed"
-    audit.record(
-        engine,
-        audit.AuditEvent(
-            principal, VIEW_AUDIT, outcome, status, correlation, eid=eid, reason=reason
-        ),
+    audit.record_view(
+        lambda: parts.database.engine(),
+        principal,
+        VIEW_AUDIT,
+        status,
+        correlation,
+        eid=eid,
+        reason=reason,
     )

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-import azure.functions as func
-
-from shared.fhir.answers import FHIR_JSON, Answer, refused, unavailable
+from shared.fhir.answers import FHIR_JSON, Answer, instant, refused, unavailable
 from shared.fhir.answers import json_answer as _json
 from shared.fhir.authz import ANONYMOUS, CMIO_ROLE, Principal, authorize, caller, require
 from shared.fhir.operation_outcome import FhirError
@@ -56,21 +53,6 @@ class PageParts(Parts, Protocol):
     def capacity_page(self) -> Renderer: ...
 
 
-Handler = Callable[..., Answer]
-
-
-def answered(handler: Handler, req: func.HttpRequest, parts: Parts) -> func.HttpResponse:
-    """What a capacity function answers the host's ``req``: ``handler`` run as of now (UTC),
-    under the caller's correlation id (or a new one)."""
-    return handler(
-        req.params,
-        req.headers,
-        parts,
-        now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        correlation=req.headers.get("x-correlation-id") or str(uuid.uuid4()),
-    ).response()
-
-
 @dataclass(frozen=True)
 class Query:
     as_of: dt.datetime
@@ -82,17 +64,7 @@ def parse(params: Mapping[str, str], *, now: dt.datetime) -> Query:
     """The view's parameters, or a 400 naming the one that is wrong."""
     from shared.capacity.report import DEFAULT_DAYS_AHEAD, MAX_DAYS_AHEAD
 
-    raw_as_of = params.get("asOf")
-    as_of = now
-    if raw_as_of:
-        try:
-            as_of = dt.datetime.fromisoformat(raw_as_of.replace("Z", "+00:00"))
-        except ValueError:
-            raise FhirError.one(
-                400, "value", "asOf must be an ISO 8601 date or date-time", "asOf"
-            ) from None
-        if as_of.tzinfo is not None:
-            as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
+    as_of = instant(params, "asOf") or now
     raw_days = params.get("days")
     days = DEFAULT_DAYS_AHEAD
     if raw_days:
@@ -279,22 +251,14 @@ def _audit(
     """Who looked at which facility's patients, and how many there were: never a name."""
     from shared.fhir import audit
 
-    try:
-        engine = parts.database.engine()
-    except Exception:  # no database: audit.record logs the event instead
-        engine = None
-    outcome = "success" if status == 200 else "denied" if status in (401, 403) else "failed"
     said = f"facility {facility or '-'}: " + (f"{count} patients" if count is not None else "")
-    audit.record(
-        engine,
-        audit.AuditEvent(
-            principal,
-            VIEW_PATIENTS,
-            outcome,
-            status,
-            correlation,
-            reason=f"{said}{reason or ''}",
-        ),
+    audit.record_view(
+        lambda: parts.database.engine(),
+        principal,
+        VIEW_PATIENTS,
+        status,
+        correlation,
+        reason=f"{said}{reason or ''}",
     )
 
 

@@ -5,9 +5,11 @@ administrator (the log names the setting)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import azure.functions as func
@@ -71,3 +73,34 @@ def unavailable(exc: Exception, view: str) -> Answer:
         log.error("%s: unexpected %s", view, type(exc).__name__)
         return refused(FhirError.one(500, "exception", "internal error"))
     return refused(FhirError.one(503, "transient", text, **{"Retry-After": "30"}))
+
+
+# A read-only view: (params, headers, parts, *, now, correlation) -> Answer.
+View = Callable[..., Answer]
+
+
+def answered(view: View, req: func.HttpRequest, parts: object) -> func.HttpResponse:
+    """What a read-only view answers the host's ``req``: ``view`` run as of now (UTC), under
+    the caller's correlation id (or a new one)."""
+    return view(
+        req.params,
+        req.headers,
+        parts,
+        now=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        correlation=req.headers.get("x-correlation-id") or str(uuid.uuid4()),
+    ).response()
+
+
+def instant(params: Mapping[str, str], name: str) -> dt.datetime | None:
+    """The query parameter ``name`` as a naive UTC instant (an ISO 8601 date or date-time;
+    an offset is converted), None when absent; a 400 naming it when it is not one."""
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise FhirError.one(
+            400, "value", f"{name} must be an ISO 8601 date or date-time", name
+        ) from None
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value

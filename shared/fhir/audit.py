@@ -6,6 +6,7 @@ Who, what, which encounter, outcome, status and correlation id; never a clinical
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -80,3 +81,32 @@ def record(engine: Engine | None, event: AuditEvent) -> bool:
         )
         return False
     return True
+
+
+def outcome_of(status: int) -> str:
+    """The trail's outcome for an answer's status."""
+    return "success" if status < 300 else "denied" if status in (401, 403) else "failed"
+
+
+def record_view(
+    engine: Callable[[], Engine],
+    principal: str,
+    action: str,
+    status: int,
+    correlation: str | None,
+    *,
+    eid: int | None = None,
+    reason: str | None = None,
+) -> bool:
+    """A read of patient data or of the trail, by ``principal``, answered ``status``: stored
+    through ``engine()``, or logged as :data:`AUDIT_WRITE_FAILED` when there is none."""
+    try:
+        connected: Engine | None = engine()
+    except Exception:  # no database: record() logs the event instead
+        connected = None
+    return record(
+        connected,
+        AuditEvent(
+            principal, action, outcome_of(status), status, correlation, eid=eid, reason=reason
+        ),
+    )
