@@ -1,12 +1,13 @@
 """How the deployed model does on real patients: its error on admissions since discharged,
 and how far today's admissions have drifted from the stays it was trained on.
 
-- **Live accuracy.** A stay admitted over HTTP (``fhirEncounterId`` set) got its prediction
-  at admission, before anyone knew its length; its discharge writes the truth. Per model and
-  facility: count, mean absolute error, bias (mean of predicted − actual), over stays
-  discharged in the last ``days``. Bulk rows are left out: their files already held the
-  answer. A model is **flagged** when its live MAE (at least ``MIN_LIVE`` stays) exceeds its
-  card's held-out MAE times ``LIVE_MAE_FACTOR`` (1.5 by default).
+- **Live accuracy.** A stay admitted over HTTP (``sourceUri`` the admission's) got its
+  prediction at admission, before anyone knew its length; its discharge writes the truth.
+  Per model and facility: count, mean absolute error, bias (mean of predicted − actual),
+  over stays discharged in the last ``days``. Imported stays are left out, a FHIR export's
+  included though they carry their Encounter's id: their files already held the answer. A
+  model is **flagged** when its live MAE (at least ``MIN_LIVE`` stays) exceeds its card's
+  held-out MAE times ``LIVE_MAE_FACTOR`` (1.5 by default).
 - **Drift.** For each feature, the population stability index (PSI) of the admissions since
   the model's promotion against its training stays, by the method the card names for the
   feature (:mod:`los_model.drift`: category shares, or decile bins). Below 0.1: stable;
@@ -32,7 +33,7 @@ from los_model import drift as drift_method
 from los_model.card import ModelCard
 from los_model.features import FEATURES, INPUT_COLUMNS, feature_matrix
 from los_model.store import ChampionPointer
-from shared.records.schema import patient_data
+from shared.records.schema import ADMISSION_SOURCE, patient_data
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def live_accuracy(engine: sa.Engine, days: int, today: dt.date | None = None) ->
     since = (today or dt.date.today()) - dt.timedelta(days=days)
     error = t.predlengthofstay - t.lengthofstay
     admitted = sa.and_(
-        t.fhirEncounterId.is_not(None),
+        t.sourceUri == ADMISSION_SOURCE,
         t.predictionModel.is_not(None),
         t.predlengthofstay.is_not(None),
         t.lengthofstay.is_not(None),
@@ -151,7 +152,7 @@ def drift(engine: sa.Engine, card: ModelCard, since: dt.datetime) -> tuple[list[
     Marks are given only from :data:`MIN_DRIFT` admissions on."""
     t = patient_data.c
     query = sa.select(*(t[c] for c in INPUT_COLUMNS)).where(
-        t.fhirEncounterId.is_not(None), t.createdAt >= since
+        t.sourceUri == ADMISSION_SOURCE, t.createdAt >= since
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()

@@ -28,10 +28,20 @@ from tests.conftest import APP_SETTINGS, SHARED_DATA, deliver, function, http, r
 from tests.test_bulk_import import runs
 from tests.test_rule_book_paths import FHIR_SETTINGS, as_bundle, stays
 
-# What an admission and an import store alike: the blueprint's columns and the ePHI tags
-# (provenance, timestamps and the admission's own bookkeeping differ by path).
+# What an admission and an import store alike: the blueprint's columns, the ePHI tags, the
+# EHR's Encounter id, the features the resources lacked and the model that scored the stay
+# (provenance and timestamps differ by path: sourceUri and ingestRunId say which it was).
 EPHI_TAG_COLUMNS = tuple(EphiTags("p", "o", "e", "d").columns())
-COMPARED = [patient_data.c[name] for name in (*BLUEPRINT_COLUMNS, *EPHI_TAG_COLUMNS)]
+COMPARED = [
+    patient_data.c[name]
+    for name in (
+        *BLUEPRINT_COLUMNS,
+        *EPHI_TAG_COLUMNS,
+        "fhirEncounterId",
+        "absentFeatures",
+        "predictionModel",
+    )
+]
 
 
 def upload_export(
@@ -180,7 +190,8 @@ def test_the_export_path_maps_a_stay_exactly_as_an_admission(stay: Any) -> None:
     the admission's mapping give the same row, or both refuse it."""
     document = json.loads(json.dumps(as_bundle(stay)))
     try:
-        expected: Any = map_admission(gather(document), FHIR_SETTINGS).row
+        admission = map_admission(gather(document), FHIR_SETTINGS)
+        expected: Any = (admission.row, admission.fhir_encounter_id, ",".join(admission.absent))
     except Exception as exc:  # any refusal: compared by kind below
         expected = type(exc).__name__
     resources = list(fhir_export.from_bundles([document]))
@@ -191,7 +202,11 @@ def test_the_export_path_maps_a_stay_exactly_as_an_admission(stay: Any) -> None:
         [(key, staged)] = list(staging.patients())
         result = export_import.map_patient(key, staged, staging, FHIR_SETTINGS)
     main = str(stay.values["eid"])
-    rows = [row for line, row in result.rows if resources[line - 1]["id"] == main]
+    rows = [
+        (s.row, s.encounter_id, s.absent or "")
+        for s in result.rows
+        if resources[s.line - 1]["id"] == main
+    ]
     if isinstance(expected, str):
         assert not rows and any(r.line == 2 for r in result.rejects), result
     else:
@@ -326,3 +341,26 @@ def test_an_export_uploaded_with_the_command_is_imported_from_the_queue(
     [run] = runs(db)
     assert run.status == "succeeded" and run.blobUrl.endswith(f"{folder}/manifest.json")
     assert run.rowsStored == len(stored(db)) > 5
+
+
+def test_export_stays_keep_their_encounter_ids_and_never_count_as_live_admissions(
+    app_env, uploads, db
+):
+    """Identity is kept on both paths; provenance is the run or the source: an export's
+    stays held their length of stay already, so live accuracy leaves them out."""
+    from los_model import monitoring
+
+    resources = list(fhir_export.generated(5, seed=11))
+    body = upload_export(uploads, resources, "exports/ids/")
+    t = patient_data.c
+    with db.connect() as conn:
+        rows = conn.execute(sa.select(t.fhirEncounterId, t.ingestRunId, t.sourceUri)).all()
+    assert sorted(r.fhirEncounterId for r in rows) == sorted(inpatient_ids(resources))
+    assert all(r.ingestRunId is not None and r.sourceUri == body["data"]["url"] for r in rows)
+    with db.begin() as conn:  # as if a model had scored them as they were imported
+        conn.execute(
+            patient_data.update()
+            .where(t.lengthofstay.is_not(None))
+            .values(predictionModel="los-x", predlengthofstay=t.lengthofstay + 1)
+        )
+    assert monitoring.live_accuracy(db, days=100 * 365) == []

@@ -21,7 +21,7 @@ from los_model.card import ModelCard
 from los_model.store import BlobStore, ChampionPointer
 from ops import model as cli
 from shared.modelops import operations
-from shared.records.schema import patient_data
+from shared.records.schema import ADMISSION_SOURCE, patient_data
 from tests import fhir_samples as fx
 from tests.conftest import APP_SETTINGS, function, http, reset_process_state, worker
 from tests.test_los_model import small_model
@@ -63,6 +63,7 @@ def as_admissions(db: sa.Engine, since_eid: int) -> int:
                 .where(t.eid >= since_eid)
                 .values(
                     fhirEncounterId=sa.cast(t.eid, sa.String),
+                    sourceUri=ADMISSION_SOURCE,
                     createdAt=dt.datetime.now(dt.UTC).replace(tzinfo=None)
                     + dt.timedelta(seconds=5),
                 )
@@ -193,7 +194,7 @@ def test_report_flags_by_the_live_mae_factor_setting_as_the_alert_does(
     with db.connect() as conn:
         pairs = conn.execute(
             sa.select(patient_data.c.predlengthofstay, patient_data.c.lengthofstay).where(
-                patient_data.c.fhirEncounterId.is_not(None)
+                patient_data.c.sourceUri == ADMISSION_SOURCE
             )
         ).all()
     assert overall["meanAbsoluteError"] == pytest.approx(

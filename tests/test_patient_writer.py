@@ -20,9 +20,11 @@ def validated_rows(count: int) -> list[PatientRow]:
     return [validator.validate(record.fields) for record in records]
 
 
-def core_copy(row: PatientRow, model: str | None, shared: tuple[object, ...]) -> dict[str, object]:
+def core_copy(
+    row: PatientRow, per_row: tuple[str | None, ...], shared: tuple[object, ...]
+) -> dict[str, object]:
     values = row._replace(eid=row.eid + CORE_EIDS)
-    return dict(zip(patient_writer.ROW_COLUMNS, (*values, model, *shared), strict=True))
+    return dict(zip(patient_writer.ROW_COLUMNS, (*values, *per_row, *shared), strict=True))
 
 
 def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
@@ -33,6 +35,9 @@ def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
     rows = validated_rows(45)
     # Every third row scored by a model (the model's id per row), the others not.
     models = ["los-0123456789abcdef" if i % 3 else None for i in range(len(rows))]
+    # Every other row from an export: its Encounter's id and the features it lacked.
+    encounters = [f"enc-{i}" if i % 2 else None for i in range(len(rows))]
+    absent = ["bmi,pulse" if i % 2 else None for i in range(len(rows))]
     run = ingest_runs.begin(db, "http://127.0.0.1/devstoreaccount1/up/a.csv", '"0x1"', None)
     now = utcnow()
     tags = EphiTags("ePHI", "owner@example.org", "test", "cardiology")
@@ -42,10 +47,14 @@ def test_bulk_insert_stores_what_core_stores(db, monkeypatch):
     with db.begin() as conn:
         for part in (slice(0, 30), slice(30, None)):
             columns = [list(values) for values in zip(*rows[part], strict=True)]
-            writer.insert_rows(conn, [*columns, models[part]], shared)
+            per_row = [models[part], encounters[part], absent[part]]
+            writer.insert_rows(conn, [*columns, *per_row], shared)
         conn.execute(
             patient_data.insert(),
-            [core_copy(row, model, shared) for row, model in zip(rows, models, strict=True)],
+            [
+                core_copy(row, per_row, shared)
+                for row, *per_row in zip(rows, models, encounters, absent, strict=True)
+            ],
         )
 
     # As the driver returns them: dates and timestamps in the form the database holds.

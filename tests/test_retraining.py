@@ -20,7 +20,7 @@ from los_model.card import ModelCard
 from los_model.store import ChampionPointer
 from retrain_model.function import run
 from shared.composition import Services
-from shared.records.schema import patient_data
+from shared.records.schema import ADMISSION_SOURCE, patient_data
 from tests import fhir_samples as fx
 from tests.conftest import APP_SETTINGS, CLOCK, deliver, function, http, reset_process_state, worker
 
@@ -162,7 +162,7 @@ def test_live_accuracy_comes_from_admissions_and_their_discharges(champion_url, 
     with db.connect() as conn:
         pairs = conn.execute(
             sa.select(patient_data.c.predlengthofstay, patient_data.c.lengthofstay).where(
-                patient_data.c.fhirEncounterId.is_not(None)
+                patient_data.c.sourceUri == ADMISSION_SOURCE
             )
         ).all()
     assert overall.model == champion and overall.count == 40 == len(pairs)

@@ -54,19 +54,36 @@ class Batch:
     # The model id behind each valid row's predlengthofstay (None: none, or from the file);
     # set when the batch was scored.
     models: list[str | None] | None = None
+    # An export's stays: each valid row's Encounter id and the features its resources lacked,
+    # stored as an admission stores them (None for a CSV, whose rows have neither).
+    encounters: list[str | None] | None = None
+    absent: list[str | None] | None = None
+
+    def add_stay(self, line: int, row: Any, encounter: str | None, absent: str | None) -> None:
+        """A stay mapped from FHIR resources: its row, Encounter id and absent features."""
+        if self.encounters is None or self.absent is None:
+            self.encounters = [None] * len(self.valid)
+            self.absent = [None] * len(self.valid)
+        self.valid.append(line, row)
+        self.encounters.append(encounter)
+        self.absent.append(absent)
 
     def __len__(self) -> int:
         return len(self.valid) + len(self.rejects)
 
 
-# What a bulk row writes: the values that differ row by row (the stay, and the model that
-# filled its predicted stay), then the ones every row of a batch shares (tags, provenance,
-# timestamps). The columns only FHIR admissions fill are left out.
-PER_ROW_COLUMNS: tuple[str, ...] = (*COLUMNS, "predictionModel")
+# What a bulk row writes: the values that differ row by row (the stay, the model that filled
+# its predicted stay, and for an export's stay its Encounter id and absent features, as an
+# admission stores them), then the ones every row of a batch shares (tags, provenance,
+# timestamps).
+PER_ROW_COLUMNS: tuple[str, ...] = (
+    *COLUMNS,
+    "predictionModel",
+    "fhirEncounterId",
+    "absentFeatures",
+)
 ROW_COLUMNS: tuple[str, ...] = PER_ROW_COLUMNS + tuple(
-    c.name
-    for c in patient_data.columns
-    if c.name not in (*PER_ROW_COLUMNS, "fhirEncounterId", "absentFeatures")
+    c.name for c in patient_data.columns if c.name not in PER_ROW_COLUMNS
 )
 
 
@@ -315,8 +332,13 @@ class PatientWriter:
         now = utcnow()
         extra = (*self._tags.columns().values(), source_uri, run.run_id, now, now)
         lines = batch.valid.lines
-        models = batch.models if batch.models is not None else [None] * len(lines)
-        columns: list[list[Any]] = [*batch.valid.columns, models]
+        nothing: list[Any] = [None] * len(lines)
+        columns: list[list[Any]] = [
+            *batch.valid.columns,
+            batch.models if batch.models is not None else nothing,
+            batch.encounters if batch.encounters is not None else nothing,
+            batch.absent if batch.absent is not None else nothing,
+        ]
         with engine.begin() as conn:
             eids: list[int] = batch.valid.column("eid")
             stored = _stored_eids(conn, eids)

@@ -16,10 +16,9 @@ from sqlalchemy.engine import Engine
 
 from shared.fhir.mapping import Admission, Discharge
 from shared.records.rows import COLUMNS
-from shared.records.schema import patient_data, utcnow
+from shared.records.schema import ADMISSION_SOURCE, patient_data, utcnow
 from shared.records.tags import EphiTags
 
-ADMIT_SOURCE = "api:admit_patient"
 # Compared to tell "the same admission again" from "another admission with this eid".
 _CLINICAL = tuple(c for c in COLUMNS if c != "predlengthofstay")
 
@@ -85,7 +84,7 @@ def admit(engine: Engine, admission: Admission, tags: EphiTags) -> Stay:
         row = {
             **admission.row._asdict(),
             **tags.columns(),
-            "sourceUri": ADMIT_SOURCE,
+            "sourceUri": ADMISSION_SOURCE,
             "ingestRunId": None,
             "createdAt": now,
             "updatedAt": now,

@@ -87,6 +87,12 @@ patient_data = sa.Table(
     sa.Column("predictionModel", sa.Unicode(64), nullable=True),
 )
 
+# Provenance: the ``sourceUri`` of a stay admitted over HTTP (``admit_patient``). Its
+# prediction was made at admission, before anyone knew the length of stay; every other
+# stay came from a file (``ingestRunId`` names its import run) that held it already. The
+# EHR's Encounter id (``fhirEncounterId``) is identity, kept on both paths, not provenance.
+ADMISSION_SOURCE = "api:admit_patient"
+
 # The capacity view's reads, proportional to the open stays, not to the history: a facility's
 # open stays are the entries of (facid, discharged) whose discharged is NULL (a B-tree keeps
 # NULLs, in SQL Server and PostgreSQL alike), and those discharged after a past instant the

@@ -230,12 +230,23 @@ def _patient_key(resource: dict[str, Any]) -> str | None:
 # --- mapping, patient by patient -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MappedStay:
+    """A stay as the admission path stores it: its row, its Encounter's id and the features
+    its resources lacked; ``line`` is its Encounter's line in its file."""
+
+    line: int
+    row: PatientRow
+    encounter_id: str | None
+    absent: str | None
+
+
 @dataclass
 class PatientStays:
     """What one patient's resources became: stays (with the line of their Encounter), and
     refusals of stays and of resources."""
 
-    rows: list[tuple[int, PatientRow]] = field(default_factory=list)
+    rows: list[MappedStay] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     refused: set[tuple[str, int]] = field(default_factory=set)
 
@@ -324,7 +335,11 @@ def map_patient(
             eid = str(exc.eid) if exc.eid is not None else None
             result.rejects.append(Reject(line, eid, f"Encounter: {reason}", file))
             continue
-        result.rows.append((line, admission.row))
+        result.rows.append(
+            MappedStay(
+                line, admission.row, admission.fhir_encounter_id, ",".join(admission.absent) or None
+            )
+        )
         for warning in admission.warnings:  # a resource the stay was stored without
             where = warning.expression or ""
             kind = kinds.get(_file_and_line(where), "Observation")
@@ -357,9 +372,7 @@ def _payload(
 # --- the run -------------------------------------------------------------------------------
 
 
-def units(
-    staging: Staging, settings: Settings
-) -> Iterator[tuple[list[tuple[int, PatientRow]], list[Reject]]]:
+def units(staging: Staging, settings: Settings) -> Iterator[tuple[list[MappedStay], list[Reject]]]:
     """The export's units of work in their fixed order: each staging refusal, then each
     patient's stays and refusals."""
     for refusal in staging.refusals():
@@ -409,8 +422,8 @@ def import_export(
             for ordinal, (rows, rejects) in enumerate(units(staging, settings), start=1):
                 if ordinal <= done:
                     continue  # committed by an earlier delivery of this manifest version
-                for line, row in rows:
-                    batch.valid.append(line, row)
+                for stay in rows:
+                    batch.add_stay(stay.line, stay.row, stay.encounter_id, stay.absent)
                 batch.rejects.extend(rejects)
                 batch.last_line = ordinal
                 if len(batch) >= size:
