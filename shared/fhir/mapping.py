@@ -552,16 +552,21 @@ def _measurements(
     floor = dt.datetime.min.replace(tzinfo=dt.UTC)
     values: dict[str, object] = {}
     absent: list[str] = []
+    # Each usable Observation's LOINC codes, read once: a patient of an export brings all
+    # its Observations to each of its stays, and every column looks through them.
+    usable = [
+        (entry, codes)
+        for entry in observations
+        if entry.observation.status not in UNUSABLE_OBSERVATION
+        and (codes := _codes(entry.observation.code, LOINC))
+    ]
     for column, measurement in MEASUREMENTS.items():
         own: list[tuple[dt.datetime, Entry]] = []
         before: list[tuple[dt.datetime, Entry]] = []
-        for entry in observations:
-            model = entry.observation
-            if (
-                model.status in UNUSABLE_OBSERVATION
-                or not _codes(model.code, LOINC) & measurement.codes
-            ):
+        for entry, codes in usable:
+            if not codes & measurement.codes:
                 continue
+            model = entry.observation
             when = _observation_time(entry)
             linked = payload.resolve(model.encounter.reference if model.encounter else None)
             if linked is admission or (payload.blueprint and linked is None and when is None):
