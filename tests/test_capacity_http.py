@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from los_model.store import BlobStore, pointer_to
 from shared.records.schema import audit_log
+from tests import fhir_samples as fx
 from tests.conftest import APP_SETTINGS, http, reset_process_state, worker
 from tests.test_admit_discharge import principal
 from tests.test_capacity import put_facilities, put_stays
@@ -220,3 +221,22 @@ def test_models_storage_down_still_gives_census(champion, monkeypatch):
     status, found = get("capacity")
     assert status == 200 and "cannot be read now (ServiceRequestError)" in found["note"]
     assert found["facilities"][0]["census"] == 4 and "forecast" not in found["facilities"][0]
+
+
+def test_no_view_of_patient_data_stays_in_a_browser(easyauth, champion, db):
+    """Automatic logoff, as far as the service goes: it keeps no session (each call carries
+    its own token), and no answer that names a patient, nor the audit trail, may be kept in
+    a browser's or a proxy's cache for the next person at the workstation."""
+    _, _, headers = page(CLM, facility="A")
+    assert headers["Cache-Control"] == "no-store"
+    admitted = http("admit_patient", fx.blueprint("admit_100001.json"), headers=CLM)
+    assert admitted.status_code == 201 and admitted.headers["Cache-Control"] == "no-store"
+    for name, who, params in (
+        ("capacity_patients", CLM, {"facility": "A"}),
+        ("capacity", CMIO, {}),
+        ("audit_report", {"X-MS-CLIENT-PRINCIPAL": principal("Auditor")}, {}),
+    ):
+        response = http(name, None, method="GET", content_type=None, headers=who, params=params)
+        assert response.status_code == 200, name
+        assert response.headers["Cache-Control"] == "no-store", name
+        assert "Set-Cookie" not in response.headers, name

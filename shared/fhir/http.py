@@ -240,7 +240,8 @@ def _respond(
         status_code=status,
         mimetype=FHIR_JSON if fhir else "application/json",
         charset="utf-8",
-        headers={"X-Correlation-Id": correlation, **headers},
+        # An answer about a stay is no one else's: no browser or proxy keeps it.
+        headers={"X-Correlation-Id": correlation, "Cache-Control": "no-store", **headers},
     )
 
 
