@@ -200,17 +200,20 @@ def _stored_form(csv_path: str, run_id: int) -> tuple[list[str], Sequence[tuple[
     and the columns they go to: what a bare bulk insert of the same rows would send."""
     from shared.bulk.csvfile.csv_rows import CsvRecords
     from shared.bulk.csvfile.row_validation import COLUMNS, RowValidator
-    from shared.bulk.patient_writer import ROW_COLUMNS
+    from shared.bulk.patient_writer import PER_ROW_COLUMNS, ROW_COLUMNS
 
     now = "2026-01-01 00:00:00.000000"
     extra = ("ePHI", "owner@example.org", "bench", "bench", "bench://stays.csv", run_id, now, now)
     records = CsvRecords([Path(csv_path).read_bytes()], COLUMNS)
     validator = RowValidator(records.header)
     rows: list[tuple[object, ...]] = []
+    # A CSV row's per-row columns past its own: no predictionModel, Encounter id or absent
+    # features.
+    unset = (None,) * (len(PER_ROW_COLUMNS) - len(COLUMNS))
     for record in records:
         row = validator.validate(record.fields)
         values = (v.isoformat() if isinstance(v, dt.date) else v for v in row)
-        rows.append((*values, None, *extra))  # None: no predictionModel
+        rows.append((*values, *unset, *extra))
     return list(ROW_COLUMNS), rows
 
 
