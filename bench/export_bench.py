@@ -69,6 +69,7 @@ class _Phases(logging.Handler):
         message = record.getMessage()
         for phase, pattern in (
             ("stage", r"staged in ([\d.]+) s"),
+            ("disk MB", r"([\d.]+) MB of temporary disk"),
             ("map", r"written in ([\d.]+) s"),
         ):
             match = re.search(pattern, message)
@@ -207,7 +208,11 @@ def main(argv: list[str] | None = None) -> None:
                     drop_database(db_url)
                 per_stay = seconds if name == "admit" else seconds / stays
                 measured[name] = per_stay
-                detail = ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+                detail = ", ".join(
+                    f"{k} {v:.1f}" + ("" if k.endswith("MB") else " s") for k, v in phases.items()
+                )
+                if "disk MB" in phases:
+                    detail += f" ({phases['disk MB'] * 1e6 / args.patients:,.0f} bytes a patient)"
                 total = f"{seconds:7.2f} s" if name != "admit" else "         "
                 print(
                     f"  {name:7s} {total} {stays:>7,} stays {1 / per_stay:>9,.0f} stays/s "

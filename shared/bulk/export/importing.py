@@ -409,11 +409,12 @@ def import_export(
         stage(parts, uploads, staging)
         staged = time.perf_counter()
         log.info(
-            "run %s: %s lines of %s files staged in %.1f s",
+            "run %s: %s lines of %s files staged in %.1f s (%.1f MB of temporary disk)",
             run.id,
             sum(staging.counts.read.values()),
             len(parts),
             staged - started,
+            staging.disk_bytes / 1e6,
         )
         done = run.checkpoint_line
         batch = Batch(last_line=done)

@@ -120,6 +120,11 @@ class Staging:
             """
         )
 
+    @property
+    def disk_bytes(self) -> int:
+        """The staging file's size: the temporary disk this run holds on the worker."""
+        return os.path.getsize(self.path)
+
     def refusals(self) -> Iterator[Refusal]:
         """The lines refused while staging, in the order they were read."""
         for row in self._db.execute("SELECT file, line, type, reason FROM refusal ORDER BY rowid"):
