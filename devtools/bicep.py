@@ -32,6 +32,37 @@ ROLES = {
     "73c42c96-874c-492b-b04d-ab87d138a893": "Log Analytics Reader",
 }
 
+# What each role may do in the data plane, as Microsoft Learn's built-in roles page lists its
+# dataActions: a role with none reaches no blob, message, secret or row, whatever its scope.
+DATA_ACTIONS = {
+    "Key Vault Secrets User": ("Microsoft.KeyVault/vaults/secrets/getSecret/action",),
+    "Key Vault Secrets Officer": ("Microsoft.KeyVault/vaults/secrets/*",),
+    "Storage Blob Data Reader": (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    ),
+    "Storage Blob Data Contributor": (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
+    ),
+    "Storage Blob Data Owner": (
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
+    ),
+    "Storage Queue Data Reader": (
+        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/read",
+    ),
+    "Storage Queue Data Message Processor": (
+        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/*",
+    ),
+    "Storage Queue Data Message Sender": (
+        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/add/action",
+    ),
+    "Monitoring Metrics Publisher": (
+        "Microsoft.Insights/Metrics/Write",
+        "Microsoft.Insights/Telemetry/Write",
+    ),
+    "Reader": (),  # actions */read: settings, never keys (listKeys is an action, not a read)
+    "Log Analytics Reader": (),  # reads the workspace's logs: audit records, never patient data
+}
+
 
 @functools.cache
 def bicep(name: str) -> dict[str, Any]:

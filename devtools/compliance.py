@@ -93,7 +93,10 @@ class MalformedMatrix(ValueError):
 def load(path: Path = CONTROLS) -> Matrix:
     import yaml
 
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise MalformedMatrix(f"{path.name}: not YAML ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("controls"), list):
         raise MalformedMatrix(f"{path.name}: a mapping with a list of controls is expected")
     controls = [_control(i, raw) for i, raw in enumerate(data["controls"])]
@@ -273,12 +276,11 @@ APP_ROLE_REACH = {
 def derive_access() -> dict[str, Any]:
     """Every way into this deployment's data that infra/ declares, and whether it reaches
     patient data: the role assignments, the database's users, the app roles."""
-    from devtools.bicep import INFRA, bicep, role_assignments
+    from devtools.bicep import DATA_ACTIONS, INFRA, bicep, role_assignments
 
-    data_roles = _data_roles()
     entries: list[dict[str, Any]] = []
     for a in role_assignments():
-        reaches = a.scope in PATIENT_DATA_SCOPES and data_roles[a.role]
+        reaches = a.scope in PATIENT_DATA_SCOPES and bool(DATA_ACTIONS[a.role])
         entries.append(
             {
                 "who": PRINCIPALS[a.principal],
@@ -335,14 +337,6 @@ def derive_access() -> dict[str, Any]:
         "derivedFrom": ["infra/", "python -m devtools.compliance access"],
         "entries": entries,
     }
-
-
-def _data_roles() -> dict[str, bool]:
-    """Each granted role: whether it has a data action (tests/test_infra.py lists them)."""
-    from devtools.bicep import ROLES
-
-    without = {"Reader", "Log Analytics Reader", "Monitoring Metrics Publisher"}
-    return {name: name not in without for name in ROLES.values()}
 
 
 def _grants() -> dict[str, tuple[str, ...]]:

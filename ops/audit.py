@@ -40,11 +40,12 @@ BATCH = 10_000
 
 
 def _day(text: str) -> dt.datetime:
+    from shared.fhir.answers import utc_instant
+
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return utc_instant(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date-time") from None
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:

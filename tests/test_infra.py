@@ -19,6 +19,7 @@ import sqlglot
 
 from devtools import events, fhir_export, los_generator
 from devtools.bicep import (
+    DATA_ACTIONS,
     INFRA,
     bicep,
     bicep_files,
@@ -87,36 +88,6 @@ PLATFORM_SETTINGS = {
     # the code reads too, is not listed here).
     "PATIENT_STORAGE_CONNECTION__credential",
     "PATIENT_STORAGE_CONNECTION__clientId",
-}
-# What each role may do in the data plane, as Microsoft Learn's built-in roles page lists its
-# dataActions: a role with none reaches no blob, message, secret or row, whatever its scope.
-DATA_ACTIONS = {
-    "Key Vault Secrets User": ("Microsoft.KeyVault/vaults/secrets/getSecret/action",),
-    "Key Vault Secrets Officer": ("Microsoft.KeyVault/vaults/secrets/*",),
-    "Storage Blob Data Reader": (
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
-    ),
-    "Storage Blob Data Contributor": (
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
-    ),
-    "Storage Blob Data Owner": (
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
-    ),
-    "Storage Queue Data Reader": (
-        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/read",
-    ),
-    "Storage Queue Data Message Processor": (
-        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/*",
-    ),
-    "Storage Queue Data Message Sender": (
-        "Microsoft.Storage/storageAccounts/queueServices/queues/messages/add/action",
-    ),
-    "Monitoring Metrics Publisher": (
-        "Microsoft.Insights/Metrics/Write",
-        "Microsoft.Insights/Telemetry/Write",
-    ),
-    "Reader": (),  # actions */read: settings, never keys (listKeys is an action, not a read)
-    "Log Analytics Reader": (),  # reads the workspace's logs: audit records, never patient data
 }
 EXPECTED_GRANTS = {
     # The app's identity.

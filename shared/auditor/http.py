@@ -13,27 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from shared.fhir.answers import Answer, instant, json_answer, refused, unavailable
 from shared.fhir.authz import ANONYMOUS, AUDITOR_ROLE, Principal, caller, require
 from shared.fhir.operation_outcome import FhirError
-from shared.platform.settings import Settings
 
 if TYPE_CHECKING:
     from shared.auditor.report import Report
-    from shared.platform.database import Database
+    from shared.fhir.http import Parts  # settings and database, as admissions need
 
 log = logging.getLogger(__name__)
 VIEW_AUDIT = "view-audit"
 MAX_DAYS = 400
-
-
-class Parts(Protocol):
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def database(self) -> Database: ...
 
 
 def parse(

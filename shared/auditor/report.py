@@ -152,9 +152,9 @@ def report(
         eid,
         denied_only,
         entries,
-        [] if denied_only else imports,
+        [] if denied_only else imports[:limit],
         stay,
-        truncated=len(rows) > limit,
+        truncated=len(rows) > limit or (not denied_only and len(imports) > limit),
         counts={str(k): int(v) for k, v in sorted(counts.items())},
     )
 
@@ -193,7 +193,7 @@ def _imports(
             sa.select(*columns)
             .where(r.startedAt >= since, r.startedAt < until)
             .order_by(r.startedAt, r.id)
-            .limit(MAX_ENTRIES)
+            .limit(MAX_ENTRIES + 1)  # one more: the report says when it was cut
         )
     return [Import(*row) for row in conn.execute(query).all()]
 

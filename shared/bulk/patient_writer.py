@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shared.bulk.runs import ingest_runs
 from shared.bulk.runs.ingest_runs import Range, Run
-from shared.records.rows import COLUMNS, Reject, ValidRows
+from shared.records.rows import COLUMNS, PatientRow, Reject, ValidRows
 from shared.records.schema import ingest_rejects, patient_data, utcnow
 from shared.records.tags import EphiTags
 
@@ -59,7 +59,9 @@ class Batch:
     encounters: list[str | None] | None = None
     absent: list[str | None] | None = None
 
-    def add_stay(self, line: int, row: Any, encounter: str | None, absent: str | None) -> None:
+    def add_stay(
+        self, line: int, row: PatientRow, encounter: str | None, absent: str | None
+    ) -> None:
         """A stay mapped from FHIR resources: its row, Encounter id and absent features."""
         if self.encounters is None or self.absent is None:
             self.encounters = [None] * len(self.valid)

@@ -98,9 +98,15 @@ def instant(params: Mapping[str, str], name: str) -> dt.datetime | None:
     if not raw:
         return None
     try:
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return utc_instant(raw)
     except ValueError:
         raise FhirError.one(
             400, "value", f"{name} must be an ISO 8601 date or date-time", name
         ) from None
+
+
+def utc_instant(text: str) -> dt.datetime:
+    """``text`` (an ISO 8601 date or date-time) as the naive UTC instant every timestamp
+    column holds; an offset is converted. Raises ValueError when it is not one."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value

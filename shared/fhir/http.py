@@ -113,7 +113,9 @@ class _Call:
         )
 
     def refuse(self, error: FhirError) -> func.HttpResponse:
-        outcome = "denied" if error.status in (401, 403) else "failed"
+        from shared.fhir.audit import outcome_of
+
+        outcome = outcome_of(error.status)
         reason = str(error)
         self.audit(outcome, error.status, error.encounter_id, error.eid, reason)
         log.info("%s %s: %s %s: %s", self.action, self.correlation, outcome, error.status, reason)
