@@ -29,20 +29,24 @@ def connection_string(port: int, queue_port: int | None = None, host: str = "127
 
 
 # The containers the app reads and writes, made together wherever a local account is set up:
-# the uploads (PATIENT_UPLOADS_CONTAINER) and the models (the champion pointer, versions).
+# the uploads (PATIENT_UPLOADS_CONTAINER), the models (the champion pointer, versions) and
+# an export's shards.
 UPLOADS_CONTAINER = "patient-uploads"
 MODELS_CONTAINER = "models"
+# An export's shards while it is imported in ranges (shared/platform/storage.py names it).
+SHARDS_CONTAINER = "export-shards"
 
 
 def create_containers(
     connection_string: str, uploads: str = UPLOADS_CONTAINER, models: str = MODELS_CONTAINER
 ) -> None:
-    """Make the uploads and models containers (as infra/modules/storage.bicep does in Azure)."""
+    """Make the uploads, models and export-shards containers (as infra/modules/storage.bicep
+    does in Azure)."""
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
 
     service = BlobServiceClient.from_connection_string(connection_string)
-    for name in (uploads, models):
+    for name in (uploads, models, SHARDS_CONTAINER):
         with contextlib.suppress(ResourceExistsError):
             service.create_container(name)
 

@@ -148,6 +148,7 @@ def _importer(services: Services) -> Importer:
     # Imported here, not at module load: the host indexes functions on a cold start and
     # should not pay for SQLAlchemy and the Storage SDK before the first message.
     from shared.bulk.importer import Importer
+    from shared.platform.storage import ExportShards
 
     return Importer(
         services.database,
@@ -155,6 +156,7 @@ def _importer(services: Services) -> Importer:
         settings=services.settings,
         predictor=services.predictor,
         queue=services.import_queue,
+        shards=ExportShards(services.uploads),
     )
 
 

@@ -21,6 +21,7 @@ from shared.platform.queues import POISON_QUEUE
 from shared.records.schema import (
     audit_log,
     facilities,
+    ingest_range_resource_counts,
     ingest_ranges,
     ingest_rejects,
     ingest_resource_counts,
@@ -146,6 +147,7 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
             facilities,
             ingest_rejects,
             ingest_resource_counts,
+            ingest_range_resource_counts,
             patient_data,
             ingest_ranges,
             ingest_runs,

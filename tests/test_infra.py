@@ -703,6 +703,7 @@ def test_the_grant_script_parses_and_grants_only_select_insert_update_on_our_tab
         "IngestRanges",
         "IngestRejects",
         "IngestResourceCounts",
+        "IngestRangeResourceCounts",
         "AuditLog",
         "Facilities",
     }

@@ -35,6 +35,10 @@ GO
 -- An export's counts per resource type: written once when its run finishes, never read back.
 GRANT INSERT ON dbo.IngestResourceCounts TO [$(APP_IDENTITY_NAME)];
 GO
+-- An export read in ranges: each range's counts per resource type, written once when it
+-- finishes, and read by the range that settles the run to sum them into IngestResourceCounts.
+GRANT SELECT, INSERT ON dbo.IngestRangeResourceCounts TO [$(APP_IDENTITY_NAME)];
+GO
 -- Facilities and their beds: the capacity view reads them; the database analyst loads them.
 GRANT SELECT ON dbo.Facilities TO [$(APP_IDENTITY_NAME)];
 GO

@@ -25,8 +25,14 @@ from shared.bulk.runs.ingest_runs import Run
 from shared.bulk.runs.outcome import REFUSED, WAITING, ImportOutcome
 from shared.platform.queues import POISON_QUEUE, ImportQueue
 from shared.platform.settings import Settings
-from shared.platform.storage import BlobGone, BlobRef, UntrustedBlobUrl, UploadsContainer
-from shared.records.schema import RUN_FAILED, RUN_SUPERSEDED
+from shared.platform.storage import (
+    BlobGone,
+    BlobRef,
+    ExportShards,
+    UntrustedBlobUrl,
+    UploadsContainer,
+)
+from shared.records.schema import RUN_FAILED, RUN_SUCCEEDED, RUN_SUPERSEDED
 
 if TYPE_CHECKING:
     from los_model.scoring import Predictor
@@ -43,8 +49,8 @@ GAVE_UP = "ImportGaveUp"
 class Importer:
     """Imports the items of the import queue's messages into ``database``, reading the blobs
     of ``uploads``. Rows are tagged and batched as ``settings`` say and scored by
-    ``predictor`` when one is set; a file larger than one range is fanned out over ``queue``
-    (without one, every file is imported whole)."""
+    ``predictor`` when one is set; a file larger than one range is fanned out over ``queue``,
+    an export's shards written to ``shards`` (without them, every file is imported whole)."""
 
     def __init__(
         self,
@@ -54,6 +60,7 @@ class Importer:
         settings: Settings,
         predictor: Predictor | None = None,
         queue: ImportQueue | None = None,
+        shards: ExportShards | None = None,
         give_up_after: int = MAX_DEQUEUE_COUNT,
     ) -> None:
         self._database = database
@@ -61,6 +68,7 @@ class Importer:
         self._settings = settings
         self._predictor = predictor
         self._queue = queue
+        self._shards = shards
         self._give_up_after = give_up_after
         self._writer = PatientWriter(settings.tags)
 
@@ -88,8 +96,38 @@ class Importer:
 
     def _import(self, item: BlobCreated | RangeTask) -> ImportOutcome:
         if isinstance(item, RangeTask):
-            return csv_import.import_range(item, uploads=self._uploads, target=self._target())
+            return self._range(item)
         return self._blob_event(item)
+
+    def _range(self, task: RangeTask) -> ImportOutcome:
+        """One range of a CSV, or one shard of an export, from its checkpoint."""
+        target = self._target()
+        taken = csv_import.take_range(task, target.engine)
+        if isinstance(taken, ImportOutcome):
+            return taken
+        run, part = taken
+        if self._shards is None or not ndjson.is_manifest(run.url):
+            return csv_import.import_range(run, part, uploads=self._uploads, target=target)
+        from shared.bulk.export import importing as export_import
+
+        outcome = export_import.import_range(
+            run,
+            part,
+            uploads=self._uploads,
+            store=self._shards,
+            target=target,
+            settings=self._settings,
+        )
+        self._settled(run, outcome)
+        return outcome
+
+    def _settled(self, run: Run, outcome: ImportOutcome) -> None:
+        """An export's run that settled needs its shards no more (a failed one keeps them
+        for its ranges' replay)."""
+        from shared.bulk.export import importing as export_import
+
+        if self._shards is not None and outcome.status in (RUN_SUCCEEDED, RUN_SUPERSEDED):
+            export_import.delete_shards(run, self._shards)
 
     def _blob_event(self, event: BlobCreated) -> ImportOutcome:
         """Import the blob ``event`` announces, or fan it out when it is larger than one
@@ -152,9 +190,27 @@ class Importer:
         log.info(
             "run %s: importing the FHIR export of manifest %s version %s", run.id, ref.name, etag
         )
+        queue, shards, engine = self._queue, self._shards, target.engine
         try:
+            if queue is not None and shards is not None and run.range_count:
+                planned = ingest_runs.ranges(engine, run.id)
+                outcome = csv_import.send_ranges(run, planned, engine=engine, queue=queue)
+                self._settled(run, outcome)
+                return outcome
+            parts = export_import.read_parts(ref, etag, self._uploads)
+            n_shards = export_import.shard_count(parts, self._settings.import_range_bytes)
+            if queue is not None and shards is not None and n_shards > 1:
+                return export_import.fan_out(
+                    run,
+                    parts,
+                    n_shards=n_shards,
+                    uploads=self._uploads,
+                    store=shards,
+                    queue=queue,
+                    engine=engine,
+                )
             export_import.import_export(
-                run, ref, etag, uploads=self._uploads, target=target, settings=self._settings
+                run, ref, parts, uploads=self._uploads, target=target, settings=self._settings
             )
         except (BlobGone, ndjson.ManifestRejected) as exc:
             reason = exc.reason if isinstance(exc, BlobGone) else f"manifest rejected: {exc.reason}"

@@ -7,6 +7,7 @@ so a forged event cannot make the function fetch an arbitrary URL.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -230,3 +231,53 @@ class AccountBlob:
             return downloader.readall(), str(downloader.properties.etag)
         except ResourceNotModifiedError:
             return None
+
+
+# An export read in ranges: its resources sharded by patient (shared/bulk/export/shards.py),
+# one folder per run, deleted when the run settles and by the lifecycle rule otherwise.
+SHARDS_CONTAINER = "export-shards"
+
+
+class ExportShards:
+    """The export-shards container of the uploads' account: block blobs written a block at a
+    time (several at once, interleaved), read back whole, deleted by folder."""
+
+    def __init__(self, uploads: UploadsContainer, container: str = SHARDS_CONTAINER) -> None:
+        self._uploads, self.container = uploads, container
+
+    def _blob(self, name: str) -> Any:
+        return self._uploads.service.get_blob_client(self.container, name)
+
+    def stage(self, name: str, block: int, data: bytes) -> None:
+        """Upload ``data`` as block number ``block`` of ``name`` (not visible until committed)."""
+        # Block ids of one blob must all be the same length.
+        self._blob(name).stage_block(f"{block:08d}", data)
+
+    def commit(self, name: str, blocks: int) -> None:
+        """Make ``name`` the blocks ``0..blocks-1`` staged for it, in order (replacing a
+        blob of that name: a redone first pass writes the same bytes again)."""
+        from azure.storage.blob import BlobBlock
+
+        self._blob(name).commit_block_list([BlobBlock(f"{i:08d}") for i in range(blocks)])
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self._blob(name).download_blob(max_concurrency=1)
+        except ResourceNotFoundError:
+            raise BlobGone("the shard no longer exists", superseded=False) from None
+        chunks: Iterator[bytes] = downloader.chunks()
+        return chunks
+
+    def delete_folder(self, folder: str) -> int:
+        """Delete every blob under ``folder/``; how many there were."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        container = self._uploads.service.get_container_client(self.container)
+        deleted = 0
+        for blob in container.list_blobs(name_starts_with=folder.rstrip("/") + "/"):
+            with contextlib.suppress(ResourceNotFoundError):  # a concurrent settler's
+                container.delete_blob(blob.name)
+                deleted += 1
+        return deleted

@@ -186,6 +186,23 @@ ingest_resource_counts = sa.Table(
     implicit_returning=False,  # append-only, as IngestRejects
 )
 
+# An export read in ranges, per range and resource type, summed into IngestResourceCounts by
+# the range that settles the run (in the same transaction). Range -1 is the first pass, which
+# read every line once and sharded it: lines read, skipped and refused while reading; a range
+# counts the resources refused while mapping. ``used`` is the sum's read - refused - skipped.
+FIRST_PASS = -1
+ingest_range_resource_counts = sa.Table(
+    "IngestRangeResourceCounts",
+    metadata,
+    sa.Column("runId", sa.Integer, sa.ForeignKey("IngestRuns.id"), primary_key=True),
+    sa.Column("rangeIndex", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("resourceType", sa.Unicode(64), primary_key=True),
+    sa.Column("read", sa.Integer, nullable=False),
+    sa.Column("refused", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+    implicit_returning=False,
+)
+
 audit_log = sa.Table(
     "AuditLog",
     metadata,

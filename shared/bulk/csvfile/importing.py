@@ -96,20 +96,28 @@ def fan_out(
             plan.size,
             len(parts),
         )
-    run.range_count = len(parts)
-    unfinished = [part for part in parts if not part.finished]
+    return send_ranges(run, parts, engine=engine, queue=queue)
+
+
+def send_ranges(
+    run: Run, planned: list[Range], *, engine: Engine, queue: ImportQueue
+) -> ImportOutcome:
+    """A message for each range of ``run`` not yet finished (settling the run when none is:
+    a redelivered event after the worker of its last range died before settling)."""
+    run.range_count = len(planned)
+    unfinished = [part for part in planned if not part.finished]
     if not unfinished:
-        # Every range finished but the run was not settled (the worker died in between).
         return ImportOutcome.of(ingest_runs.settle(engine, run.id) or run)
     for part in unfinished:
         queue.send(RangeTask(run.id, part.index).message())
     return ImportOutcome.of(run)
 
 
-def import_range(task: RangeTask, *, uploads: UploadsContainer, target: Target) -> ImportOutcome:
-    """Import one range of a fanned-out run from its checkpoint; a finished range is left as
-    it is (a duplicate message), a failed one is taken up again (a replayed message)."""
-    engine = target.engine
+def take_range(task: RangeTask, engine: Engine) -> tuple[Run, Range] | ImportOutcome:
+    """The run and range ``task`` names, to be imported from the range's checkpoint; or what
+    became of a message with nothing to import: a range that does not exist is refused, a
+    finished one left as it is (a duplicate message). A failed one is taken up again (a
+    replayed message)."""
     run = ingest_runs.load(engine, task.run_id)
     part = ingest_runs.load_range(engine, task.run_id, task.index)
     if run is None or part is None:
@@ -124,6 +132,14 @@ def import_range(task: RangeTask, *, uploads: UploadsContainer, target: Target) 
         settled = ingest_runs.settle(engine, run.id) if not run.finished else None
         return ImportOutcome.of(settled or run, replay=True)
     ingest_runs.attempt_range(engine, part)
+    return run, part
+
+
+def import_range(
+    run: Run, part: Range, *, uploads: UploadsContainer, target: Target
+) -> ImportOutcome:
+    """Import one range of a fanned-out CSV from its checkpoint."""
+    engine = target.engine
     ref = uploads.resolve(run.url)
     header_end = part.start if part.index == 0 else ingest_runs.ranges(engine, run.id)[0].start
     try:
@@ -132,7 +148,7 @@ def import_range(task: RangeTask, *, uploads: UploadsContainer, target: Target) 
         records = CsvRecords(_chained(header, body), COLUMNS, first_line=part.first_line)
         validator = RowValidator(records.header)
     except (BlobGone, FileRejected) as exc:
-        return _range_done(engine, run, part, *_verdict(exc))
+        return range_done(engine, run, part, *_verdict(exc))
     log.info(
         "run %s range %s: importing lines from %s (attempt %s)",
         run.id,
@@ -141,7 +157,7 @@ def import_range(task: RangeTask, *, uploads: UploadsContainer, target: Target) 
         part.attempts,
     )
     store_records(records, validator, part, target=target, source_uri=run.url)
-    return _range_done(engine, run, part, RUN_SUCCEEDED)
+    return range_done(engine, run, part, RUN_SUCCEEDED)
 
 
 def fail(engine: Engine, task: RangeTask, reason: str) -> None:
@@ -150,12 +166,20 @@ def fail(engine: Engine, task: RangeTask, reason: str) -> None:
     part = ingest_runs.load_range(engine, task.run_id, task.index)
     run = ingest_runs.load(engine, task.run_id)
     if part is not None and run is not None and not part.finished:
-        _range_done(engine, run, part, RUN_FAILED, reason)
+        range_done(engine, run, part, RUN_FAILED, reason)
 
 
-def _range_done(
-    engine: Engine, run: Run, part: Range, status: RunStatus, reason: str | None = None
+def range_done(
+    engine: Engine,
+    run: Run,
+    part: Range,
+    status: RunStatus,
+    reason: str | None = None,
+    *,
+    counts: ingest_runs.TypeCounts | None = None,
 ) -> ImportOutcome:
+    """Close ``part`` with ``status`` (and an export range's ``counts``), settling the run
+    when it was the last."""
     log_at = log.info if status == RUN_SUCCEEDED else log.warning
     log_at(
         "run %s range %s: %s: %s read, %s stored, %s rejected%s",
@@ -167,7 +191,7 @@ def _range_done(
         part.rows_rejected,
         f" ({reason})" if reason else "",
     )
-    settled = ingest_runs.finish_range(engine, part, status, reason)
+    settled = ingest_runs.finish_range(engine, part, status, reason, counts=counts)
     if settled is None:
         return ImportOutcome.of(run)
     log.info(

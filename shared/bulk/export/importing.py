@@ -39,11 +39,14 @@ from sqlalchemy.engine import Engine
 from shared.bulk.batches import Target
 from shared.bulk.blob_events import RetryLater
 from shared.bulk.csvfile.csv_rows import MAX_LINE_BYTES
-from shared.bulk.export import ndjson
+from shared.bulk.csvfile.importing import range_done, send_ranges
+from shared.bulk.export import ndjson, shards
+from shared.bulk.export.shards import ShardWriter
 from shared.bulk.export.staging import Counts, Refusal, Staged, Staging
 from shared.bulk.patient_writer import Batch
 from shared.bulk.runs import ingest_runs
-from shared.bulk.runs.ingest_runs import Run
+from shared.bulk.runs.ingest_runs import Range, Run
+from shared.bulk.runs.outcome import ImportOutcome
 from shared.fhir.mapping import (
     INPATIENT_CLASSES,
     Resources,
@@ -52,10 +55,16 @@ from shared.fhir.mapping import (
 )
 from shared.fhir.operation_outcome import FhirError, Issue
 from shared.fhir.payload import Entry, Payload, validate_each
+from shared.platform.queues import ImportQueue
 from shared.platform.settings import Settings
-from shared.platform.storage import BlobGone, BlobRef, UploadsContainer
+from shared.platform.storage import BlobGone, BlobRef, ExportShards, UploadsContainer
 from shared.records.rows import PatientRow, Reject
-from shared.records.schema import RUN_SUCCEEDED, ingest_resource_counts
+from shared.records.schema import (
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    RUN_SUPERSEDED,
+    ingest_resource_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,7 @@ class _Part:
     file: ndjson.ExportFile
     ref: BlobRef
     etag: str
+    size: int
 
 
 def _other_suffix(name: str) -> str:
@@ -91,7 +101,7 @@ def find_parts(manifest: ndjson.Manifest, ref: BlobRef, uploads: UploadsContaine
         part_ref = uploads.sibling(ref, file.blob_name)
         other = _other_suffix(file.blob_name)
         try:
-            etag, _ = uploads.properties(part_ref)
+            etag, size = uploads.properties(part_ref)
         except BlobGone:
             if _exists(uploads, uploads.sibling(ref, other)):
                 log.warning(
@@ -113,7 +123,7 @@ def find_parts(manifest: ndjson.Manifest, ref: BlobRef, uploads: UploadsContaine
                 other.rsplit("/", 1)[-1],
                 file.file_name,
             )
-        parts.append(_Part(file, part_ref, etag))
+        parts.append(_Part(file, part_ref, etag, size))
     return parts
 
 
@@ -143,8 +153,9 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def stage(parts: list[_Part], uploads: UploadsContainer, staging: Staging) -> None:
-    """Read every line of every file once, keeping what the mapping reads by patient."""
+def stage(parts: list[_Part], uploads: UploadsContainer, staging: Staging | ShardWriter) -> None:
+    """Read every line of every file once, keeping what the mapping reads by patient (in
+    the worker's staging, or in shards for ranges to import)."""
     counts = staging.counts
     for part in parts:
         chunks = _decompressed(iter(uploads.chunks(part.ref, part.etag)))
@@ -162,7 +173,13 @@ def stage(parts: list[_Part], uploads: UploadsContainer, staging: Staging) -> No
 
 
 def _stage_line(
-    file: str, number: int, line: bytes | None, *, declared: str, staging: Staging, counts: Counts
+    file: str,
+    number: int,
+    line: bytes | None,
+    *,
+    declared: str,
+    staging: Staging | ShardWriter,
+    counts: Counts,
 ) -> None:
     def refuse(kind: str, reason: str) -> None:
         counts.add(counts.refused, kind)
@@ -389,21 +406,53 @@ def units(staging: Staging, settings: Settings) -> Iterator[tuple[list[MappedSta
         yield result.rows, result.rejects
 
 
+def read_parts(ref: BlobRef, etag: str, uploads: UploadsContainer) -> list[_Part]:
+    """The files the manifest ``ref`` at ``etag`` names, each in the uploads container; raises
+    :class:`ExportIncomplete`, :class:`ndjson.ManifestRejected` or :class:`BlobGone`."""
+    data = b"".join(uploads.chunks(ref, etag, 0, MAX_MANIFEST_BYTES))
+    manifest = ndjson.read_manifest(data, ref.name)
+    return find_parts(manifest, ref, uploads)
+
+
+def _write_units(
+    run: Run | Range, staging: Staging, *, target: Target, settings: Settings, source_uri: str
+) -> None:
+    """Map and write the staged units after ``run``'s checkpoint (a unit's ordinal)."""
+    done = run.checkpoint_line
+    batch = Batch(last_line=done)
+    size = target.batch_size
+    with target.batches(run, source_uri=source_uri) as writer:
+        for ordinal, (rows, rejects) in enumerate(units(staging, settings), start=1):
+            if ordinal <= done:
+                continue  # committed by an earlier delivery
+            for stay in rows:
+                batch.add_stay(stay.line, stay.row, stay.encounter_id, stay.absent)
+            batch.rejects.extend(rejects)
+            batch.last_line = ordinal
+            if len(batch) >= size:
+                writer.submit(batch)
+                batch = Batch(last_line=ordinal)
+        if batch.last_line > done:
+            writer.submit(batch)
+
+
+def _per_type(counts: Counts) -> str:
+    return ", ".join(
+        f"{t} {r} read, {u} used, {x} refused, {s} skipped" for t, r, u, x, s in counts.rows()
+    )
+
+
 def import_export(
     run: Run,
     ref: BlobRef,
-    etag: str,
+    parts: list[_Part],
     *,
     uploads: UploadsContainer,
     target: Target,
     settings: Settings,
 ) -> None:
-    """Import the export whose manifest is ``ref`` at ``etag`` into ``run`` (resuming after
-    its checkpoint); raises :class:`ExportIncomplete`, :class:`ndjson.ManifestRejected` or
-    :class:`BlobGone` before anything is written."""
-    data = b"".join(uploads.chunks(ref, etag, 0, MAX_MANIFEST_BYTES))
-    manifest = ndjson.read_manifest(data, ref.name)
-    parts = find_parts(manifest, ref, uploads)
+    """Import the export of manifest ``ref`` (its files, ``parts``) into ``run`` in this
+    worker, resuming after its checkpoint."""
     with Staging() as staging:
         started = time.perf_counter()
         stage(parts, uploads, staging)
@@ -416,33 +465,118 @@ def import_export(
             staged - started,
             staging.disk_bytes / 1e6,
         )
-        done = run.checkpoint_line
-        batch = Batch(last_line=done)
-        size = target.batch_size
-        with target.batches(run, source_uri=ref.url) as writer:
-            for ordinal, (rows, rejects) in enumerate(units(staging, settings), start=1):
-                if ordinal <= done:
-                    continue  # committed by an earlier delivery of this manifest version
-                for stay in rows:
-                    batch.add_stay(stay.line, stay.row, stay.encounter_id, stay.absent)
-                batch.rejects.extend(rejects)
-                batch.last_line = ordinal
-                if len(batch) >= size:
-                    writer.submit(batch)
-                    batch = Batch(last_line=ordinal)
-            if batch.last_line > done:
-                writer.submit(batch)
+        _write_units(run, staging, target=target, settings=settings, source_uri=ref.url)
         record_counts(target.engine, run, staging.counts)
     log.info(
         "run %s: mapped and written in %.1f s; per type: %s",
         run.id,
         time.perf_counter() - staged,
-        ", ".join(
-            f"{t} {r} read, {u} used, {x} refused, {s} skipped"
-            for t, r, u, x, s in staging.counts.rows()
-        ),
+        _per_type(staging.counts),
     )
     ingest_runs.finish(target.engine, run, RUN_SUCCEEDED)
+
+
+# --- an export in ranges -------------------------------------------------------------------
+
+# A gzipped NDJSON file is read as about this many times its size (FHIR's JSON compresses
+# well); the estimate only sizes the shards.
+GZIP_RATIO = 8
+MAX_SHARDS = 1000
+
+
+def shard_count(parts: list[_Part], range_bytes: int) -> int:
+    """How many shards the export is read into: about ``range_bytes`` of its NDJSON each."""
+    estimate = sum(
+        p.size * (GZIP_RATIO if p.file.blob_name.lower().endswith(".gz") else 1) for p in parts
+    )
+    return max(1, min(MAX_SHARDS, -(-estimate // range_bytes)))
+
+
+def shard_folder(run: Run) -> str:
+    """The run's folder in the shards container: its id, and its manifest version's key
+    (run ids restart with a new database; the key does not)."""
+    return f"run-{run.id}-{ingest_runs.source_key(run.url, run.etag)[:16]}"
+
+
+def fan_out(
+    run: Run,
+    parts: list[_Part],
+    *,
+    n_shards: int,
+    uploads: UploadsContainer,
+    store: ExportShards,
+    queue: ImportQueue,
+    engine: Engine,
+) -> ImportOutcome:
+    """The first pass: every line of every file read once into ``n_shards`` shards by patient
+    (once: a redelivered manifest finds the ranges planned), then a range message for each
+    shard not yet imported."""
+    planned = ingest_runs.ranges(engine, run.id)
+    if not planned:
+        started = time.perf_counter()
+        writer = ShardWriter(store, shard_folder(run), n_shards)
+        stage(parts, uploads, writer)
+        # Each shard a range: all its bytes, its units counted from 1.
+        spans = [(0, size, 1) for size in writer.sizes]
+        planned = ingest_runs.plan_ranges(engine, run, spans, first_pass=writer.first_pass())
+        log.info(
+            "run %s: %s lines of %s files read into %s shards (%.1f MB) in %.1f s",
+            run.id,
+            sum(writer.counts.read.values()),
+            len(parts),
+            len(planned),
+            sum(writer.sizes) / 1e6,
+            time.perf_counter() - started,
+        )
+    return send_ranges(run, planned, engine=engine, queue=queue)
+
+
+def import_range(
+    run: Run,
+    part: Range,
+    *,
+    uploads: UploadsContainer,
+    store: ExportShards,
+    target: Target,
+    settings: Settings,
+) -> ImportOutcome:
+    """Import one shard of a run from its checkpoint, if its manifest is still the version
+    the run read (an overwritten one supersedes the rest of the run, as a CSV's ranges)."""
+    engine = target.engine
+    try:
+        if uploads.current_etag(uploads.resolve(run.url)) != run.etag:
+            raise BlobGone(
+                "the manifest was overwritten before this range was imported; "
+                "the newer version is imported by its own event",
+                superseded=True,
+            )
+        folder = shard_folder(run)
+        with Staging() as staging:
+            shards.restage(store.chunks(shards.shard_name(folder, part.index)), staging)
+            shards.restage(store.chunks(shards.organizations_name(folder)), staging)
+            staging.seal()
+            log.info(
+                "run %s range %s: importing units from %s (attempt %s, %.1f MB staged)",
+                run.id,
+                part.index,
+                part.checkpoint_line + 1,
+                part.attempts,
+                staging.disk_bytes / 1e6,
+            )
+            _write_units(part, staging, target=target, settings=settings, source_uri=run.url)
+    except BlobGone as exc:
+        status = RUN_SUPERSEDED if exc.superseded else RUN_FAILED
+        return range_done(engine, run, part, status, exc.reason)
+    # A range reads no line of the export: it counts the resources its mapping refused.
+    counts = [(t, 0, x, 0) for t, x in sorted(staging.counts.refused.items())]
+    return range_done(engine, run, part, RUN_SUCCEEDED, counts=counts)
+
+
+def delete_shards(run: Run, store: ExportShards) -> None:
+    """The run settled: its shards go (a failed run's stay, for its ranges' replay; the
+    lifecycle rule deletes what is left behind)."""
+    deleted = store.delete_folder(shard_folder(run))
+    log.info("run %s: %s: %s shard blobs deleted", run.id, run.status, deleted)
 
 
 def record_counts(engine: Engine, run: Run, counts: Counts) -> None:

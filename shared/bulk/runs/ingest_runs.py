@@ -10,15 +10,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from shared.records.schema import (
+    FIRST_PASS,
     RUN_FAILED,
     RUN_RUNNING,
     RUN_SUCCEEDED,
     RUN_SUPERSEDED,
     RunStatus,
+    ingest_range_resource_counts,
     ingest_ranges,
+    ingest_resource_counts,
     ingest_runs,
     utcnow,
 )
+
+# Per resource type: (type, lines read, refused, skipped), an export range's or first pass's.
+TypeCounts = list[tuple[str, int, int, int]]
 
 MAX_ERROR = 2000
 # The line every finished run logs, once (infra/modules/monitoring.bicep's alerts on failed
@@ -210,12 +216,24 @@ def ranges(engine: Engine, run_id: int) -> list[Range]:
         return [Range(*row) for row in found]
 
 
-def plan_ranges(engine: Engine, run: Run, spans: list[tuple[int, int, int]]) -> list[Range]:
+def plan_ranges(
+    engine: Engine,
+    run: Run,
+    spans: list[tuple[int, int, int]],
+    *,
+    first_pass: TypeCounts | None = None,
+) -> list[Range]:
     """Record the run's ranges, each ``(start, end, first_line)``, once: a second planner of
-    the same run (a duplicate event) finds them already there and gets the same ranges."""
+    the same run (a duplicate event) finds them already there and gets the same ranges. An
+    export's ``first_pass`` counts are recorded with them, in the same transaction."""
     now = utcnow()
     try:
         with engine.begin() as conn:
+            if first_pass:
+                conn.execute(
+                    ingest_range_resource_counts.insert(),
+                    _count_rows(run.id, FIRST_PASS, first_pass),
+                )
             conn.execute(
                 ingest_ranges.insert(),
                 [
@@ -310,14 +328,34 @@ def advance(
     return moved.rowcount == 1
 
 
+def _count_rows(run_id: int, index: int, counts: TypeCounts) -> list[dict[str, object]]:
+    return [
+        {
+            "runId": run_id,
+            "rangeIndex": index,
+            "resourceType": kind[:64],
+            "read": read,
+            "refused": refused,
+            "skipped": skipped,
+        }
+        for kind, read, refused, skipped in counts
+    ]
+
+
 def finish_range(
-    engine: Engine, part: Range, status: RunStatus, error: str | None = None
+    engine: Engine,
+    part: Range,
+    status: RunStatus,
+    error: str | None = None,
+    *,
+    counts: TypeCounts | None = None,
 ) -> Run | None:
-    """Close a range (only a running one), then the run if no range is left running: its
-    counts become the sum of its ranges'. Returns the run when this call finished it."""
+    """Close a range (only a running one), with an export range's ``counts`` in the same
+    transaction, then the run if no range is left running: its counts become the sum of its
+    ranges'. Returns the run when this call finished it."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(
+        moved = conn.execute(
             _range_update(part, RUN_RUNNING).values(
                 status=status,
                 finishedAt=now,
@@ -325,6 +363,10 @@ def finish_range(
                 error=error[:MAX_ERROR] if error else None,
             )
         )
+        if moved.rowcount == 1 and counts:
+            conn.execute(
+                ingest_range_resource_counts.insert(), _count_rows(part.run_id, part.index, counts)
+            )
     part.status, part.error = status, error
     return settle(engine, part.run_id)
 
@@ -362,12 +404,32 @@ def settle(engine: Engine, run_id: int) -> Run | None:
                 error=error[:MAX_ERROR] if error else None,
             )
         )
+        if moved.rowcount == 1 and status == RUN_SUCCEEDED:
+            _sum_resource_counts(conn, run_id)
     if moved.rowcount != 1:
         return None  # finished by the other range that finished at the same time
     settled = load(engine, run_id)
     if settled is not None:
         log_finished(settled)
     return settled
+
+
+def _sum_resource_counts(conn: Connection, run_id: int) -> None:
+    """An export's per-type counts, summed over its first pass and ranges, in the settling
+    transaction (once: only a run that succeeded, which is never reopened)."""
+    t = ingest_range_resource_counts.c
+    read, refused, skipped = sa.func.sum(t.read), sa.func.sum(t.refused), sa.func.sum(t.skipped)
+    summed = (
+        sa.select(t.runId, t.resourceType, read, read - refused - skipped, refused, skipped)
+        .where(t.runId == run_id)
+        .group_by(t.runId, t.resourceType)
+    )
+    c = ingest_resource_counts.c
+    conn.execute(
+        ingest_resource_counts.insert().from_select(
+            [c.runId, c.resourceType, c.read, c.used, c.refused, c.skipped], summed
+        )
+    )
 
 
 def reopen_range(engine: Engine, part: Range) -> None:
