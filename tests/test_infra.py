@@ -97,6 +97,7 @@ EXPECTED_GRANTS = {
     ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts:host"),
     ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     ("Storage Blob Data Contributor", "container:deadletter"),  # Event Grid's dead letters
+    ("Storage Blob Data Contributor", "container:export-shards"),  # an export in ranges
     ("Storage Queue Data Message Sender", "queue:bulk-import"),  # Event Grid, and fan-out
     ("Storage Queue Data Reader", "queue:bulk-import"),  # the trigger peeks, the scaler counts
     ("Storage Queue Data Message Processor", "queue:bulk-import"),  # the trigger takes

@@ -58,6 +58,10 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   name: '${dataStorageName}/default/models'
 }
 
+resource exportShards 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  name: '${dataStorageName}/default/export-shards'
+}
+
 resource importQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
   name: '${dataStorageName}/default/bulk-import'
 }
@@ -150,6 +154,19 @@ resource poisonSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource modelsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(models.id, appPrincipalId, roles.storageBlobDataContributor)
   scope: models
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Why: bulk_import writes an export's shards in its first pass, reads one per range and
+// deletes a run's shards when it settles: in the export-shards container only (the uploads
+// stay read-only to the app).
+resource exportShardsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(exportShards.id, appPrincipalId, roles.storageBlobDataContributor)
+  scope: exportShards
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: appPrincipalId

@@ -1,7 +1,8 @@
 // Two accounts, so the app’s identity gets broad rights only where the platform needs them:
 // - host: the Functions host’s own storage (deployment package, leases), where Flex
 //   Consumption needs the identity to own blobs;
-// - data: the uploads (read only by the app), the Event Grid dead letters, the models, and
+// - data: the uploads (read only by the app), the Event Grid dead letters, the models, an
+//   export's shards while it is imported in ranges, and
 //   the import queue Event Grid fills and bulk_import empties (with its poison queue).
 // Both: no shared keys, no public blobs, TLS 1.2, infrastructure encryption, soft delete.
 param location string
@@ -107,6 +108,15 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   properties: { publicAccess: 'None' }
 }
 
+// An FHIR export imported in ranges: its resources by patient, one folder per run, written
+// by the first pass and read by the ranges (shared/bulk/export/shards.py); ePHI, so deleted
+// when the run settles, and by the retention rule below when a failed run is never replayed.
+resource exportShards 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs[1]
+  name: 'export-shards'
+  properties: { publicAccess: 'None' }
+}
+
 resource queues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: account[1]
   name: 'default'
@@ -124,8 +134,9 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
   name: 'bulk-import-poison'
 }
 
-// PHI is kept no longer than it is needed: uploads (an import can be re-run meanwhile) and
-// dead letters (an operator can replay them meanwhile) are deleted after their retention,
+// PHI is kept no longer than it is needed: uploads (an import can be re-run meanwhile), dead
+// letters and an export's shards (an operator can replay them meanwhile) are deleted after
+// their retention,
 // their earlier versions and snapshots with them; soft delete then keeps them 30 more days.
 resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: account[1]
@@ -136,6 +147,8 @@ resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
         for rule in [
           { name: 'uploads', prefix: '${uploadsContainer}/', days: uploadRetentionDays }
           { name: 'deadletters', prefix: 'deadletter/', days: deadLetterRetentionDays }
+          // A failed run's shards wait for its poisoned ranges' replay as long as a dead letter.
+          { name: 'exportshards', prefix: 'export-shards/', days: deadLetterRetentionDays }
         ]: {
           name: 'delete-${rule.name}'
           enabled: true
