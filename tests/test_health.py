@@ -24,8 +24,16 @@ def test_every_part_answers(app_env, secret_source, db_url):
     status, report = health()
     assert status == 200 and report["status"] == "warn"  # no model configured: a warning
     checks = report["checks"]
-    assert set(checks) == {"settings", "secret", "database", "uploads", "importQueue", "model"}
-    for name in ("settings", "database", "uploads", "importQueue"):
+    assert set(checks) == {
+        "settings",
+        "secret",
+        "database",
+        "uploads",
+        "exportShards",
+        "importQueue",
+        "model",
+    }
+    for name in ("settings", "database", "uploads", "exportShards", "importQueue"):
         assert checks[name]["status"] == "pass", (name, checks[name])
     # The secret from an app setting works, but is not how Azure should run.
     assert checks["secret"]["status"] == ("pass" if secret_source == "keyvault" else "warn")
@@ -94,6 +102,23 @@ def test_a_missing_container_says_to_provision(app_env, monkeypatch):
     uploads = report["checks"]["uploads"]
     assert status == 503 and uploads["status"] == "fail"
     assert "404" in uploads["detail"] and "azd provision" in uploads["action"]
+
+
+@pytest.mark.parametrize("secret_source", ["app-setting"])
+def test_a_missing_export_shards_container_says_to_provision(app_env, monkeypatch):
+    from shared.platform import storage
+
+    made = storage.ExportShards.__init__
+
+    def elsewhere(self: storage.ExportShards, uploads: storage.UploadsContainer) -> None:
+        made(self, uploads, "no-such-shards")
+
+    monkeypatch.setattr(storage.ExportShards, "__init__", elsewhere)
+    status, report = health()
+    shards = report["checks"]["exportShards"]
+    assert status == 503 and shards["status"] == "fail"
+    assert "no-such-shards" in shards["detail"] and "404" in shards["detail"]
+    assert "azd provision" in shards["action"]
 
 
 @pytest.mark.parametrize("secret_source", ["app-setting"])

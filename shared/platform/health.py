@@ -15,7 +15,8 @@ that might quote a value. The report's shape (IETF's health check draft: ``pass`
                 "secret": {"status": "pass", "detail": "..."},
                 "database": {"status": "fail", "detail": "...", "action": "...",
                              "driver": "ODBC Driver 18 for SQL Server"},
-                "uploads": ..., "importQueue": ..., "model": {..., "modelId": "..."}},
+                "uploads": ..., "exportShards": ..., "importQueue": ...,
+                "model": {..., "modelId": "..."}},
      "odbcDriver": "ODBC Driver 18 for SQL Server", "championModel": "..."}
 """
 
@@ -227,6 +228,21 @@ def _uploads(services: Parts) -> Check:
     return Check("pass", f"uploads container {uploads.container} can be read")
 
 
+def _export_shards(services: Parts) -> Check:
+    from azure.core.exceptions import AzureError
+
+    from shared.platform.storage import ExportShards
+
+    shards = ExportShards(services.uploads)
+    try:
+        # The app's only role on this container is the one that writes the shards: a listing
+        # answered proves the assignment (no shard's name or content is read).
+        shards.probe()
+    except AzureError as exc:
+        return _azure_failure(exc, f"export shards container {shards.container}")
+    return Check("pass", f"export shards container {shards.container} answers")
+
+
 def _import_queue(services: Parts) -> Check:
     from azure.core.exceptions import AzureError
 
@@ -268,6 +284,7 @@ _CHECKS: dict[str, Callable[[Parts], Check]] = {
     "secret": _secret,
     "database": _database,
     "uploads": _uploads,
+    "exportShards": _export_shards,
     "importQueue": _import_queue,
     "model": _model,
 }

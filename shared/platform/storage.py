@@ -270,6 +270,12 @@ class ExportShards:
         chunks: Iterator[bytes] = downloader.chunks()
         return chunks
 
+    def probe(self) -> None:
+        """List at most one blob (its name unread): raises when the container does not
+        exist or the identity has no role on it."""
+        container = self._uploads.service.get_container_client(self.container)
+        next(iter(container.list_blobs(results_per_page=1).by_page()), None)
+
     def delete_folder(self, folder: str) -> int:
         """Delete every blob under ``folder/``; how many there were."""
         from azure.core.exceptions import ResourceNotFoundError
