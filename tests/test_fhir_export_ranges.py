@@ -67,6 +67,10 @@ def awkward_export() -> tuple[dict[str, bytes], int]:
     files: dict[str, bytes] = {}
     fhir_export.write([*resources, stranger, invalid], files.__setitem__)
     files["Observation.000.ndjson"] += b'{"resourceType": "Observation", "status"\n'
+    # Valid JSON, but an id or a type no text can hold: refused, not a failed run.
+    files["Patient.000.ndjson"] += b'{"resourceType":"Patient","id":"\\ud800"}\n'
+    files["Organization.000.ndjson"] += b'{"resourceType":"Organization","id":"x\\udfff"}\n'
+    files["Condition.000.ndjson"] += b'{"resourceType":"\\ud801","id":"c-2"}\n'
     return files, len(inpatient_ids(resources))
 
 
@@ -213,6 +217,12 @@ def test_a_large_export_is_read_once_into_shards_whose_ranges_sum_to_the_whole_e
     assert run.rowsStored == stays
     assert outcome(db) == whole_outcome
     assert not shard_blobs(uploads, db, run.id)  # the shards go when the run settles
+    surrogates = [r for r in whole_outcome[1] if "unpaired surrogate" in r[3]]
+    assert [(r[0], r[3].split(":")[0]) for r in surrogates] == [
+        ("Condition.000.ndjson", "Condition"),
+        ("Organization.000.ndjson", "Organization"),
+        ("Patient.000.ndjson", "Patient"),
+    ]
 
 
 def test_a_small_export_is_imported_whole_without_the_queue(in_ranges, uploads, db, import_queue):
@@ -420,3 +430,48 @@ def test_shards_hold_exactly_what_one_staging_would_and_each_patient_whole(
     assert writer.sizes == [
         len(store.blobs[shards.shard_name("run-1", i)]) for i in range(n_shards)
     ]
+
+
+# --- reading a line: orjson where it reads as json does --------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def as_read(text: bytes) -> Any:
+    try:
+        return ("value", json.dumps(json.loads(text), sort_keys=True))  # NaN-safe comparison
+    except (ValueError, UnicodeDecodeError) as exc:
+        return ("refused", type(exc).__name__)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    value=JSON_VALUES,
+    spacing=st.sampled_from([None, (",", ":"), (", ", ": ")]),
+    damage=st.sampled_from([b"", b"\xff", b"}", b'"\\ud800"', b"1e400", b"NaN", b"\xef\xbb\xbf"]),
+    at_start=st.booleans(),
+)
+def test_a_line_is_read_exactly_as_json_reads_it(
+    value: Any, spacing: tuple[str, str] | None, damage: bytes, at_start: bool
+) -> None:
+    from shared.bulk.export import ndjson
+
+    line = json.dumps(value, separators=spacing).encode()
+    line = damage + line if at_start else line + damage
+    try:
+        parsed: Any = ("value", json.dumps(ndjson.parse(line), sort_keys=True))
+    except (ValueError, UnicodeDecodeError) as exc:
+        parsed = ("refused", type(exc).__name__)
+    assert parsed == as_read(line)
+    if parsed[0] == "value":  # and the very types: an integer stays an integer
+        assert repr(ndjson.parse(line)) == repr(json.loads(line))

@@ -25,7 +25,6 @@ is either stored or in ``IngestRejects``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -190,7 +189,7 @@ def _stage_line(
         refuse(declared, f"the line is longer than {MAX_LINE_BYTES:,} bytes")
         return
     try:
-        resource = json.loads(line)
+        resource = ndjson.parse(line)
     except (UnicodeDecodeError, ValueError):
         counts.add(counts.read, declared)
         refuse(declared, "the line is not a JSON object (NDJSON: one resource a line)")
@@ -200,11 +199,18 @@ def _stage_line(
         counts.add(counts.read, declared)
         refuse(declared, "the line has no resourceType")
         return
+    if not _is_text(kind):
+        counts.add(counts.read, declared)
+        refuse(declared, f"the line's resourceType {_NOT_TEXT}")
+        return
     counts.add(counts.read, kind)
     staged = Staged(kind, file, number, line.decode())
     if kind == "Organization":
         organization_id = resource.get("id")
         if isinstance(organization_id, str) and organization_id:
+            if not _is_text(organization_id):
+                refuse(kind, f"the Organization's id {_NOT_TEXT}")
+                return
             staging.add_organization(organization_id, staged)
         return
     if kind not in STAGED_TYPES:
@@ -223,7 +229,20 @@ def _stage_line(
         what = "id" if kind == "Patient" else "subject reference to a Patient (Patient/<id>)"
         refuse(kind, f"the {kind} has no {what}")
         return
+    if not _is_text(patient):
+        refuse(kind, f"the Patient's id {_NOT_TEXT}")
+        return
     staging.add(patient, staged)
+
+
+# An escaped lone surrogate ("\\ud800") is valid JSON but no text: it could be neither staged
+# nor named in a reason.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_TEXT = "is not valid Unicode text (it holds an unpaired surrogate escape)"
+
+
+def _is_text(value: str) -> bool:
+    return value.isascii() or _SURROGATE.search(value) is None
 
 
 def _class_code(resource: dict[str, Any]) -> str | None:
@@ -283,7 +302,7 @@ def _file_and_line(expression: str) -> tuple[str, int]:
 
 
 def _entries(staged: list[Staged]) -> list[Entry]:
-    return [Entry(json.loads(s.body), f"{s.file}#{s.line}") for s in staged]
+    return [Entry(ndjson.parse(s.body.encode()), f"{s.file}#{s.line}") for s in staged]
 
 
 def _valid(entries: list[Entry], result: PatientStays, counts: Counts) -> list[Entry]:

@@ -12,10 +12,11 @@ interface; nothing of SQL or of the storage SDK.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Protocol
+
+import orjson
 
 from shared.bulk.export.staging import Counts, Refusal, Staged, Staging
 
@@ -70,8 +71,8 @@ class _Blob:
 
 
 def _line(header: list[object], body: str = "") -> bytes:
-    # json.dumps escapes tabs and newlines in strings: the first tab ends the header.
-    return (json.dumps(header, separators=(",", ":")) + "\t" + body + "\n").encode()
+    # JSON escapes tabs and newlines in strings: the first tab ends the header.
+    return orjson.dumps(header) + b"\t" + body.encode() + b"\n"
 
 
 class ShardWriter:
@@ -130,7 +131,7 @@ def restage(chunks: Iterable[bytes], staging: Staging) -> None:
     them; the counts stay the first pass's."""
     for line in _lines(chunks):
         head, _, body = line.partition(b"\t")
-        header = json.loads(head)
+        header = orjson.loads(head)
         kind = header[0]
         if kind == "r":
             _, patient, resource_type, file, number = header
