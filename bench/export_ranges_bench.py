@@ -59,6 +59,17 @@ class _Disk(logging.Handler):
         self.shards_mb = 0.0
         self.first_pass_s = 0.0
 
+    @classmethod
+    def listening(cls) -> _Disk:
+        """A handler on the export's log in this worker (other loggers: errors only)."""
+        logging.disable(logging.NOTSET)
+        disk = cls()
+        export_log = logging.getLogger("shared.bulk.export.importing")
+        export_log.addHandler(disk)
+        export_log.setLevel(logging.INFO)
+        logging.getLogger().setLevel(logging.ERROR)
+        return disk
+
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         staged = re.search(r"([\d.]+) MB (?:of temporary disk|staged)", message)
@@ -83,12 +94,7 @@ def worker(
 ) -> None:
     """One instance: once started, take messages until the run is ``done`` (an idle worker
     waits: the first pass sends the ranges only when it has read the whole export)."""
-    logging.disable(logging.NOTSET)
-    disk = _Disk()
-    export_log = logging.getLogger("shared.bulk.export.importing")
-    export_log.addHandler(disk)
-    export_log.setLevel(logging.INFO)
-    logging.getLogger().setLevel(logging.ERROR)
+    disk = _Disk.listening()
     import fhir.resources.R4B.bundle  # noqa: F401 - a warm worker: modules loaded before
 
     import function_app
@@ -133,12 +139,7 @@ def worker(
 def whole(db_url: str, storage: str, body: dict[str, Any], results: mp.Queue[Any]) -> None:
     """The export read whole by one worker: its importer built without the queue, so
     nothing fans out whatever the export's size (today's path)."""
-    logging.disable(logging.NOTSET)
-    disk = _Disk()
-    export_log = logging.getLogger("shared.bulk.export.importing")
-    export_log.addHandler(disk)
-    export_log.setLevel(logging.INFO)
-    logging.getLogger().setLevel(logging.ERROR)
+    disk = _Disk.listening()
     import fhir.resources.R4B.bundle  # noqa: F401
 
     from shared.bulk.blob_events import BlobCreated, read_message

@@ -338,7 +338,15 @@ def function_show(state: dict[str, Any], args: list[str]) -> str:
 
 # --- curl -----------------------------------------------------------------------------------
 
-HEALTH_CHECKS = ("settings", "secret", "database", "uploads", "importQueue", "model")
+HEALTH_CHECKS = (
+    "settings",
+    "secret",
+    "database",
+    "uploads",
+    "exportShards",
+    "importQueue",
+    "model",
+)
 HEALTH_FAILURES = {
     "no-odbc-driver": (
         "database",

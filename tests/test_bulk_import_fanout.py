@@ -79,6 +79,25 @@ def new_worker() -> Callable[..., None]:
     return handler
 
 
+def killed_at_third_batch(doomed: QueueHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``doomed`` takes messages until its worker dies as its third batch is written (the
+    message is not answered); then a fresh worker is ready to take over."""
+    real_write = PatientWriter.write
+    calls = {"n": 0}
+
+    def dies_on_the_third_batch(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise WorkerKilled  # the instance is gone; its message is not answered
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(PatientWriter, "write", dies_on_the_third_batch)
+    while calls["n"] < 3:
+        doomed.step()
+    monkeypatch.setattr(PatientWriter, "write", real_write)
+    reset_process_state()  # the instance that takes over is a fresh worker
+
+
 def ranges_of(db: sa.Engine) -> list[sa.Row[Any]]:
     with db.connect() as conn:
         return list(
@@ -183,21 +202,7 @@ def test_a_worker_killed_mid_range_is_taken_over_after_the_visibility_timeout(
     whole_outcome, fanned_out, uploads, db, azurite_connection, monkeypatch
 ):
     announce_large_file(uploads)
-    real_write = PatientWriter.write
-    calls = {"n": 0}
-
-    def dies_on_the_third_batch(*args: Any, **kwargs: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise WorkerKilled  # the instance is gone; its message is not answered
-        real_write(*args, **kwargs)
-
-    monkeypatch.setattr(PatientWriter, "write", dies_on_the_third_batch)
-    doomed = host(azurite_connection, visibility_timeout=2)
-    while calls["n"] < 3:
-        doomed.step()
-    monkeypatch.setattr(PatientWriter, "write", real_write)
-    reset_process_state()  # the instance that took over is a fresh worker
+    killed_at_third_batch(host(azurite_connection, visibility_timeout=2), monkeypatch)
 
     host(azurite_connection).drain(idle_seconds=4)  # the killed range's message reappears
 

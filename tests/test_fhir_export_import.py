@@ -137,6 +137,30 @@ def inpatient_ids(resources: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def with_bad_resources(resources: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The export's files with what must be refused alone added: an Encounter of a patient
+    not in the export, an invalid Condition, an implausible pulse, a line cut short."""
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    stranger = {**next(r for r in resources if r["resourceType"] == "Encounter"), "id": "x-1"}
+    stranger["subject"] = {"reference": "Patient/nobody"}
+    invalid_condition = {
+        "resourceType": "Condition",
+        "id": "c-bad",
+        "subject": {"reference": f"Patient/{patient['id']}"},
+        "onsetDateTime": "yesterday",
+    }
+    implausible = next(
+        r
+        for r in resources
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "8867-4"
+    )
+    implausible["valueQuantity"]["value"] = 900  # a pulse no one has
+    files: dict[str, bytes] = {}
+    fhir_export.write([*resources, stranger, invalid_condition], files.__setitem__)
+    files["Observation.000.ndjson"] += b'{"resourceType": "Observation", "status"\n'  # cut short
+    return files
+
+
 # --- parity with the admission path --------------------------------------------------------
 
 
@@ -219,24 +243,7 @@ def test_the_export_path_maps_a_stay_exactly_as_an_admission(stay: Any) -> None:
 def test_bad_lines_and_resources_are_refused_alone_with_file_line_and_reason(app_env, uploads, db):
     resources = list(fhir_export.generated(4, seed=5))
     stays_before = len(inpatient_ids(resources))
-    patient = next(r for r in resources if r["resourceType"] == "Patient")
-    stranger = {**next(r for r in resources if r["resourceType"] == "Encounter"), "id": "x-1"}
-    stranger["subject"] = {"reference": "Patient/nobody"}
-    invalid_condition = {
-        "resourceType": "Condition",
-        "id": "c-bad",
-        "subject": {"reference": f"Patient/{patient['id']}"},
-        "onsetDateTime": "yesterday",
-    }
-    implausible = next(
-        r
-        for r in resources
-        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "8867-4"
-    )
-    implausible["valueQuantity"]["value"] = 900  # a pulse no one has
-    files: dict[str, bytes] = {}
-    fhir_export.write([*resources, stranger, invalid_condition], files.__setitem__)
-    files["Observation.000.ndjson"] += b'{"resourceType": "Observation", "status"\n'  # cut short
+    files = with_bad_resources(resources)
     for name, data in files.items():
         if name != "manifest.json":
             uploads.put(data, "exports/bad/" + name)

@@ -17,12 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtools import azurite, events, fhir_export
-from devtools.queue_host import QueueHost, WorkerKilled, queue_client
+from devtools.queue_host import QueueHost, queue_client
 from ops import import_queue as queue_command
 from shared.bulk.export import importing as export_import
 from shared.bulk.export import shards
 from shared.bulk.export.staging import Refusal, Staged, Staging
-from shared.bulk.patient_writer import PatientWriter
 from shared.bulk.runs import ingest_runs
 from shared.platform.queues import POISON_QUEUE
 from shared.records.schema import (
@@ -37,36 +36,19 @@ from shared.records.schema import (
 )
 from tests.conftest import APP_SETTINGS, deliver, function, reset_process_state
 from tests.test_bulk_import import runs
-from tests.test_bulk_import_fanout import new_worker
-from tests.test_fhir_export_import import inpatient_ids
+from tests.test_bulk_import_fanout import killed_at_third_batch, new_worker
+from tests.test_fhir_export_import import inpatient_ids, with_bad_resources
 
 PATIENTS = 40
 SHARDS = 5
 
 
 def awkward_export() -> tuple[dict[str, bytes], int]:
-    """A generated export with what must be refused alone in it (a line cut short, an
-    Encounter of a patient not in the export, an invalid Condition, an implausible pulse):
-    its files, and how many inpatient stays it holds."""
+    """A generated export with what must be refused alone in it
+    (:func:`with_bad_resources`, and ids no text can hold): its files, and how many
+    inpatient stays it holds."""
     resources = list(fhir_export.generated(PATIENTS, seed=17))
-    patient = next(r for r in resources if r["resourceType"] == "Patient")
-    stranger = {**next(r for r in resources if r["resourceType"] == "Encounter"), "id": "x-1"}
-    stranger["subject"] = {"reference": "Patient/nobody"}
-    invalid = {
-        "resourceType": "Condition",
-        "id": "c-bad",
-        "subject": {"reference": f"Patient/{patient['id']}"},
-        "onsetDateTime": "yesterday",
-    }
-    pulse = next(
-        r
-        for r in resources
-        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "8867-4"
-    )
-    pulse["valueQuantity"]["value"] = 900
-    files: dict[str, bytes] = {}
-    fhir_export.write([*resources, stranger, invalid], files.__setitem__)
-    files["Observation.000.ndjson"] += b'{"resourceType": "Observation", "status"\n'
+    files = with_bad_resources(resources)
     # Valid JSON, but an id or a type no text can hold: refused, not a failed run.
     files["Patient.000.ndjson"] += b'{"resourceType":"Patient","id":"\\ud800"}\n'
     files["Organization.000.ndjson"] += b'{"resourceType":"Organization","id":"x\\udfff"}\n'
@@ -269,21 +251,7 @@ def test_a_worker_killed_mid_range_is_taken_over_after_the_visibility_timeout(
     monkeypatch.setitem(APP_SETTINGS, "IMPORT_BATCH_SIZE", "5")
     reset_process_state()
     announce(uploads, export_files[0])
-    real_write = PatientWriter.write
-    calls = {"n": 0}
-
-    def dies_on_the_third_batch(*args: Any, **kwargs: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise WorkerKilled  # the instance is gone; its message is not answered
-        real_write(*args, **kwargs)
-
-    monkeypatch.setattr(PatientWriter, "write", dies_on_the_third_batch)
-    doomed = host(azurite_connection, visibility_timeout=2)
-    while calls["n"] < 3:
-        doomed.step()
-    monkeypatch.setattr(PatientWriter, "write", real_write)
-    reset_process_state()
+    killed_at_third_batch(host(azurite_connection, visibility_timeout=2), monkeypatch)
 
     host(azurite_connection).drain(idle_seconds=4)
 
