@@ -88,6 +88,7 @@ def worker(
     db_url: str,
     storage: str,
     range_bytes: int,
+    *,
     ready: mp.Queue[int],
     done: Any,
     results: mp.Queue[WorkerResult],
@@ -181,7 +182,11 @@ def imported(
     results: mp.Queue[WorkerResult] = ctx.Queue()
     done = ctx.Event()
     procs = [
-        ctx.Process(target=worker, args=(db_url, storage, range_bytes, ready, done, results))
+        ctx.Process(
+            target=worker,
+            args=(db_url, storage, range_bytes),
+            kwargs={"ready": ready, "done": done, "results": results},
+        )
         for _ in range(workers)
     ]
     for proc in procs:
